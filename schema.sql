@@ -1,0 +1,1 @@
+src/scheduler/store/schema.sql

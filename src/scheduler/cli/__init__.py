@@ -1,0 +1,1 @@
+"""The ``openclaw-scheduler`` command line: thin over the service, store and models."""

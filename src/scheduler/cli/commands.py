@@ -1,0 +1,412 @@
+"""The CLI's command handlers. Each parses its arguments, calls the service or store, and emits."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from scheduler.cli.main import Context, Handler, UsageError
+from scheduler.cli.output import table
+from scheduler.errors import SchedulerError, ValidationError
+from scheduler.timeutil import parse_in_duration, parse_user_datetime, to_sqlite, utcnow
+
+NEVER_SENTINEL = "0 0 31 2 *"
+
+
+def _parse_json(text: str, usage: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(
+            f"Invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}). "
+            f"Usage: openclaw-scheduler {usage}"
+        ) from None
+
+
+def _positive_int(text: str, name: str, *, minimum: int = 1) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{name} must be a whole number, got {text!r}") from None
+    if value < minimum:
+        raise UsageError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+# -- jobs -----------------------------------------------------------------------------------
+
+
+def jobs_list(ctx: Context) -> int:
+    from scheduler.store import jobs as job_store
+
+    job_type = ctx.option("--type")
+    ctx.no_extra(0, "jobs list [--type <job_type>]")
+    jobs = job_store.list_jobs(ctx.db, job_type)
+    rows = [
+        {
+            "id": j["id"][:8] + "..",
+            "name": j["name"],
+            "kind": j["schedule_kind"],
+            "enabled": bool(j["enabled"]),
+            "schedule": f"at:{(j['schedule_at'] or '')[:16]}" if j["schedule_kind"] == "at" else j["schedule_cron"],
+            "tz": j["schedule_tz"],
+            "target": j["session_target"],
+            "nextRun": j["next_run_at"],
+            "lastStatus": j["last_status"],
+            "errors": j["consecutive_errors"],
+        }
+        for j in jobs
+    ]
+    ctx.out.emit(jobs, lambda: table(rows, list(rows[0]) if rows else ["id"]))
+    return 0
+
+
+def jobs_get(ctx: Context) -> int:
+    from scheduler.store import jobs as job_store
+
+    job_id = ctx.positional(0, "jobs get <id>")
+    ctx.no_extra(1, "jobs get <id>")
+    ctx.out.emit(job_store.require_job(ctx.db, job_id), None)
+    return 0
+
+
+def _apply_one_shot(ctx: Context, spec: dict[str, Any]) -> None:
+    at_value = ctx.option("--at")
+    in_value = ctx.option("--in")
+    if at_value is None and in_value is None:
+        return
+    if at_value is not None and in_value is not None:
+        raise UsageError("use either --at or --in, not both")
+    try:
+        if in_value is not None:
+            when = utcnow() + parse_in_duration(in_value)
+        else:
+            when = parse_user_datetime(str(at_value))
+    except ValueError as exc:
+        raise ValidationError(f"--at/--in error: {exc}") from None
+    schedule_at = to_sqlite(when)
+    spec.update(schedule_kind="at", schedule_at=schedule_at, next_run_at=schedule_at)
+
+
+def _apply_watchdog_defaults(spec: dict[str, Any]) -> None:
+    spec["job_type"] = "watchdog"
+    spec.setdefault("session_target", "shell")
+    spec.setdefault("payload_kind", "shellCommand")
+    if not spec.get("payload_message"):
+        spec["payload_message"] = spec.get("watchdog_check_cmd") or "true"
+    spec.setdefault("delivery_mode", "none")
+    spec.setdefault("watchdog_self_destruct", 1)
+
+
+def _spec_object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValidationError("Job spec must be a JSON object, e.g. '{\"name\": \"...\"}'")
+    return value
+
+
+def jobs_add(ctx: Context) -> int:
+    from scheduler import service
+    from scheduler.models.job import new_job_row, validate_job_spec
+
+    usage = "jobs add '<json>' [--dry-run] [--at <datetime> | --in <duration>] [--watchdog] [--profile <p>]"
+    dry_run = ctx.flag("--dry-run")
+    watchdog = ctx.flag("--watchdog")
+    profile = ctx.option("--profile")
+    one_shot: dict[str, Any] = {}
+    _apply_one_shot(ctx, one_shot)
+    payload = ctx.positional(0, usage)
+    ctx.no_extra(1, usage)
+    spec = _spec_object(_parse_json(payload, "jobs add '{\"name\": \"...\", ...}'"))
+    if profile is not None:
+        spec["auth_profile"] = profile
+    if one_shot:
+        spec.update(one_shot)
+        spec.setdefault("schedule_cron", NEVER_SENTINEL)
+        spec.setdefault("delete_after_run", 1)
+    if watchdog:
+        _apply_watchdog_defaults(spec)
+    now = utcnow()
+    if dry_run:
+        normalized = validate_job_spec(spec, None, "create", now=now)
+        new_job_row(normalized, now)  # also checks what only row construction can
+        ctx.out.emit({"ok": True, "dry_run": True, "valid": True, "normalized": normalized},
+                     "Valid (dry run; nothing written)")
+        return 0
+    job = service.create_job(ctx.db, spec, now)
+    ctx.out.emit(
+        {"ok": True, "job": job},
+        f"Created job {job['id']} ({job['name']}); next run: {job['next_run_at'] or 'never'} UTC",
+    )
+    return 0
+
+
+def jobs_validate(ctx: Context) -> int:
+    from scheduler.models.job import validate_job_spec
+
+    payload = ctx.positional(0, "jobs validate '<json>'")
+    ctx.no_extra(1, "jobs validate '<json>'")
+    spec = _spec_object(_parse_json(payload, "jobs validate '{\"name\": \"...\"}'"))
+    normalized = validate_job_spec(spec, None, "create", now=utcnow())
+    ctx.out.emit({"ok": True, "valid": True, "normalized": normalized}, "Valid")
+    return 0
+
+
+def jobs_update(ctx: Context) -> int:
+    from scheduler import service
+
+    usage = "jobs update <id> '<json>' [--dry-run] [--profile <p>]"
+    dry_run = ctx.flag("--dry-run")
+    profile = ctx.option("--profile")
+    job_id = ctx.positional(0, usage)
+    payload = ctx.positional(1, usage)
+    ctx.no_extra(2, usage)
+    patch = _spec_object(_parse_json(payload, "jobs update <id> '{\"key\": \"value\"}'"))
+    if profile is not None:
+        patch["auth_profile"] = profile
+    now = utcnow()
+    if dry_run:
+        _, normalized = service.plan_update(ctx.db, job_id, patch, now)
+        ctx.out.emit({"ok": True, "dry_run": True, "valid": True, "normalized": normalized},
+                     "Valid (dry run; nothing written)")
+        return 0
+    job = service.update_job(ctx.db, job_id, patch, now)
+    ctx.out.emit({"ok": True, "job": job}, f"Updated job {job['id']} ({job['name']})")
+    return 0
+
+
+def _set_enabled(ctx: Context, enabled: bool) -> int:
+    from scheduler import service
+
+    verb = "enable" if enabled else "disable"
+    job_id = ctx.positional(0, f"jobs {verb} <id>")
+    ctx.no_extra(1, f"jobs {verb} <id>")
+    job = service.set_enabled(ctx.db, job_id, enabled, utcnow())
+    ctx.out.emit(
+        {"ok": True, "job_id": job_id, "enabled": enabled},
+        f"{'Enabled' if enabled else 'Disabled'} {job['name']}"
+        + (f"; next run: {job['next_run_at']} UTC" if enabled and job["next_run_at"] else ""),
+    )
+    return 0
+
+
+def jobs_enable(ctx: Context) -> int:
+    return _set_enabled(ctx, True)
+
+
+def jobs_disable(ctx: Context) -> int:
+    return _set_enabled(ctx, False)
+
+
+def jobs_delete(ctx: Context) -> int:
+    from scheduler.store import jobs as job_store
+
+    job_id = ctx.positional(0, "jobs delete <id>")
+    ctx.no_extra(1, "jobs delete <id>")
+    job = job_store.require_job(ctx.db, job_id)
+    job_store.delete_job(ctx.db, job_id)
+    ctx.out.emit({"ok": True, "job_id": job_id, "deleted": True}, f"Deleted {job['name']} ({job_id})")
+    return 0
+
+
+def jobs_run(ctx: Context) -> int:
+    from scheduler import service
+
+    job_id = ctx.positional(0, "jobs run <id>")
+    ctx.no_extra(1, "jobs run <id>")
+    job, dispatch = service.run_now(ctx.db, job_id, utcnow())
+    ctx.out.emit(
+        {"ok": True, "job_id": job["id"], "name": job["name"], "dispatch_id": dispatch["id"],
+         "dispatch_kind": dispatch["dispatch_kind"]},
+        f"Queued for immediate run: {job['name']} (dispatch: {dispatch['id']})",
+    )
+    return 0
+
+
+# -- runs -----------------------------------------------------------------------------------
+
+
+def runs_list(ctx: Context) -> int:
+    from scheduler.store import runs as run_store
+
+    usage = "runs list <job-id> [limit]"
+    job_id = ctx.positional(0, usage)
+    limit = _positive_int(ctx.args[1], "limit") if len(ctx.args) > 1 else 20
+    ctx.no_extra(2, usage)
+    runs = run_store.list_runs(ctx.db, job_id, limit)
+    if not runs:
+        from scheduler.store import jobs as job_store
+
+        job_store.require_job(ctx.db, job_id)
+    rows = [
+        {"id": r["id"][:8], "status": r["status"], "started": r["started_at"],
+         "finished": r["finished_at"], "durationMs": r["duration_ms"],
+         "exit": r["shell_exit_code"], "error": r["error_message"]}
+        for r in runs
+    ]
+    ctx.out.emit(runs, lambda: table(rows, list(rows[0]) if rows else ["id"]))
+    return 0
+
+
+def runs_get(ctx: Context) -> int:
+    from scheduler.store import runs as run_store
+
+    run_id = ctx.positional(0, "runs get <run-id>")
+    ctx.no_extra(1, "runs get <run-id>")
+    ctx.out.emit(run_store.require_run(ctx.db, run_id), None)
+    return 0
+
+
+def runs_output(ctx: Context) -> int:
+    from scheduler.store import runs as run_store
+
+    usage = "runs output <run-id> [stdout|stderr]"
+    run_id = ctx.positional(0, usage)
+    kind = (ctx.args[1] if len(ctx.args) > 1 else "stdout").lower()
+    ctx.no_extra(2, usage)
+    if kind not in ("stdout", "stderr"):
+        raise UsageError(f"usage: openclaw-scheduler {usage}")
+    run = run_store.require_run(ctx.db, run_id)
+    file_path = run[f"shell_{kind}_path"]
+    if file_path:
+        try:
+            content = Path(file_path).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise SchedulerError(f"Cannot read output file {file_path}: {exc.strerror or exc}") from None
+    else:
+        content = run[f"shell_{kind}"] or ""
+    if ctx.out.json_mode:
+        ctx.out.emit({"ok": True, "run_id": run["id"], "kind": kind, "file_path": file_path,
+                      "content": content})
+    else:
+        sys.stdout.write(content if content.endswith("\n") or not content else content + "\n")
+    return 0
+
+
+def runs_running(ctx: Context) -> int:
+    from scheduler.store import runs as run_store
+
+    ctx.no_extra(0, "runs running")
+    runs = run_store.running_runs(ctx.db)
+    rows = [{"id": r["id"][:8], "job": r["job_name"], "started": r["started_at"],
+             "heartbeat": r["last_heartbeat"]} for r in runs]
+    ctx.out.emit(runs, lambda: table(rows, ["id", "job", "started", "heartbeat"]))
+    return 0
+
+
+def runs_stale(ctx: Context) -> int:
+    from scheduler.store import runs as run_store
+
+    threshold = _positive_int(ctx.args[0], "threshold-s") if ctx.args else 90
+    ctx.no_extra(1, "runs stale [threshold-s]")
+    runs = run_store.stale_runs(ctx.db, threshold, to_sqlite(utcnow()))
+    rows = [{"id": r["id"][:8], "job": r["job_name"], "heartbeat": r["last_heartbeat"]} for r in runs]
+    ctx.out.emit(runs, lambda: table(rows, ["id", "job", "heartbeat"]))
+    return 0
+
+
+# -- status, version, schema, cron --------------------------------------------------------------
+
+
+def status(ctx: Context) -> int:
+    from scheduler import paths
+    from scheduler.engine.lock import probe
+    from scheduler.store.status import overview
+
+    ctx.no_extra(0, "status")
+    database = paths.db_path()
+    data = {"db_path": str(database), **overview(ctx.db, 90, to_sqlite(utcnow()))}
+    data["daemon"] = probe(database)
+
+    def human() -> None:
+        daemon = data["daemon"]
+        served = (f"running (pid {daemon['pid']}, since {daemon['since']} UTC, v{daemon['version']})"
+                  if daemon["running"] else "not running")
+        budgets = data["budgets"]
+        nxt = data["next_job"]
+        lines = [
+            f"DB:       {data['db_path']}",
+            f"Daemon:   {served}",
+            f"Jobs:     {data['jobs_total']} total, {data['jobs_enabled']} enabled",
+            f"Running:  {data['running_runs']} ({data['stale_runs']} stale)",
+            f"Dispatch: {budgets.get('pending_dispatches', 0)} pending, "
+            f"{budgets.get('overlap_queued_dispatches', 0)} overlap-queued",
+            f"Next:     {nxt['name']} at {nxt['next_run_at']} UTC" if nxt else "Next:     -",
+        ]
+        sys.stdout.write("\n".join(lines) + "\n")
+
+    ctx.out.emit(data, human)
+    return 0
+
+
+def version(ctx: Context) -> int:
+    from scheduler import __version__
+    from scheduler.store.status import schema_version
+
+    ctx.no_extra(0, "version")
+    ctx.out.emit({"ok": True, "name": "openclaw-scheduler", "version": __version__,
+                  "schema_version": schema_version(ctx.db)})
+    return 0
+
+
+def schema(ctx: Context) -> int:
+    from scheduler.models.job import DISPATCH_SCHEMA, JOB_SCHEMA, RUN_SCHEMA
+
+    target = (ctx.args[0] if ctx.args else "all").lower()
+    ctx.no_extra(1, "schema [jobs|runs|dispatches|all]")
+    schemas: dict[str, Any] = {"jobs": JOB_SCHEMA, "runs": RUN_SCHEMA, "dispatches": DISPATCH_SCHEMA}
+    aliases = {"job": "jobs", "run": "runs", "dispatch": "dispatches"}
+    target = aliases.get(target, target)
+    if target == "all":
+        ctx.out.emit(schemas)
+    elif target in schemas:
+        ctx.out.emit(schemas[target])
+    else:
+        raise UsageError(f"Unknown schema target: {target}; expected jobs, runs, dispatches or all")
+    return 0
+
+
+def cron_next(ctx: Context) -> int:
+    from scheduler import cron
+
+    usage = "cron next '<expr>' [--tz <zone>] [--from <ISO 8601>] [--count <n>]"
+    tz = ctx.option("--tz") or "UTC"
+    start_text = ctx.option("--from")
+    count_text = ctx.option("--count")
+    expr = ctx.positional(0, usage)
+    ctx.no_extra(1, usage)
+    count = _positive_int(count_text, "--count") if count_text else 5
+    if count > 1000:
+        raise UsageError("--count must be <= 1000")
+    try:
+        start = parse_user_datetime(start_text) if start_text else utcnow()
+    except ValueError as exc:
+        raise ValidationError(f"--from: {exc}") from None
+    if expr.strip() == cron.NEVER_SENTINEL:
+        raise ValidationError(f'"{expr}" is the reserved never-fires sentinel; it has no fire times')
+    times = cron.preview(expr, tz, start, count)
+    ctx.out.emit({"ok": True, "expr": expr, "tz": tz, "next": times}, "\n".join(times))
+    return 0
+
+
+COMMANDS: dict[tuple[str, str | None], Handler] = {
+    ("jobs", "list"): jobs_list,
+    ("jobs", "get"): jobs_get,
+    ("jobs", "add"): jobs_add,
+    ("jobs", "validate"): jobs_validate,
+    ("jobs", "update"): jobs_update,
+    ("jobs", "enable"): jobs_enable,
+    ("jobs", "disable"): jobs_disable,
+    ("jobs", "delete"): jobs_delete,
+    ("jobs", "run"): jobs_run,
+    ("runs", "list"): runs_list,
+    ("runs", "get"): runs_get,
+    ("runs", "output"): runs_output,
+    ("runs", "running"): runs_running,
+    ("runs", "stale"): runs_stale,
+    ("status", None): status,
+    ("version", None): version,
+    ("schema", None): schema,
+    ("cron", "next"): cron_next,
+}

@@ -1,0 +1,182 @@
+"""Entry point and routing for ``openclaw-scheduler``.
+
+Commands and their arguments follow the reference CLI so agents can call either. ``--json`` may
+appear anywhere. Errors are one line on stderr (``{"ok": false, "error": ...}`` on stdout with
+``--json``) and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from scheduler.cli.output import Output
+from scheduler.errors import SchedulerError, ValidationError
+from scheduler.store.db import Database
+
+USAGE = """\
+Usage: openclaw-scheduler <command> [subcommand] [args] [--json]
+
+Daemon:
+  start                                   run the daemon in the foreground (also: python -m scheduler)
+
+Jobs:
+  jobs list [--type <job_type>]           list jobs
+  jobs get <id>                           show one job
+  jobs add '<json>' [--dry-run] [--at <datetime> | --in <duration>] [--watchdog] [--profile <p>]
+                                          add a job (run_timeout_ms and origin are required)
+  jobs validate '<json>'                  validate a job spec without writing it
+  jobs update <id> '<json>' [--dry-run] [--profile <p>]
+  jobs enable <id> | jobs disable <id> | jobs delete <id>
+  jobs run <id>                           queue an immediate run (schedule unchanged)
+
+Runs:
+  runs list <job-id> [limit]              newest first (default 20)
+  runs get <run-id>
+  runs output <run-id> [stdout|stderr]    full shell output (offloaded file or stored text)
+  runs running                            runs in progress
+  runs stale [threshold-s]                running runs without a heartbeat for threshold-s (90)
+
+Other:
+  status                                  database, jobs, runs and whether a daemon serves this DB
+  version                                 package and schema version
+  schema [jobs|runs|dispatches|all]       the job/run field reference
+  cron next '<expr>' [--tz <zone>] [--from <ISO 8601>] [--count <n>]
+                                          preview fire times, as the daemon computes them
+
+Environment: SCHEDULER_DB (default ~/.openclaw/scheduler/scheduler.db), SCHEDULER_HOME, ...
+See docs/operating.md.
+"""
+
+
+class UsageError(ValidationError):
+    """Wrong arguments for a command."""
+
+    exit_code = 2
+
+
+@dataclass
+class Context:
+    out: Output
+    args: list[str]
+    _db: Database | None = field(default=None, repr=False)
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            from scheduler import paths
+            from scheduler.store.migrations import migrate
+
+            self._db = Database.open(paths.db_path())
+            migrate(self._db)
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+    def positional(self, index: int, usage: str) -> str:
+        plain = [a for a in self.args if not a.startswith("--")]
+        if index >= len(plain):
+            raise UsageError(f"usage: openclaw-scheduler {usage}")
+        return plain[index]
+
+    def option(self, name: str) -> str | None:
+        """The value after ``--name`` (or ``--name=value``), removed from the positional args."""
+        for i, arg in enumerate(self.args):
+            if arg == name:
+                if i + 1 >= len(self.args):
+                    raise UsageError(f"{name} needs a value")
+                value = self.args[i + 1]
+                del self.args[i : i + 2]
+                return value
+            if arg.startswith(name + "="):
+                del self.args[i]
+                return arg.split("=", 1)[1]
+        return None
+
+    def flag(self, name: str) -> bool:
+        if name in self.args:
+            self.args.remove(name)
+            return True
+        return False
+
+    def no_extra(self, expected: int, usage: str) -> None:
+        unknown = [a for a in self.args if a.startswith("--")]
+        if unknown:
+            raise UsageError(f"unknown option {unknown[0]}; usage: openclaw-scheduler {usage}")
+        if len(self.args) > expected:
+            raise UsageError(
+                f"unexpected argument {self.args[expected]!r}; usage: openclaw-scheduler {usage}"
+            )
+
+
+Handler = Callable[[Context], int]
+
+
+def _commands() -> dict[tuple[str, str | None], Handler]:
+    from scheduler.cli import commands
+
+    return commands.COMMANDS
+
+
+def run(argv: Sequence[str]) -> int:
+    args = list(argv)
+    json_mode = "--json" in args
+    args = [a for a in args if a != "--json"]
+    out = Output(json_mode)
+    if not args or args[0] in ("help", "--help", "-h"):
+        sys.stdout.write(USAGE)
+        return 0
+    if args[0] in ("start", "dispatcher"):
+        from scheduler.__main__ import daemon_main
+
+        return daemon_main()
+    if args[0] in ("version", "--version", "-v") and not json_mode:
+        from scheduler import __version__
+
+        sys.stdout.write(f"openclaw-scheduler {__version__}\n")
+        return 0
+    ctx = Context(out=out, args=args)
+    try:
+        handler = _route(args)
+        return handler(ctx)
+    except SchedulerError as exc:
+        out.error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        out.error("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # never a traceback for a user; the debug switch shows one
+        if os.environ.get("SCHEDULER_DEBUG"):
+            raise
+        out.error(f"internal error ({type(exc).__name__}): {exc}; set SCHEDULER_DEBUG=1 for details")
+        return 70
+    finally:
+        ctx.close()
+
+
+def _route(args: list[str]) -> Handler:
+    commands = _commands()
+    command = args[0]
+    sub = args[1] if len(args) > 1 else None
+    if (command, sub) in commands:
+        del args[:2]
+        return commands[(command, sub)]
+    if (command, None) in commands:
+        del args[:1]
+        return commands[(command, None)]
+    groups = sorted({c for c, s in commands if s is not None})
+    if command in groups:
+        subs = sorted(s for c, s in commands if c == command and s is not None)
+        what = f"unknown subcommand {sub!r}" if sub else "missing subcommand"
+        raise UsageError(f"{what} for {command}; expected one of: {', '.join(subs)}")
+    raise UsageError(f"Unknown command: {command}. Run without arguments for usage.")
+
+
+def entrypoint() -> None:
+    sys.exit(run(sys.argv[1:]))

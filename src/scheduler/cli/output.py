@@ -1,0 +1,48 @@
+"""How the CLI speaks: pretty JSON with ``--json``, short tables and lines otherwise."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+
+class Output:
+    def __init__(self, json_mode: bool) -> None:
+        self.json_mode = json_mode
+
+    def emit(self, data: Any, human: str | Callable[[], None] | None = None) -> None:
+        if self.json_mode or human is None:
+            sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+        elif callable(human):
+            human()
+        else:
+            sys.stdout.write(human + "\n")
+
+    def error(self, message: str) -> None:
+        line = " ".join(message.split("\n"))
+        if self.json_mode:
+            sys.stdout.write(json.dumps({"ok": False, "error": line}, indent=2, ensure_ascii=False) + "\n")
+        else:
+            sys.stderr.write(f"error: {line}\n")
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
+    """A plain, aligned text table (what ``console.table`` gives the reference's users)."""
+    if not rows:
+        sys.stdout.write("(none)\n")
+        return
+    cells = [[_cell(row.get(col)) for col in columns] for row in rows]
+    widths = [max(len(col), *(len(r[i]) for r in cells)) for i, col in enumerate(columns)]
+    line = "  ".join(col.ljust(widths[i]) for i, col in enumerate(columns))
+    out = [line.rstrip(), "  ".join("-" * w for w in widths)]
+    out.extend("  ".join(r[i].ljust(widths[i]) for i in range(len(columns))).rstrip() for r in cells)
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."

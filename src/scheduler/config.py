@@ -1,0 +1,110 @@
+"""Daemon settings from the environment, validated once at start.
+
+Names and defaults are the reference's (``SCHEDULER_*``, ``OPENCLAW_GATEWAY_*``) plus our own.
+An unusable value stops the daemon with one line naming the variable. Only the daemon imports
+this module: pydantic-settings costs a third of a second, which the CLI cannot afford.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from scheduler import paths
+from scheduler.errors import ConfigError
+
+
+def _default_shell() -> str:
+    return "/bin/zsh" if platform.system() == "Darwin" else "/bin/bash"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_ignore_empty=True, extra="ignore", populate_by_name=False, case_sensitive=True
+    )
+
+    gateway_url: str = Field("http://127.0.0.1:18789", validation_alias="OPENCLAW_GATEWAY_URL")
+    gateway_token: SecretStr | None = Field(None, validation_alias="OPENCLAW_GATEWAY_TOKEN")
+    gateway_token_path: Path = Field(
+        Path("~/.openclaw/credentials/.gateway-token"), validation_alias="OPENCLAW_GATEWAY_TOKEN_PATH"
+    )
+    home: Path | None = Field(None, validation_alias="SCHEDULER_HOME")
+    db: Path | None = Field(None, validation_alias="SCHEDULER_DB")
+    artifacts_dir: Path | None = Field(None, validation_alias="SCHEDULER_ARTIFACTS_DIR")
+    tick_ms: int = Field(10000, ge=1000, validation_alias="SCHEDULER_TICK_MS")
+    stale_threshold_s: int = Field(90, ge=10, validation_alias="SCHEDULER_STALE_THRESHOLD_S")
+    heartbeat_check_ms: int = Field(30000, ge=5000, validation_alias="SCHEDULER_HEARTBEAT_CHECK_MS")
+    message_delivery_ms: int = Field(15000, ge=5000, validation_alias="SCHEDULER_MESSAGE_DELIVERY_MS")
+    prune_ms: int = Field(3600000, ge=60000, validation_alias="SCHEDULER_PRUNE_MS")
+    shell: str = Field(default_factory=_default_shell, validation_alias="SCHEDULER_SHELL")
+    debug: bool = Field(False, validation_alias="SCHEDULER_DEBUG")
+    max_concurrency: int = Field(64, ge=1, le=10000, validation_alias="SCHEDULER_MAX_CONCURRENCY")
+    shell_env_allow: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias="SCHEDULER_SHELL_ENV_ALLOW"
+    )
+    shutdown_grace_ms: int = Field(30000, ge=0, validation_alias="SCHEDULER_SHUTDOWN_GRACE_MS")
+    wake_poll_ms: int = Field(200, ge=10, le=10000, validation_alias="SCHEDULER_WAKE_POLL_MS")
+    run_heartbeat_ms: int = Field(10000, ge=1000, validation_alias="SCHEDULER_RUN_HEARTBEAT_MS")
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
+        "FULL", validation_alias="SCHEDULER_SQLITE_SYNCHRONOUS"
+    )
+
+    @field_validator("debug", mode="before")
+    @classmethod
+    def _any_set_value_enables(cls, value: Any) -> bool:
+        # The reference turns debug on for any value; "0"/"false"/"no" read as off here.
+        return str(value).strip().lower() not in ("", "0", "false", "no", "off")
+
+    @field_validator("shell_env_allow", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return tuple(value)
+
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def db_path(self) -> Path:
+        env = {}
+        if self.home is not None:
+            env["SCHEDULER_HOME"] = str(self.home)
+        if self.db is not None:
+            env["SCHEDULER_DB"] = str(self.db)
+        return paths.db_path(env) if env else paths.db_path()
+
+    @property
+    def artifacts_path(self) -> Path:
+        if self.artifacts_dir is not None:
+            return self.artifacts_dir.expanduser()
+        return self.db_path.parent / "artifacts"
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Read and validate the environment; raise ``ConfigError`` naming the first bad variable."""
+    try:
+        if env is None:
+            return Settings()
+        return Settings(**_from_mapping(env))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error.get("loc") else "environment"
+        shown = "" if "TOKEN" in name else f" (got {error.get('input')!r})"
+        raise ConfigError(f"{name}: {error['msg']}{shown}") from None
+
+
+def _from_mapping(env: dict[str, str]) -> dict[str, Any]:
+    """Settings(**kwargs) takes aliases; keep only the variables we know and drop empty ones."""
+    known = {
+        str(field.validation_alias)
+        for field in Settings.model_fields.values()
+        if field.validation_alias is not None
+    }
+    return {k: v for k, v in env.items() if k in known and v != ""}

@@ -1,0 +1,1 @@
+"""The daemon: lifecycle, scheduling loop, dispatch and finalize."""

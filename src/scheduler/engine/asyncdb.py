@@ -1,0 +1,69 @@
+"""Run store functions on one dedicated thread, so the event loop never blocks on SQLite.
+
+This is what aiosqlite does, reduced to the one operation we need: call a store function with
+the connection. Keeping store functions synchronous lets the CLI use them without asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from scheduler.store.db import Database
+from scheduler.store.migrations import migrate
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class AsyncDatabase:
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        self.path = path
+        self._synchronous = synchronous
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._db: Database | None = None
+
+    async def open(self) -> None:
+        def _open() -> Database:
+            db = Database.open(self.path, synchronous=self._synchronous)
+            try:
+                migrate(db)
+            except BaseException:
+                db.close()
+                raise
+            return db
+
+        loop = asyncio.get_running_loop()
+        self._db = await loop.run_in_executor(self._executor, _open)
+
+    async def run(
+        self, fn: Callable[Concatenate[Database, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        if self._db is None:
+            raise RuntimeError("database is not open")
+        loop = asyncio.get_running_loop()
+        call = functools.partial(fn, self._db, *args, **kwargs)
+        return await loop.run_in_executor(self._executor, call)
+
+    async def close(self, *, checkpoint: bool = True) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            loop = asyncio.get_running_loop()
+
+            def _close() -> None:
+                try:
+                    if checkpoint:
+                        db.checkpoint("TRUNCATE")
+                finally:
+                    db.close()
+
+            await loop.run_in_executor(self._executor, _close)
+        self._executor.shutdown(wait=True)
+
+    @staticmethod
+    def describe() -> dict[str, Any]:
+        return {"threads": 1}

@@ -1,0 +1,303 @@
+"""The daemon's lifecycle and its scheduling loop.
+
+One asyncio loop. It sleeps until the earliest due instant (or until the CLI writes, noticed
+through ``PRAGMA data_version``), claims due work in one transaction, and runs each claim as its
+own task, up to ``SCHEDULER_MAX_CONCURRENCY`` at once, so a long job never delays another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from scheduler import __version__, cron
+from scheduler.config import Settings
+from scheduler.engine import lock as daemon_lock
+from scheduler.engine.asyncdb import AsyncDatabase
+from scheduler.errors import SchedulerError
+from scheduler.logs import get as get_logger
+from scheduler.store import dispatch as dispatch_store
+from scheduler.store import runs as run_store
+from scheduler.store.db import Database, Row
+from scheduler.store.dispatch import Claim
+from scheduler.strategies.base import Outcome, Strategy
+from scheduler.strategies.shell_job import ShellJobStrategy
+from scheduler.timeutil import from_sqlite, sqlite_now, to_sqlite, utcnow
+
+# Error backoff after consecutive failures of a cron job (reference §5.3), in seconds.
+ERROR_BACKOFF_S = (30, 60, 300, 900, 3600)
+# Never sleep less than this when due work exists but nothing could be claimed (no hot spin).
+MIN_IDLE_SLEEP_S = 0.05
+
+
+def error_backoff_s(consecutive_errors: int) -> int:
+    if consecutive_errors <= 0:
+        return 0
+    return ERROR_BACKOFF_S[min(consecutive_errors, len(ERROR_BACKOFF_S)) - 1]
+
+
+@dataclass
+class _Active:
+    claim: Claim
+    task: asyncio.Task[None]
+    work: asyncio.Task[Outcome] | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.log = get_logger("scheduler.daemon")
+        self.db = AsyncDatabase(settings.db_path, synchronous=settings.sqlite_synchronous)
+        self.strategies: dict[str, Strategy] = {
+            "shell": ShellJobStrategy(
+                shell=settings.shell,
+                artifacts_dir=settings.artifacts_path,
+                env_allow=settings.shell_env_allow,
+            )
+        }
+        self.active: dict[str, _Active] = {}
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self._force_stop = asyncio.Event()
+        self._data_version = 0
+
+    @property
+    def targets(self) -> frozenset[str]:
+        return frozenset(self.strategies)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        database = self.settings.db_path
+        held = daemon_lock.acquire(
+            database,
+            {"pid": os.getpid(), "since": sqlite_now(), "version": __version__, "db": str(database)},
+        )
+        try:
+            await self.db.open()
+            try:
+                await self._recover()
+                self._install_signal_handlers()
+                self.log.info(
+                    "daemon.started",
+                    version=__version__,
+                    pid=os.getpid(),
+                    db=str(database),
+                    max_concurrency=self.settings.max_concurrency,
+                    tick_ms=self.settings.tick_ms,
+                )
+                await self._serve()
+            finally:
+                await self.db.close(checkpoint=True)
+        finally:
+            held.release()
+        self.log.info("daemon.stopped")
+        return 0
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+
+    def request_stop(self, reason: str = "request") -> None:
+        if self.stopping.is_set():
+            self.log.warning("daemon.stop_forced", reason=reason)
+            self._force_stop.set()
+        else:
+            self.log.info("daemon.stopping", reason=reason, running=len(self.active))
+            self.stopping.set()
+        self.wake.set()
+
+    async def _recover(self) -> None:
+        crashed = await self.db.run(dispatch_store.recover_orphans, sqlite_now())
+        for run in crashed:
+            self.log.warning("run.crashed", run_id=run["id"], job_id=run["job_id"])
+        for job in await self.db.run(dispatch_store.jobs_missing_next_run):
+            await self.db.run(dispatch_store.set_next_run, job["id"], self._next_fire_text(job))
+        unsupported = await self.db.run(dispatch_store.jobs_without_strategy, self.targets)
+        if unsupported:
+            self.log.warning(
+                "jobs.waiting_for_strategy",
+                count=len(unsupported),
+                job_ids=[j["id"] for j in unsupported[:20]],
+                note="agent, main and watchdog jobs stay due until a strategy for them is available",
+            )
+        self._data_version = await self.db.run(Database.data_version)
+
+    async def _serve(self) -> None:
+        helpers = [
+            asyncio.create_task(self._watch_for_writes(), name="watch-writes"),
+            asyncio.create_task(self._beat_running_runs(), name="run-heartbeat"),
+        ]
+        try:
+            await self._schedule_loop()
+            await self._drain()
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+
+    async def _drain(self) -> None:
+        """Let running work finish within the grace period, then cancel what is left."""
+        if not self.active:
+            return
+        grace = self.settings.shutdown_grace_ms / 1000
+        self.log.info("daemon.draining", running=len(self.active), grace_s=grace)
+        deadline = time.monotonic() + grace
+        force = asyncio.create_task(self._force_stop.wait())
+        while self.active and not force.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            running = [a.task for a in self.active.values()]
+            await asyncio.wait([*running, force], timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        force.cancel()
+        for active in list(self.active.values()):
+            if active.work is not None and not active.work.done():
+                active.work.cancel()
+        if self.active:
+            await asyncio.wait([a.task for a in self.active.values()])
+
+    # -- the scheduling loop -----------------------------------------------------------------
+
+    async def _schedule_loop(self) -> None:
+        while not self.stopping.is_set():
+            self.wake.clear()
+            free = self.settings.max_concurrency - len(self.active)
+            claimed = 0
+            if free > 0:
+                try:
+                    claimed = await self._claim(free)
+                except SchedulerError as exc:
+                    self.log.error("claim.failed", error=str(exc))
+            delay = await self._sleep_budget(free - claimed, claimed)
+            if self.stopping.is_set():
+                break
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(self.wake.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+
+    async def _claim(self, free: int) -> int:
+        now_text = to_sqlite(utcnow())
+        batch = await self.db.run(
+            dispatch_store.claim_due, now_text, free, self.targets, self._next_fire_text
+        )
+        for skipped in batch.skipped:
+            self.log.info("run.skipped", run_id=skipped["id"], job_id=skipped["job_id"],
+                          reason=skipped["error_message"])
+        for claim in batch.claims:
+            self._start(claim)
+        return len(batch.claims)
+
+    async def _sleep_budget(self, free: int, claimed: int) -> float:
+        tick = self.settings.tick_ms / 1000
+        if free <= 0:
+            return tick  # a finishing run sets `wake`
+        if claimed:
+            return 0.0  # look again at once: more may be due
+        next_due = await self.db.run(dispatch_store.next_due_at, self.targets)
+        if next_due is None:
+            return tick
+        wait = (from_sqlite(next_due) - utcnow()).total_seconds()
+        if wait <= 0:
+            return MIN_IDLE_SLEEP_S
+        return min(tick, wait)
+
+    def _next_fire_text(self, job: Row) -> str | None:
+        expr = job["schedule_cron"]
+        if not expr:
+            return None
+        try:
+            fire = cron.next_fire(str(expr), str(job["schedule_tz"] or "UTC"), utcnow())
+        except SchedulerError as exc:
+            self.log.error("job.bad_schedule", job_id=job["id"], error=str(exc))
+            return None
+        return None if fire is None else to_sqlite(fire)
+
+    # -- running one claim -------------------------------------------------------------------
+
+    def _start(self, claim: Claim) -> None:
+        task = asyncio.create_task(self._execute(claim), name=f"run-{claim.run['id']}")
+        self.active[claim.run["id"]] = _Active(claim=claim, task=task)
+
+    async def _execute(self, claim: Claim) -> None:
+        run_id = claim.run["id"]
+        active = self.active[run_id]
+        job = claim.job
+        self.log.info("run.started", run_id=run_id, job_id=job["id"], job=job["name"], source=claim.source)
+        strategy = self.strategies[job["session_target"]]
+        work = asyncio.create_task(strategy.execute(job, claim.run))
+        active.work = work
+        try:
+            outcome = await work
+        except asyncio.CancelledError:
+            outcome = Outcome("cancelled", {"error_message": "Cancelled: daemon shutdown"})
+        except Exception as exc:  # a strategy bug must still end the run, never leave it running
+            self.log.exception("run.strategy_failed", run_id=run_id, job_id=job["id"])
+            outcome = Outcome("error", {"error_message": f"internal error: {exc}"})
+        duration_ms = int((time.monotonic() - active.started) * 1000)
+        try:
+            job_after = await self.db.run(
+                dispatch_store.finish_run,
+                claim,
+                outcome.status,
+                duration_ms,
+                outcome.columns,
+                sqlite_now(),
+                self._backoff_until,
+            )
+            self.log.info(
+                "run.finished",
+                run_id=run_id,
+                job_id=job["id"],
+                status=outcome.status,
+                duration_ms=duration_ms,
+                next_run_at=None if job_after is None else job_after["next_run_at"],
+                job_removed=job_after is None,
+            )
+        except SchedulerError as exc:
+            # The run stays `running`; the next start marks it crashed rather than lose it.
+            self.log.error("run.record_failed", run_id=run_id, error=str(exc))
+        finally:
+            self.active.pop(run_id, None)
+            self.wake.set()
+
+    def _backoff_until(self, consecutive_errors: int) -> str:
+        return to_sqlite(utcnow() + timedelta(seconds=error_backoff_s(consecutive_errors)))
+
+    # -- background duties -------------------------------------------------------------------
+
+    async def _watch_for_writes(self) -> None:
+        interval = self.settings.wake_poll_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                version = await self.db.run(Database.data_version)
+            except SchedulerError as exc:
+                self.log.warning("db.poll_failed", error=str(exc))
+                continue
+            if version != self._data_version:
+                self._data_version = version
+                self.wake.set()
+
+    async def _beat_running_runs(self) -> None:
+        interval = self.settings.run_heartbeat_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            if not self.active:
+                continue
+            try:
+                await self.db.run(run_store.beat, list(self.active), sqlite_now())
+            except SchedulerError as exc:
+                self.log.warning("run.heartbeat_failed", error=str(exc))
+
+
+def run_daemon(settings: Settings) -> int:
+    return asyncio.run(Daemon(settings).run())

@@ -1,0 +1,1 @@
+"""Records of the scheduler: job specs and the field schemas the CLI prints."""

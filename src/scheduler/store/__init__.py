@@ -1,0 +1,1 @@
+"""The SQLite layer: the only package in the project that speaks SQL."""

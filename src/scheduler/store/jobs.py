@@ -1,0 +1,106 @@
+"""SQL for the ``jobs`` table."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from scheduler.errors import NotFoundError, ValidationError
+from scheduler.store.db import Database, Row
+from scheduler.store.migrations import _expected_columns
+
+_IMMUTABLE = frozenset({"id", "queued_count", "created_at"})
+
+
+@lru_cache(maxsize=1)
+def job_columns() -> tuple[str, ...]:
+    return tuple(str(c["name"]) for c in _expected_columns()["jobs"])
+
+
+def _check_columns(names: Mapping[str, Any], *, allow_immutable: bool) -> None:
+    known = set(job_columns())
+    for name in names:
+        if name not in known or (not allow_immutable and name in _IMMUTABLE):
+            raise ValidationError(f'"{name}" is not a writable job field')
+
+
+def _explain_integrity(exc: sqlite3.IntegrityError) -> ValidationError:
+    text = str(exc)
+    if "UNIQUE" in text and "jobs.id" in text:
+        return ValidationError("a job with this id already exists")
+    if "CHECK" in text:
+        return ValidationError(
+            'delivery_to is required when delivery_mode is "announce" or "announce-always"'
+        )
+    return ValidationError(f"the job violates a database constraint: {text}")
+
+
+def insert_job(db: Database, row: Mapping[str, Any]) -> Row:
+    _check_columns(row, allow_immutable=True)
+    names = list(row)
+    sql = (
+        f"INSERT INTO jobs ({', '.join(names)}) "
+        f"VALUES ({', '.join('?' for _ in names)})"
+    )
+    try:
+        with db.transaction() as conn:
+            parent = row.get("parent_id")
+            if parent and conn.execute("SELECT 1 FROM jobs WHERE id = ?", (parent,)).fetchone() is None:
+                raise ValidationError(f"parent job does not exist: {parent}")
+            conn.execute(sql, [row[n] for n in names])
+    except sqlite3.IntegrityError as exc:
+        raise _explain_integrity(exc) from None
+    return require_job(db, str(row["id"]))
+
+
+def get_job(db: Database, job_id: str) -> Row | None:
+    return db.query_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+
+
+def require_job(db: Database, job_id: str) -> Row:
+    job = get_job(db, job_id)
+    if job is None:
+        raise NotFoundError(f"Job not found: {job_id}")
+    return job
+
+
+def list_jobs(db: Database, job_type: str | None = None) -> list[Row]:
+    if job_type is None:
+        return db.query("SELECT * FROM jobs ORDER BY name, id")
+    return db.query(
+        "SELECT * FROM jobs WHERE COALESCE(job_type, 'standard') = ? ORDER BY name, id", (job_type,)
+    )
+
+
+def update_job(db: Database, job_id: str, columns: Mapping[str, Any], now_text: str) -> Row:
+    """Apply a validated patch; ``updated_at`` is stamped. Raises NotFoundError."""
+    _check_columns(columns, allow_immutable=False)
+    values = {**columns, "updated_at": now_text}
+    assignments = ", ".join(f"{name} = ?" for name in values)
+    try:
+        with db.transaction() as conn:
+            parent = values.get("parent_id")
+            if parent and conn.execute("SELECT 1 FROM jobs WHERE id = ?", (parent,)).fetchone() is None:
+                raise ValidationError(f"parent job does not exist: {parent}")
+            cursor = conn.execute(
+                f"UPDATE jobs SET {assignments} WHERE id = ?", [*values.values(), job_id]
+            )
+            if cursor.rowcount == 0:
+                raise NotFoundError(f"Job not found: {job_id}")
+    except sqlite3.IntegrityError as exc:
+        raise _explain_integrity(exc) from None
+    return require_job(db, job_id)
+
+
+def delete_job(db: Database, job_id: str) -> None:
+    """Delete a job; its runs, approvals and dispatch rows go with it (FK cascade)."""
+    with db.transaction() as conn:
+        cursor = conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        if cursor.rowcount == 0:
+            raise NotFoundError(f"Job not found: {job_id}")
+
+
+def count_children(db: Database, job_id: str) -> int:
+    return int(db.scalar("SELECT COUNT(*) FROM jobs WHERE parent_id = ?", (job_id,)) or 0)

@@ -1,0 +1,76 @@
+"""SQL for the ``runs`` table: reads for the CLI, heartbeats, finishing and crash recovery."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from scheduler.errors import NotFoundError
+from scheduler.store.db import Database, Row
+
+TERMINAL_STATUSES = ("ok", "error", "timeout", "skipped", "cancelled", "crashed")
+# Run columns a strategy may set when it finishes a run.
+FINISH_COLUMNS = frozenset(
+    {
+        "summary",
+        "error_message",
+        "shell_exit_code",
+        "shell_signal",
+        "shell_timed_out",
+        "shell_stdout",
+        "shell_stderr",
+        "shell_stdout_path",
+        "shell_stderr_path",
+        "shell_stdout_bytes",
+        "shell_stderr_bytes",
+        "context_summary",
+        "session_key",
+        "session_id",
+    }
+)
+
+
+def get_run(db: Database, run_id: str) -> Row | None:
+    return db.query_one("SELECT * FROM runs WHERE id = ?", (run_id,))
+
+
+def require_run(db: Database, run_id: str) -> Row:
+    run = get_run(db, run_id)
+    if run is None:
+        raise NotFoundError(f"Run not found: {run_id}")
+    return run
+
+
+def list_runs(db: Database, job_id: str, limit: int) -> list[Row]:
+    return db.query(
+        "SELECT * FROM runs WHERE job_id = ? ORDER BY started_at DESC, rowid DESC LIMIT ?",
+        (job_id, limit),
+    )
+
+
+def running_runs(db: Database) -> list[Row]:
+    return db.query(
+        "SELECT r.*, j.name AS job_name FROM runs r JOIN jobs j ON j.id = r.job_id "
+        "WHERE r.status = 'running' ORDER BY r.started_at"
+    )
+
+
+def stale_runs(db: Database, threshold_s: int, now_text: str) -> list[Row]:
+    """Running runs whose heartbeat is older than ``threshold_s`` (the daemon beats every few
+    seconds while the work is alive, so these are runs nobody is watching)."""
+    return db.query(
+        "SELECT r.*, j.name AS job_name FROM runs r JOIN jobs j ON j.id = r.job_id "
+        "WHERE r.status = 'running' "
+        "AND r.last_heartbeat < datetime(?, ?) ORDER BY r.started_at",
+        (now_text, f"-{int(threshold_s)} seconds"),
+    )
+
+
+def beat(db: Database, run_ids: Iterable[str], now_text: str) -> None:
+    ids = list(run_ids)
+    if not ids:
+        return
+    with db.transaction() as conn:
+        conn.executemany(
+            "UPDATE runs SET last_heartbeat = ? WHERE id = ? AND status = 'running'",
+            [(now_text, run_id) for run_id in ids],
+        )

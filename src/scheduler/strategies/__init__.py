@@ -1,0 +1,1 @@
+"""Execution strategies: how a claimed run actually does its work (shell commands, agent turns)."""

@@ -1,0 +1,44 @@
+"""The strategy for ``session_target = 'shell'`` jobs: run ``payload_message`` in a shell."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from scheduler.store.db import Row
+from scheduler.strategies.base import Outcome
+from scheduler.strategies.shell import run_shell_command, scrubbed_environment
+from scheduler.strategies.shell_output import OutputLimits, normalize_shell_result
+
+
+class ShellJobStrategy:
+    def __init__(
+        self,
+        *,
+        shell: str,
+        artifacts_dir: Path,
+        env_allow: Iterable[str] = (),
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.shell = shell
+        self.artifacts_dir = artifacts_dir
+        # Computed once: the daemon's environment minus secrets (reference defect §17 #32).
+        self.env = scrubbed_environment(os.environ if environ is None else environ, env_allow)
+
+    async def execute(self, job: Row, run: Row) -> Outcome:
+        timeout_ms = int(run["run_timeout_ms"] or job["run_timeout_ms"] or 300000)
+        result = await run_shell_command(
+            str(job["payload_message"]),
+            shell=self.shell,
+            timeout_s=timeout_ms / 1000,
+            env=self.env,
+        )
+        fields = normalize_shell_result(
+            result,
+            limits=OutputLimits.from_job(job),
+            run_id=str(run["id"]),
+            artifacts_dir=self.artifacts_dir,
+            timeout_ms=timeout_ms,
+        )
+        return Outcome(status=fields.status, columns=fields.as_run_columns())
