@@ -50,7 +50,9 @@ def jobs_list(ctx: Context) -> int:
             "name": j["name"],
             "kind": j["schedule_kind"],
             "enabled": bool(j["enabled"]),
-            "schedule": f"at:{(j['schedule_at'] or '')[:16]}" if j["schedule_kind"] == "at" else j["schedule_cron"],
+            "schedule": (
+                f"at:{(j['schedule_at'] or '')[:16]}" if j["schedule_kind"] == "at" else j["schedule_cron"]
+            ),
             "tz": j["schedule_tz"],
             "target": j["session_target"],
             "nextRun": j["next_run_at"],

@@ -8,6 +8,7 @@ own task, up to ``SCHEDULER_MAX_CONCURRENCY`` at once, so a long job never delay
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -179,10 +180,8 @@ class Daemon:
             if self.stopping.is_set():
                 break
             if delay > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
 
     async def _claim(self, free: int) -> int:
         now_text = to_sqlite(utcnow())

@@ -227,13 +227,15 @@ class FieldRule:
     description: str | None = None
 
 
-def _text(max_length: int | None, *, nullable: bool = True, default: str | None = None,
-          **extra: Any) -> FieldRule:
+def _text(
+    max_length: int | None, *, nullable: bool = True, default: str | None = None, **extra: Any
+) -> FieldRule:
     return FieldRule("string", nullable=nullable, default=default, max_length=max_length, **extra)
 
 
-def _enum(choices: tuple[str, ...], default: str | None = None, *, nullable: bool | None = None,
-          **extra: Any) -> FieldRule:
+def _enum(
+    choices: tuple[str, ...], default: str | None = None, *, nullable: bool | None = None, **extra: Any
+) -> FieldRule:
     nullable = default is None if nullable is None else nullable
     return FieldRule("enum", nullable=nullable, default=default, choices=choices, **extra)
 
@@ -273,25 +275,30 @@ JOB_FIELD_RULES: Final[Mapping[str, FieldRule]] = {
         description="Derived from session_target when omitted (main: systemEvent, "
         "isolated: agentTurn, shell: shellCommand)",
     ),
-    "payload_message": _text(100000, nullable=False, required=True,
-                             description="Agent prompt, system event text or shell command"),
+    "payload_message": _text(
+        100000, nullable=False, required=True, description="Agent prompt, system event text or shell command"
+    ),
     "payload_model": _text(256),
     "payload_thinking": _text(64),
     "payload_timeout_seconds": _int(1, 120),
     "execution_intent": _enum(EXECUTION_INTENTS, "execute"),
     "execution_read_only": _flag(0),
     "overlap_policy": _enum(OVERLAP_POLICIES, "skip"),
-    "run_timeout_ms": _int(1, required=True,
-                           description="Maximum milliseconds a run may take; no default, be explicit"),
+    "run_timeout_ms": _int(
+        1, required=True, description="Maximum milliseconds a run may take; no default, be explicit"
+    ),
     "max_queued_dispatches": _int(1, 25),
     "max_pending_approvals": _int(1, 10),
     "max_trigger_fanout": _int(1, 25),
     "delivery_mode": _enum(DELIVERY_MODES, "announce"),
     "delivery_channel": _text(64),
-    "delivery_to": _text(256, required_for='delivery_mode "announce" or "announce-always"',
-                         description="Target chat/user id or @alias the result is announced to"),
-    "created_at": _when(),
-    "updated_at": _when(),
+    "delivery_to": _text(
+        256,
+        required_for='delivery_mode "announce" or "announce-always"',
+        description="Target chat/user id or @alias the result is announced to",
+    ),
+    "created_at": FieldRule("datetime", max_length=64),
+    "updated_at": FieldRule("datetime", max_length=64),
     "delete_after_run": _flag(0),
     "ttl_hours": _int(1, nullable=True),
     "parent_id": _text(128, description="Parent job id; makes this a triggered child job"),
@@ -314,11 +321,15 @@ JOB_FIELD_RULES: Final[Mapping[str, FieldRule]] = {
     "output_summary_limit_bytes": _int(64, 5000),
     "output_offload_threshold_bytes": _int(128, 65536),
     "preferred_session_key": _text(512),
-    "auth_profile": _text(256, description='null = default, "inherit" = main session profile, '
-                          'or "provider:label"'),
+    "auth_profile": _text(
+        256, description='null = default, "inherit" = main session profile, or "provider:label"'
+    ),
     "delivery_opt_out_reason": _text(256, required_for='agentTurn jobs with delivery_mode "none"'),
-    "origin": _text(256, required_for="root jobs on create",
-                    description='Where the job was requested from, e.g. "telegram:<chat id>" or "system"'),
+    "origin": _text(
+        256,
+        required_for="root jobs on create",
+        description='Where the job was requested from, e.g. "telegram:<chat id>" or "system"',
+    ),
     "identity_principal": _text(512),
     "identity_run_as": _text(256),
     "identity_attestation": _text(256),
@@ -400,6 +411,13 @@ _RUN_TIMEOUT_REQUIRED: Final = (
 # --------------------------------------------------------------------------------------------
 
 
+def _shown(value: object, limit: int = 80) -> str:
+    """A user-supplied value made safe to quote in a one-line message."""
+    text = _CONTROL_CHARS.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+    text = text.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _check_text(name: str, value: str, max_length: int | None) -> None:
     if _CONTROL_CHARS.search(value):
         raise ValidationError(f"{name} contains unsupported control characters")
@@ -422,11 +440,11 @@ def _check_json_blob(name: str, value: str) -> None:
 
 def _check_trigger_condition(condition: str) -> None:
     if condition.startswith(TRIGGER_CONTAINS_PREFIX):
-        if not condition[len(TRIGGER_CONTAINS_PREFIX):]:
+        if not condition[len(TRIGGER_CONTAINS_PREFIX) :]:
             raise ValidationError("trigger_condition contains: pattern cannot be empty")
         return
     if condition.startswith(TRIGGER_REGEX_PREFIX):
-        pattern = condition[len(TRIGGER_REGEX_PREFIX):]
+        pattern = condition[len(TRIGGER_REGEX_PREFIX) :]
         if not pattern:
             raise ValidationError("trigger_condition regex pattern cannot be empty")
         try:
@@ -487,9 +505,9 @@ def _normalize_field(name: str, rule: FieldRule, value: Any, mode: str) -> Any:
             if not isinstance(value, str):
                 raise ValidationError(f"{name} must be a string")
             return value  # checked with payload_kind in validate_target_and_payload
-        assert rule.choices is not None
-        if value not in rule.choices:
-            raise ValidationError(f"{name} must be one of: {', '.join(rule.choices)}")
+        choices = rule.choices or ()
+        if value not in choices:
+            raise ValidationError(f"{name} must be one of: {', '.join(choices)}")
         return value
 
     # string, datetime, json
@@ -516,10 +534,9 @@ def _normalize_field(name: str, rule: FieldRule, value: Any, mode: str) -> Any:
 
 
 def _unknown_field_message(key: object, known: list[str]) -> str:
-    text = str(key)
-    matches = difflib.get_close_matches(text, known, n=1, cutoff=0.6)
+    matches = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
     suggestion = f'; did you mean "{matches[0]}"?' if matches else ""
-    return f'unknown field "{text}"{suggestion}'
+    return f'unknown field "{_shown(key)}"{suggestion}'
 
 
 def _check_keys(spec: Mapping[Any, Any], mode: str) -> None:
@@ -563,11 +580,11 @@ def validate_target_and_payload(session_target: str, payload_kind: str) -> None:
     allowed = PAYLOAD_KINDS_BY_TARGET.get(session_target)
     if allowed is None:
         raise ValidationError(
-            f'Unknown session_target "{session_target}". Valid targets: {", ".join(SESSION_TARGETS)}'
+            f'Unknown session_target "{_shown(session_target)}". Valid targets: {", ".join(SESSION_TARGETS)}'
         )
     if payload_kind not in allowed:
         raise ValidationError(
-            f'Invalid payload_kind "{payload_kind}" for session_target "{session_target}". '
+            f'Invalid payload_kind "{_shown(payload_kind)}" for session_target "{session_target}". '
             f"Allowed: {', '.join(allowed)}"
         )
 
@@ -721,7 +738,7 @@ def validate_job_spec(
             continue
         normalized[key] = bool(result) if key == "run_now" else result
 
-    merged: dict[str, Any] = {**(current or {}), **normalized}
+    merged: dict[str, Any] = {**normalized} if creating else {**(current or {}), **normalized}
     touched: set[str] | None = None if creating else set(normalized)
 
     def hit(*keys: str) -> bool:
@@ -747,8 +764,9 @@ def validate_job_spec(
         merged,
         creating,
         hit_delivery=hit("delivery_mode", "delivery_to"),
-        hit_opt_out=hit("delivery_mode", "delivery_opt_out_reason", "payload_kind", "session_target",
-                        "parent_id"),
+        hit_opt_out=hit(
+            "delivery_mode", "delivery_opt_out_reason", "payload_kind", "session_target", "parent_id"
+        ),
     )
 
     is_child = not _blank(merged.get("parent_id"))

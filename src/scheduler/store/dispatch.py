@@ -197,7 +197,8 @@ def _close_dispatch(conn: sqlite3.Connection, dispatch_id: str, status: str, now
 
 def _claim_dispatch(conn: sqlite3.Connection, row: Row, job: Row, now_text: str, batch: ClaimBatch) -> None:
     taken = conn.execute(
-        "UPDATE job_dispatch_queue SET status = 'claimed', claimed_at = ? WHERE id = ? AND status = 'pending'",
+        "UPDATE job_dispatch_queue SET status = 'claimed', claimed_at = ? "
+        "WHERE id = ? AND status = 'pending'",
         (now_text, row["dispatch_id"]),
     )
     if taken.rowcount == 0:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from scheduler.store.db import Row
 from scheduler.strategies.base import Outcome
-from scheduler.strategies.shell import run_shell_command, scrubbed_environment
+from scheduler.strategies.shell import GATEWAY_TOKEN_VAR, run_shell_command, scrubbed_environment
 from scheduler.strategies.shell_output import OutputLimits, normalize_shell_result
 
 
@@ -24,7 +24,9 @@ class ShellJobStrategy:
         self.shell = shell
         self.artifacts_dir = artifacts_dir
         # Computed once: the daemon's environment minus secrets (reference defect §17 #32).
-        self.env = scrubbed_environment(os.environ if environ is None else environ, env_allow)
+        # The gateway token is never passed on, whatever the allow-list says.
+        allow = [name for name in env_allow if name != GATEWAY_TOKEN_VAR]
+        self.env = scrubbed_environment(os.environ if environ is None else environ, allow)
 
     async def execute(self, job: Row, run: Row) -> Outcome:
         timeout_ms = int(run["run_timeout_ms"] or job["run_timeout_ms"] or 300000)

@@ -1,0 +1,681 @@
+#!/usr/bin/env python3
+"""End-to-end benchmarks of the scheduler daemon and CLI.
+
+Each benchmark makes a fresh temporary database, starts the real daemon as a subprocess
+(``sys.executable -m scheduler``), writes jobs in-process through the store API (the same
+validation and row builder as ``jobs add``, inserted in one batched transaction), measures, stops
+the daemon with SIGTERM and removes the temporary directory.
+
+    python bench/run.py            # full run (several minutes on 2 cores)
+    python bench/run.py --quick    # smoke test, well under a minute
+    python bench/run.py --only a,c --json out.json
+
+See bench/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from scheduler.models.job import new_job_row, validate_job_spec
+from scheduler.store import jobs as job_store
+from scheduler.store.db import Database
+from scheduler.store.migrations import migrate
+
+DEFAULT_CONCURRENCY = 64  # SCHEDULER_MAX_CONCURRENCY's default (scheduler/config.py)
+SQLITE_FORMAT = "%Y-%m-%d %H:%M:%S"
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 30.0
+POLL_S = 0.05
+# Seconds between "jobs written" and the due instant (at least this, rounded up to a whole second).
+DUE_LEAD_S = 2.0
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def log(line: str) -> None:
+    print(line, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# the daemon under test
+# --------------------------------------------------------------------------------------------
+
+
+def clean_env(extra: dict[str, str]) -> dict[str, str]:
+    """Our environment without any SCHEDULER_* / OPENCLAW_* the caller may have set, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCHEDULER_", "OPENCLAW_"))}
+    env.update(extra)
+    return env
+
+
+def proc_cpu_s(pid: int) -> tuple[float, float] | None:
+    """(own user+system CPU s, reaped children's user+system CPU s) of a live process, from /proc."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    utime, stime, cutime, cstime = (int(fields[i]) for i in (11, 12, 13, 14))
+    return (utime + stime) / tick, (cutime + cstime) / tick
+
+
+class Daemon:
+    """``python -m scheduler`` on a given database; always stopped by ``stop()`` (idempotent)."""
+
+    def __init__(self, workdir: Path, db_path: Path, env: dict[str, str], label: str,
+                 py_spy_dir: Path | None = None) -> None:
+        self.workdir = workdir
+        self.db_path = db_path
+        self.env = clean_env({"SCHEDULER_DB": str(db_path), "SCHEDULER_SHUTDOWN_GRACE_MS": "5000", **env})
+        self.label = label
+        self.log_path = workdir / f"daemon-{label}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.py_spy_dir = py_spy_dir
+        self.py_spy: subprocess.Popen[bytes] | None = None
+        self.cpu: tuple[float, float] | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "scheduler"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=self.env,
+                cwd=self.workdir,
+                start_new_session=True,  # a ^C on the bench does not reach it; we stop it ourselves
+            )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            self.check_alive()
+            if b"daemon.started" in self.log_path.read_bytes():
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(f"daemon did not start within {READY_TIMEOUT_S:.0f} s\n{self.tail()}")
+            time.sleep(POLL_S)
+        if self.py_spy_dir is not None:
+            self._attach_py_spy()
+        time.sleep(0.5)  # let it reach its first sleep: idle
+
+    def _attach_py_spy(self) -> None:
+        assert self.proc is not None and self.py_spy_dir is not None
+        exe = shutil.which("py-spy")
+        if exe is None:
+            log("  (py-spy not found; --py-spy ignored)")
+            return
+        self.py_spy_dir.mkdir(parents=True, exist_ok=True)
+        out = self.py_spy_dir / f"{self.label}.txt"
+        self.py_spy = subprocess.Popen(
+            [exe, "record", "--pid", str(self.proc.pid), "--rate", "100", "--format", "raw",
+             "--threads", "--nonblocking", "-o", str(out)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise BenchError(
+                f"daemon [{self.label}] exited early with code {self.proc.returncode}\n{self.tail()}"
+            )
+
+    def tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no daemon log)"
+        shown = "\n".join("    " + line for line in text[-lines:])
+        return f"  daemon stderr tail ({self.log_path}):\n{shown}"
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait, SIGKILL if it does not go. Returns the exit code (None if never started)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            self.cpu = proc_cpu_s(proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                log(f"  daemon [{self.label}] ignored SIGTERM for {STOP_TIMEOUT_S:.0f} s; killing it")
+                proc.kill()
+                proc.wait(timeout=10)
+        if self.py_spy is not None:
+            try:
+                self.py_spy.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.py_spy.kill()
+                self.py_spy.wait()
+            self.py_spy = None
+        return proc.returncode
+
+
+@contextlib.contextmanager
+def running_daemon(workdir: Path, db_path: Path, env: dict[str, str], label: str,
+                   py_spy_dir: Path | None = None) -> Iterator[Daemon]:
+    daemon = Daemon(workdir, db_path, env, label, py_spy_dir)
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        code = daemon.stop()
+        if code not in (0, None):
+            log(f"  warning: daemon [{label}] exited with code {code} after SIGTERM\n{daemon.tail(8)}")
+
+
+def concurrency_env(concurrency: int | None) -> dict[str, str]:
+    return {} if concurrency is None else {"SCHEDULER_MAX_CONCURRENCY": str(concurrency)}
+
+
+# --------------------------------------------------------------------------------------------
+# writing jobs
+# --------------------------------------------------------------------------------------------
+
+
+def open_store(db_path: Path) -> Database:
+    db = Database.open(db_path)
+    migrate(db)
+    return db
+
+
+def build_rows(specs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows ``jobs add`` would store: ``validate_job_spec`` then ``new_job_row``."""
+    now = datetime.now(UTC)
+    return [new_job_row(validate_job_spec(spec, None, "create", now=now), now) for spec in specs]
+
+
+def insert_rows(db: Database, rows: Sequence[dict[str, Any]]) -> None:
+    """Batched ``insert_job``: same columns, one transaction, one executemany."""
+    if not rows:
+        return
+    names = list(rows[0])
+    unknown = set(names) - set(job_store.job_columns())
+    if unknown:
+        raise BenchError(f"row builder produced unknown columns: {sorted(unknown)}")
+    sql = f"INSERT INTO jobs ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})"
+    with db.transaction() as conn:
+        conn.executemany(sql, [[row[n] for n in names] for row in rows])
+
+
+def shell_at_spec(name: str, command: str, due_text: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "session_target": "shell",
+        "payload_kind": "shellCommand",
+        "payload_message": command,
+        "schedule_kind": "at",
+        "schedule_at": due_text,
+        "run_timeout_ms": 120_000,
+        "origin": "bench",
+        "delivery_mode": "none",
+        "delete_after_run": 0,  # keep the job, so its run rows stay countable (ON DELETE CASCADE)
+        "overlap_policy": "allow",
+    }
+
+
+def shell_cron_spec(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "session_target": "shell",
+        "payload_message": f"echo {name}",
+        "schedule_kind": "cron",
+        "schedule_cron": "17 3 * * *",
+        "schedule_tz": "Europe/Paris",
+        "run_timeout_ms": 60_000,
+        "origin": "bench",
+        "delivery_mode": "none",
+    }
+
+
+def next_due(lead_s: float = DUE_LEAD_S) -> tuple[float, str]:
+    """A whole second at least ``lead_s`` from now: (epoch seconds, stored UTC text)."""
+    due = float(math.ceil(time.time() + lead_s))
+    return due, datetime.fromtimestamp(due, UTC).strftime(SQLITE_FORMAT)
+
+
+def schedule_at_jobs(db: Database, count: int, command_for: Any) -> float:
+    """Build and insert ``count`` at-jobs due together; returns the due instant (epoch s)."""
+    due, due_text = next_due()
+    rows = build_rows([shell_at_spec(f"bench-{i:05d}", command_for(i), due_text) for i in range(count)])
+    insert_rows(db, rows)
+    if time.time() > due - 1.0:
+        raise BenchError("writing the jobs took too long: less than 1 s was left before the due instant")
+    return due
+
+
+# --------------------------------------------------------------------------------------------
+# waiting on the database
+# --------------------------------------------------------------------------------------------
+
+
+class RunWatcher:
+    """Read-only view of the runs table (WAL: never blocks the daemon's writer)."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+
+    def counts(self) -> tuple[int, int]:
+        """(runs created, runs finished)."""
+        created, finished = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(status != 'running'), 0) FROM runs"
+        ).fetchone()
+        return int(created), int(finished)
+
+    def statuses(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall())
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@dataclass
+class WaitResult:
+    all_started_at: float | None = None
+    all_finished_at: float | None = None
+    first_started_at: float | None = None
+
+
+def wait_for_runs(watcher: RunWatcher, daemon: Daemon, expected: int, timeout_s: float) -> WaitResult:
+    """Poll until ``expected`` runs are finished; record when the first and all were created."""
+    result = WaitResult()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        now = time.time()
+        created, finished = watcher.counts()
+        if created and result.first_started_at is None:
+            result.first_started_at = now
+        if created >= expected and result.all_started_at is None:
+            result.all_started_at = now
+        if finished >= expected:
+            result.all_finished_at = now
+            return result
+        daemon.check_alive()
+        if time.monotonic() > deadline:
+            raise BenchError(
+                f"timed out after {timeout_s:.0f} s: {created} runs created, {finished} finished, "
+                f"{expected} expected; statuses {watcher.statuses()}\n{daemon.tail()}"
+            )
+        time.sleep(POLL_S)
+
+
+# --------------------------------------------------------------------------------------------
+# figures
+# --------------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def conc_label(concurrency: int | None) -> str:
+    return f"{DEFAULT_CONCURRENCY} (default)" if concurrency is None else str(concurrency)
+
+
+@dataclass
+class Context:
+    root: Path
+    synchronous: str | None
+    py_spy_dir: Path | None
+    results: dict[str, Any] = field(default_factory=dict)
+    counter: int = 0
+
+    def fresh_dir(self, label: str) -> Path:
+        self.counter += 1
+        path = self.root / f"{self.counter:02d}-{label}"
+        path.mkdir()
+        return path
+
+    def daemon_env(self, concurrency: int | None) -> dict[str, str]:
+        env = concurrency_env(concurrency)
+        if self.synchronous:
+            env["SCHEDULER_SQLITE_SYNCHRONOUS"] = self.synchronous
+        return env
+
+
+@functools.cache
+def date_has_nanoseconds() -> bool:
+    probe = subprocess.run(["date", "+%s.%N"], capture_output=True, text=True, check=False)
+    return probe.returncode == 0 and "N" not in probe.stdout
+
+
+def timestamp_command(out: Path) -> str:
+    if date_has_nanoseconds():
+        return f"date +%s.%N > {out}"
+    return f"{sys.executable} -c 'import time; print(repr(time.time()))' > {out}"
+
+
+# --------------------------------------------------------------------------------------------
+# (a) lateness
+# --------------------------------------------------------------------------------------------
+
+
+def bench_lateness(ctx: Context, n: int, concurrency: int | None) -> dict[str, Any]:
+    label = f"a-n{n}-c{concurrency or 'default'}"
+    work = ctx.fresh_dir(label)
+    db_path = work / "scheduler.db"
+    out_dir = work / "stamps"
+    out_dir.mkdir()
+    db = open_store(db_path)
+    try:
+        with running_daemon(work, db_path, ctx.daemon_env(concurrency), label, ctx.py_spy_dir) as daemon:
+            due = schedule_at_jobs(db, n, lambda i: timestamp_command(out_dir / str(i)))
+            watcher = RunWatcher(db_path)
+            try:
+                waited = wait_for_runs(watcher, daemon, n, timeout_s=(due - time.time()) + 60 + n * 0.5)
+                statuses = watcher.statuses()
+            finally:
+                watcher.close()
+    finally:
+        db.close()
+    stamps: list[float] = []
+    for i in range(n):
+        path = out_dir / str(i)
+        try:
+            stamps.append(float(path.read_text().strip()))
+        except (OSError, ValueError) as exc:
+            raise BenchError(f"job {i} left no usable timestamp in {path}: {exc}; statuses {statuses}") from None
+    late_ms = [(stamp - due) * 1000 for stamp in stamps]
+    figures = {
+        "n": n,
+        "concurrency": concurrency or DEFAULT_CONCURRENCY,
+        "concurrency_is_default": concurrency is None,
+        "p50_ms": round(statistics.median(late_ms), 1),
+        "p99_ms": round(percentile(late_ms, 99), 1),
+        "max_ms": round(max(late_ms), 1),
+        "min_ms": round(min(late_ms), 1),
+        "all_recorded_after_due_s": round((waited.all_finished_at or due) - due, 3),
+        "statuses": statuses,
+    }
+    log(
+        f"[a] lateness N={n} concurrency={conc_label(concurrency)}: "
+        f"p50={figures['p50_ms']:.1f} ms  p99={figures['p99_ms']:.1f} ms  max={figures['max_ms']:.1f} ms  "
+        f"(min {figures['min_ms']:.1f} ms; all recorded {figures['all_recorded_after_due_s']:.2f} s after due; "
+        f"statuses {statuses})"
+    )
+    return figures
+
+
+# --------------------------------------------------------------------------------------------
+# (b) throughput against a bare asyncio loop
+# --------------------------------------------------------------------------------------------
+
+
+async def _bare_spawn(n: int, concurrency: int, shell: str) -> tuple[float, int]:
+    sem = asyncio.Semaphore(concurrency)
+    failures = 0
+
+    async def one() -> None:
+        nonlocal failures
+        async with sem:
+            proc = await asyncio.create_subprocess_exec(
+                shell, "-c", "true",
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+            await proc.communicate()
+            if proc.returncode != 0:
+                failures += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(n)))
+    return time.perf_counter() - started, failures
+
+
+def bare_spawn_time(n: int, concurrency: int, shell: str) -> float:
+    elapsed, failures = asyncio.run(asyncio.wait_for(_bare_spawn(n, concurrency, shell), timeout=600))
+    if failures:
+        raise BenchError(f"bare asyncio loop: {failures} of {n} `{shell} -c true` failed")
+    return elapsed
+
+
+def bench_throughput(ctx: Context, n: int, concurrency: int | None, shell: str) -> dict[str, Any]:
+    label = f"b-n{n}-c{concurrency or 'default'}"
+    limit = concurrency or DEFAULT_CONCURRENCY
+    bare_s = bare_spawn_time(n, limit, shell)
+    work = ctx.fresh_dir(label)
+    db_path = work / "scheduler.db"
+    db = open_store(db_path)
+    try:
+        env = {**ctx.daemon_env(concurrency), "SCHEDULER_SHELL": shell}
+        with running_daemon(work, db_path, env, label, ctx.py_spy_dir) as daemon:
+            due = schedule_at_jobs(db, n, lambda i: "true")
+            watcher = RunWatcher(db_path)
+            try:
+                waited = wait_for_runs(watcher, daemon, n, timeout_s=(due - time.time()) + 600)
+                statuses = watcher.statuses()
+            finally:
+                watcher.close()
+            cpu_before_stop = proc_cpu_s(daemon.pid)
+    finally:
+        db.close()
+    assert waited.all_finished_at is not None
+    daemon_s = waited.all_finished_at - due
+    figures = {
+        "n": n,
+        "concurrency": limit,
+        "concurrency_is_default": concurrency is None,
+        "daemon_s": round(daemon_s, 2),
+        "bare_asyncio_s": round(bare_s, 2),
+        "ratio": round(daemon_s / bare_s, 2),
+        "first_run_created_after_due_s": None
+        if waited.first_started_at is None else round(waited.first_started_at - due, 2),
+        "all_runs_created_after_due_s": None
+        if waited.all_started_at is None else round(waited.all_started_at - due, 2),
+        "runs_per_s": round(n / daemon_s, 1),
+        "daemon_cpu_s": None if cpu_before_stop is None else round(cpu_before_stop[0], 2),
+        "children_cpu_s": None if cpu_before_stop is None else round(cpu_before_stop[1], 2),
+        "statuses": statuses,
+    }
+    log(
+        f"[b] throughput N={n} concurrency={conc_label(concurrency)}: daemon {daemon_s:.2f} s, "
+        f"bare asyncio {bare_s:.2f} s, ratio {figures['ratio']:.2f} (target <= 2)  "
+        f"[{figures['runs_per_s']} runs/s; all runs created {figures['all_runs_created_after_due_s']} s "
+        f"after due; daemon CPU {figures['daemon_cpu_s']} s, reaped children CPU "
+        f"{figures['children_cpu_s']} s; statuses {statuses}]"
+    )
+    return figures
+
+
+# --------------------------------------------------------------------------------------------
+# (c) CLI latency
+# --------------------------------------------------------------------------------------------
+
+
+def cli_command() -> list[str]:
+    """The installed console script, run by this interpreter (not a pyenv/asdf shim)."""
+    script = Path(sysconfig.get_path("scripts")) / "openclaw-scheduler"
+    if script.is_file():
+        return [sys.executable, str(script)]
+    found = shutil.which("openclaw-scheduler")
+    if found is None:
+        raise BenchError("openclaw-scheduler is not installed (pip install -e .)")
+    return [found]
+
+
+def time_call(argv: list[str], env: dict[str, str], timeout_s: float = 60) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, timeout=timeout_s, check=False)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise BenchError(f"{' '.join(argv[:4])}... exited {done.returncode}: "
+                         f"{done.stderr.decode(errors='replace')[-2000:]}")
+    return elapsed
+
+
+def import_times(argv: list[str], env: dict[str, str], top: int) -> list[dict[str, Any]]:
+    done = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], env=env, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60, check=False)
+    entries = []
+    for line in done.stderr.decode(errors="replace").splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        try:
+            self_us, cumulative_us, name = line[len("import time:"):].split("|", 2)
+            entries.append({"module": name.strip(), "cumulative_ms": int(cumulative_us) / 1000,
+                            "self_ms": int(self_us) / 1000, "depth": (len(name) - len(name.lstrip())) // 2})
+        except ValueError:
+            continue
+    entries.sort(key=lambda e: e["cumulative_ms"], reverse=True)
+    return entries[:top]
+
+
+def bench_cli(ctx: Context, jobs: int, reps: int) -> dict[str, Any]:
+    work = ctx.fresh_dir("c-cli")
+    db_path = work / "scheduler.db"
+    db = open_store(db_path)
+    try:
+        insert_rows(db, build_rows([shell_cron_spec(f"bench-{i:05d}") for i in range(jobs)]))
+    finally:
+        db.close()
+    base = cli_command()
+    env = clean_env({"SCHEDULER_DB": str(db_path)})
+    figures: dict[str, Any] = {"jobs": jobs, "reps": reps, "command": " ".join(Path(a).name for a in base)}
+    with running_daemon(work, db_path, ctx.daemon_env(None), "c-cli"):
+        floor = [time_call([sys.executable, "-c", "pass"], env) for _ in range(reps)]
+        list_argv = [*base, "jobs", "list", "--json"]
+        time_call(list_argv, env)  # warm-up: .pyc and page cache
+        listing = [time_call(list_argv, env) for _ in range(reps)]
+        adds = []
+        for i in range(reps):
+            spec = json.dumps(shell_cron_spec(f"cli-add-{i:03d}"))
+            adds.append(time_call([*base, "jobs", "add", spec, "--json"], env))
+        imports = import_times(list_argv, env, top=8)
+    figures.update(
+        python_startup_median_s=round(statistics.median(floor), 4),
+        list_best_s=round(min(listing), 4),
+        list_median_s=round(statistics.median(listing), 4),
+        add_best_s=round(min(adds), 4),
+        add_median_s=round(statistics.median(adds), 4),
+        list_importtime_top=imports,
+    )
+    log(f"[c] bare interpreter `python -c pass`: median {figures['python_startup_median_s'] * 1000:.0f} ms "
+        f"(the floor of any CLI call)")
+    log(f"[c] `jobs list --json` with {jobs} jobs: best {figures['list_best_s'] * 1000:.0f} ms, "
+        f"median {figures['list_median_s'] * 1000:.0f} ms of {reps} (target < 100 ms)")
+    log(f"[c] `jobs add '<json>'`: median {figures['add_median_s'] * 1000:.0f} ms, "
+        f"best {figures['add_best_s'] * 1000:.0f} ms of {reps} (target < 200 ms)")
+    log("[c] -X importtime of `jobs list`, 8 largest cumulative (ms cumulative / self, module):")
+    for entry in imports:
+        log(f"      {entry['cumulative_ms']:7.1f} {entry['self_ms']:6.1f}  {'  ' * entry['depth']}{entry['module']}")
+    return figures
+
+
+# --------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes (N=20 lateness, 200 jobs, 3 repetitions): a smoke test")
+    parser.add_argument("--only", default="a,b,c", help="comma-separated subset of a,b,c (default all)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
+    parser.add_argument("--lateness-n", type=int, help="N for (a) (default 100; --quick 20)")
+    parser.add_argument("--throughput-n", type=int, help="N for (b) (default 2000; --quick 200)")
+    parser.add_argument("--throughput-concurrency", default="default,256",
+                        help="concurrency levels for (b), 'default' or integers (default: default,256)")
+    parser.add_argument("--cli-jobs", type=int, help="jobs in the DB for (c) (default 1000; --quick 200)")
+    parser.add_argument("--reps", type=int, help="repetitions for (c) (default 10; --quick 3)")
+    parser.add_argument("--synchronous", choices=["FULL", "NORMAL"],
+                        help="SCHEDULER_SQLITE_SYNCHRONOUS for the daemon (default: the daemon's, FULL)")
+    parser.add_argument("--shell", default="/bin/bash", help="SCHEDULER_SHELL and the bare loop's shell")
+    parser.add_argument("--py-spy", metavar="DIR", type=Path,
+                        help="attach `py-spy record --format raw` to each daemon, output in DIR")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (printed)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    only = {part.strip() for part in args.only.split(",") if part.strip()}
+    if not only <= {"a", "b", "c"}:
+        raise SystemExit(f"--only takes a, b and/or c, got {args.only!r}")
+    lateness_n = args.lateness_n or (20 if args.quick else 100)
+    throughput_n = args.throughput_n or (200 if args.quick else 2000)
+    cli_jobs = args.cli_jobs or (200 if args.quick else 1000)
+    reps = args.reps or (3 if args.quick else 10)
+    levels: list[int | None] = []
+    for part in args.throughput_concurrency.split(","):
+        part = part.strip()
+        levels.append(None if part in ("", "default") else int(part))
+
+    root = Path(tempfile.mkdtemp(prefix="ocs-bench-"))
+    ctx = Context(root=root, synchronous=args.synchronous, py_spy_dir=args.py_spy)
+    meta = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "platform": platform.platform(),
+        "quick": args.quick,
+        "synchronous": args.synchronous or "FULL (daemon default)",
+    }
+    log(f"openclaw-scheduler bench: {meta['date']}, nproc={meta['nproc']}, Python {meta['python']}, "
+        f"SQLite {meta['sqlite']}, synchronous={meta['synchronous']}{', QUICK' if args.quick else ''}")
+    results: dict[str, Any] = {"meta": meta}
+    started = time.monotonic()
+    try:
+        if "a" in only:
+            runs: list[tuple[int, int | None]] = [(10, None)]
+            if lateness_n != 10:
+                runs.append((lateness_n, None))
+            if lateness_n > DEFAULT_CONCURRENCY:  # else the default already is >= N
+                runs.append((lateness_n, lateness_n))
+            results["lateness"] = [bench_lateness(ctx, n, c) for n, c in runs]
+        if "b" in only:
+            results["throughput"] = [bench_throughput(ctx, throughput_n, c, args.shell) for c in levels]
+        if "c" in only:
+            results["cli"] = bench_cli(ctx, cli_jobs, reps)
+    except BenchError as exc:
+        log(f"BENCH FAILED: {exc}")
+        return 1
+    finally:
+        results["meta"]["wall_s"] = round(time.monotonic() - started, 1)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        if args.keep:
+            log(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    log(f"done in {results['meta']['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,421 @@
+"""The CLI as a real subprocess on a temp database (no daemon)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import stat
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import SHELL_JOB, query, run_cli, shell_job
+
+# -- the bad-input table ------------------------------------------------------------------------
+#
+# Each entry: (test id, argv). "{job}" becomes the id of an existing cron job, "{run}" the id of
+# an existing run. Every one must fail cleanly and write nothing.
+
+
+def spec(**overrides: Any) -> str:
+    return shell_job(**{"schedule_cron": "0 * * * *", **overrides})
+
+
+def spec_without(*keys: str, **overrides: Any) -> str:
+    data = {**SHELL_JOB, "schedule_cron": "0 * * * *", **overrides}
+    for key in keys:
+        data.pop(key)
+    return json.dumps(data)
+
+
+UNKNOWN = "00000000-0000-4000-8000-000000000000"
+
+BAD_INPUTS: list[tuple[str, list[str]]] = [
+    # JSON shape
+    ("invalid-json", ["jobs", "add", "{name: 'x'}"]),
+    ("truncated-json", ["jobs", "add", '{"name": "x"']),
+    ("json-array", ["jobs", "add", "[1, 2]"]),
+    ("json-string", ["jobs", "add", '"a job"']),
+    ("json-number", ["jobs", "add", "42"]),
+    ("json-null", ["jobs", "add", "null"]),
+    # required fields
+    ("missing-name", ["jobs", "add", spec_without("name")]),
+    ("empty-name", ["jobs", "add", spec(name="")]),
+    ("name-not-string", ["jobs", "add", spec(name=5)]),
+    ("missing-payload", ["jobs", "add", spec_without("payload_message")]),
+    ("missing-run-timeout", ["jobs", "add", spec_without("run_timeout_ms")]),
+    ("run-timeout-0", ["jobs", "add", spec(run_timeout_ms=0)]),
+    ("run-timeout-negative", ["jobs", "add", spec(run_timeout_ms=-1)]),
+    ("run-timeout-string", ["jobs", "add", spec(run_timeout_ms="abc")]),
+    ("run-timeout-float", ["jobs", "add", spec(run_timeout_ms=1.5)]),
+    ("run-timeout-bool", ["jobs", "add", spec(run_timeout_ms=True)]),
+    ("missing-origin", ["jobs", "add", spec_without("origin")]),
+    ("missing-cron", ["jobs", "add", json.dumps(SHELL_JOB)]),
+    # cron and zones
+    ("cron-minute-61", ["jobs", "add", spec(schedule_cron="61 * * * *")]),
+    ("cron-three-fields", ["jobs", "add", spec(schedule_cron="* * *")]),
+    ("cron-garbage", ["jobs", "add", spec(schedule_cron="every monday")]),
+    ("cron-sentinel-root", ["jobs", "add", spec(schedule_cron="0 0 31 2 *")]),
+    ("cron-never-fires", ["jobs", "add", spec(schedule_cron="0 0 30 2 *")]),
+    ("tz-invalid", ["jobs", "add", spec(schedule_tz="Mars/Olympus_Mons")]),
+    ("tz-empty-ish", ["jobs", "add", spec(schedule_tz="Europe/")]),
+    # enums and combinations
+    ("overlap-policy", ["jobs", "add", spec(overlap_policy="sometimes")]),
+    ("delivery-mode", ["jobs", "add", spec(delivery_mode="shout")]),
+    ("session-target", ["jobs", "add", spec(session_target="cloud")]),
+    ("payload-kind-mismatch", ["jobs", "add", spec(payload_kind="agentTurn")]),
+    ("schedule-kind", ["jobs", "add", spec(schedule_kind="weekly")]),
+    ("enabled-yes", ["jobs", "add", spec(enabled="yes")]),
+    ("announce-without-to", ["jobs", "add", spec(delivery_mode="announce")]),
+    ("at-without-schedule-at", ["jobs", "add", spec(schedule_kind="at")]),
+    ("schedule-at-not-date", ["jobs", "add", spec(schedule_kind="at", schedule_at="tomorrow")]),
+    # text limits
+    ("name-control-char", ["jobs", "add", spec(name="bad\u0001name")]),
+    ("name-escape-char", ["jobs", "add", spec(name="bad\u001b[31mname")]),
+    ("name-201-chars", ["jobs", "add", spec(name="n" * 201)]),
+    ("payload-100001-chars", ["jobs", "add", spec(payload_message="x" * 100001)]),
+    # unknown and managed fields
+    ("unknown-field-typo", ["jobs", "add", spec_without("schedule_cron", schedule_corn="0 * * * *")]),
+    ("unknown-field", ["jobs", "add", spec(colour="blue")]),
+    ("managed-field", ["jobs", "add", spec(created_at="2026-01-01 00:00:00")]),
+    # one-shot options
+    ("in-5x", ["jobs", "add", spec(), "--in", "5x"]),
+    ("in-negative", ["jobs", "add", spec(), "--in", "-5m"]),
+    ("in-missing-value", ["jobs", "add", spec(), "--in"]),
+    ("at-not-a-date", ["jobs", "add", spec(), "--at", "not-a-date"]),
+    ("at-and-in", ["jobs", "add", spec(), "--at", "2030-01-01T00:00:00Z", "--in", "5m"]),
+    ("add-unknown-option", ["jobs", "add", spec(), "--frobnicate"]),
+    ("add-extra-argument", ["jobs", "add", spec(), "extra"]),
+    ("validate-bad", ["jobs", "validate", spec(run_timeout_ms=0)]),
+    # unknown ids
+    ("get-unknown", ["jobs", "get", UNKNOWN]),
+    ("update-unknown", ["jobs", "update", UNKNOWN, '{"name": "x"}']),
+    ("enable-unknown", ["jobs", "enable", UNKNOWN]),
+    ("disable-unknown", ["jobs", "disable", UNKNOWN]),
+    ("delete-unknown", ["jobs", "delete", UNKNOWN]),
+    ("run-unknown", ["jobs", "run", UNKNOWN]),
+    ("runs-get-unknown", ["runs", "get", UNKNOWN]),
+    ("runs-output-unknown", ["runs", "output", UNKNOWN]),
+    ("runs-list-unknown", ["runs", "list", UNKNOWN]),
+    # bad arguments to runs
+    ("runs-list-limit-abc", ["runs", "list", "{job}", "abc"]),
+    ("runs-list-limit-0", ["runs", "list", "{job}", "0"]),
+    ("runs-output-kind-foo", ["runs", "output", "{run}", "foo"]),
+    ("runs-stale-abc", ["runs", "stale", "abc"]),
+    # routing and missing arguments
+    ("unknown-command", ["frobnicate"]),
+    ("unknown-subcommand", ["jobs", "frobnicate"]),
+    ("missing-subcommand", ["runs"]),
+    ("jobs-get-missing-id", ["jobs", "get"]),
+    ("jobs-add-missing-spec", ["jobs", "add"]),
+    ("jobs-update-missing-spec", ["jobs", "update", "{job}"]),
+    ("jobs-run-missing-id", ["jobs", "run"]),
+    ("jobs-get-extra-argument", ["jobs", "get", "{job}", "extra"]),
+    ("runs-get-missing-id", ["runs", "get"]),
+    ("list-type-missing-value", ["jobs", "list", "--type"]),
+    # cron next
+    ("cron-next-missing-expr", ["cron", "next"]),
+    ("cron-next-bad-expr", ["cron", "next", "61 * * * *"]),
+    ("cron-next-bad-zone", ["cron", "next", "0 9 * * *", "--tz", "Nowhere/City"]),
+    ("cron-next-count-0", ["cron", "next", "0 9 * * *", "--count", "0"]),
+    ("cron-next-count-abc", ["cron", "next", "0 9 * * *", "--count", "abc"]),
+    ("cron-next-bad-from", ["cron", "next", "0 9 * * *", "--from", "yesterday"]),
+    ("cron-next-sentinel", ["cron", "next", "0 0 31 2 *"]),
+    # schema
+    ("schema-nope", ["schema", "nope"]),
+    # updates
+    ("update-empty", ["jobs", "update", "{job}", "{}"]),
+    ("update-id", ["jobs", "update", "{job}", '{"id": "x"}']),
+    ("update-invalid-json", ["jobs", "update", "{job}", "{oops"]),
+    ("update-bad-cron", ["jobs", "update", "{job}", '{"schedule_cron": "61 * * * *"}']),
+    ("update-null-name", ["jobs", "update", "{job}", '{"name": null}']),
+    ("update-run-timeout-0", ["jobs", "update", "{job}", '{"run_timeout_ms": 0}']),
+    ("update-queued-count", ["jobs", "update", "{job}", '{"queued_count": 3}']),
+]
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A database holding one cron job and one finished run of it."""
+    path = tmp_path_factory.mktemp("cli") / "scheduler.db"
+    code, out, _, err = run_cli(path, "jobs", "add", spec(name="seed"))
+    assert code == 0, err
+    job_id = out["job"]["id"]
+    run_id = str(uuid.uuid4())
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO runs (id, job_id, status, finished_at, shell_exit_code, shell_stdout, shell_stderr) "
+            "VALUES (?, ?, 'ok', datetime('now'), 0, 'hello out', 'hello err')",
+            (run_id, job_id),
+        )
+    conn.close()
+    return {"path": path, "job": job_id, "run": run_id}
+
+
+def snapshot(path: Path) -> dict[str, Any]:
+    return {
+        table: query(path, f"SELECT * FROM {table} ORDER BY rowid")
+        for table in ("jobs", "runs", "job_dispatch_queue")
+    }
+
+
+@pytest.mark.parametrize(("argv",), [pytest.param(a, id=i) for i, a in BAD_INPUTS])
+def test_bad_input_fails_cleanly_and_writes_nothing(seeded: dict[str, Any], argv: list[str]) -> None:
+    path = seeded["path"]
+    args = [a.replace("{job}", seeded["job"]).replace("{run}", seeded["run"]) for a in argv]
+    before = snapshot(path)
+
+    code, out, stdout, stderr = run_cli(path, *args)
+    assert code != 0, stdout
+    assert isinstance(out, dict), f"stdout is not JSON: {stdout!r}"
+    assert out.get("ok") is False
+    assert isinstance(out.get("error"), str) and out["error"].strip()
+    assert "Traceback" not in stdout + stderr
+
+    code, _, stdout, stderr = run_cli(path, *args, json_mode=False)
+    assert code != 0
+    assert "Traceback" not in stdout + stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].strip(), f"stderr should be one line, got {stderr!r}"
+
+    assert snapshot(path) == before
+
+
+def test_error_messages_name_the_problem(seeded: dict[str, Any]) -> None:
+    path = seeded["path"]
+    cases = {
+        "run_timeout_ms": ["jobs", "add", spec_without("run_timeout_ms")],
+        "origin": ["jobs", "add", spec_without("origin")],
+        "schedule_cron": ["jobs", "add", spec_without("schedule_cron", schedule_corn="0 * * * *")],
+        "delivery_to": ["jobs", "add", spec(delivery_mode="announce")],
+        "Mars/Olympus_Mons": ["jobs", "add", spec(schedule_tz="Mars/Olympus_Mons")],
+        "5x": ["jobs", "add", spec(), "--in", "5x"],
+        UNKNOWN: ["jobs", "get", UNKNOWN],
+    }
+    for needle, argv in cases.items():
+        _, out, _, _ = run_cli(path, *argv)
+        assert needle in out["error"], (needle, out["error"])
+    _, out, _, _ = run_cli(path, "jobs", "add", spec_without("schedule_cron", schedule_corn="0 * * * *"))
+    assert "did you mean" in out["error"]
+
+
+# -- positive paths ------------------------------------------------------------------------------
+
+
+def test_add_get_list_shapes(cli, db) -> None:
+    code, out, _, err = cli("jobs", "add", spec(name="hourly"))
+    assert code == 0, err
+    assert out["ok"] is True
+    job = out["job"]
+    for column in ("id", "name", "enabled", "schedule_kind", "schedule_cron", "schedule_tz",
+                   "session_target", "payload_kind", "payload_message", "run_timeout_ms",
+                   "overlap_policy", "delivery_mode", "origin", "next_run_at", "last_run_at",
+                   "last_status", "consecutive_errors", "created_at", "updated_at", "queued_count"):
+        assert column in job, column
+    assert job["name"] == "hourly"
+    assert job["schedule_kind"] == "cron"
+    assert job["payload_kind"] == "shellCommand"
+    assert job["enabled"] == 1
+    assert job["next_run_at"] is not None
+
+    code, got, _, _ = cli("jobs", "get", job["id"])
+    assert code == 0
+    assert got == job
+
+    code, listed, _, _ = cli("jobs", "list")
+    assert code == 0
+    assert isinstance(listed, list)
+    assert [j["id"] for j in listed] == [job["id"]]
+    assert db("SELECT name FROM jobs") == [{"name": "hourly"}]
+
+
+def test_human_output_is_not_json(cli) -> None:
+    code, out, stdout, stderr = cli("jobs", "add", spec(name="human"), json_mode=False)
+    assert code == 0 and out is None and stderr == ""
+    assert "Created job" in stdout and "human" in stdout
+    code, _, stdout, _ = cli("jobs", "list", json_mode=False)
+    assert code == 0 and "human" in stdout
+
+
+def test_update_changes_fields_and_schedule(cli) -> None:
+    _, out, _, _ = cli("jobs", "add", spec(name="before"))
+    job_id = out["job"]["id"]
+    code, out, _, err = cli("jobs", "update", job_id, '{"name": "after", "schedule_cron": "15 4 * * *"}')
+    assert code == 0, err
+    assert out["ok"] is True
+    assert out["job"]["name"] == "after"
+    assert out["job"]["schedule_cron"] == "15 4 * * *"
+    assert out["job"]["next_run_at"].endswith("04:15:00")
+    _, got, _, _ = cli("jobs", "get", job_id)
+    assert got["name"] == "after"
+
+
+def test_enable_disable_shapes_and_recompute(cli, db) -> None:
+    # An hourly job whose stored next run is long past: re-enabling must not fire that stale run.
+    _, out, _, _ = cli("jobs", "add", spec(name="stale", next_run_at="2020-01-01 00:00:00"))
+    job_id = out["job"]["id"]
+    assert out["job"]["next_run_at"] == "2020-01-01 00:00:00"
+
+    code, out, _, _ = cli("jobs", "disable", job_id)
+    assert code == 0
+    assert out == {"ok": True, "job_id": job_id, "enabled": False}
+    assert db("SELECT enabled FROM jobs")[0]["enabled"] == 0
+
+    before = datetime.now(UTC)
+    code, out, _, _ = cli("jobs", "enable", job_id)
+    after = datetime.now(UTC)
+    assert code == 0
+    assert out == {"ok": True, "job_id": job_id, "enabled": True}
+    row = db("SELECT enabled, next_run_at FROM jobs")[0]
+    assert row["enabled"] == 1
+
+    def next_hour(t: datetime) -> str:
+        top = t.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        return top.strftime("%Y-%m-%d %H:%M:%S")
+
+    assert row["next_run_at"] in {next_hour(before), next_hour(after)}
+
+
+def test_delete(cli, db) -> None:
+    _, out, _, _ = cli("jobs", "add", spec(name="doomed"))
+    job_id = out["job"]["id"]
+    code, out, _, _ = cli("jobs", "delete", job_id)
+    assert code == 0
+    assert out["ok"] is True and out["job_id"] == job_id
+    assert db("SELECT COUNT(*) AS n FROM jobs")[0]["n"] == 0
+    code, _, _, _ = cli("jobs", "get", job_id)
+    assert code != 0
+
+
+def test_run_queues_a_manual_dispatch(cli, db) -> None:
+    _, out, _, _ = cli("jobs", "add", spec(name="manual", enabled=False))
+    job_id = out["job"]["id"]
+    next_run = out["job"]["next_run_at"]
+    code, out, _, err = cli("jobs", "run", job_id)
+    assert code == 0, err
+    assert set(out) == {"ok", "job_id", "name", "dispatch_id", "dispatch_kind"}
+    assert out["ok"] is True and out["job_id"] == job_id and out["name"] == "manual"
+    assert out["dispatch_kind"] == "manual"
+    rows = db("SELECT id, job_id, dispatch_kind, status FROM job_dispatch_queue")
+    assert rows == [
+        {"id": out["dispatch_id"], "job_id": job_id, "dispatch_kind": "manual", "status": "pending"}
+    ]
+    job = db("SELECT enabled, next_run_at FROM jobs")[0]
+    assert job == {"enabled": 0, "next_run_at": next_run}
+
+
+def test_one_shot_in_sets_an_at_job(cli) -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    code, out, _, err = cli("jobs", "add", json.dumps(SHELL_JOB), "--in", "90m")
+    assert code == 0, err
+    job = out["job"]
+    assert job["schedule_kind"] == "at"
+    assert job["delete_after_run"] == 1
+    at = datetime.strptime(job["schedule_at"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    assert timedelta(minutes=89) < at - before < timedelta(minutes=91)
+    assert job["next_run_at"] == job["schedule_at"]
+
+    code, out, _, err = cli("jobs", "add", json.dumps(SHELL_JOB), "--at", "2030-06-01T12:00:00+02:00")
+    assert code == 0, err
+    assert out["job"]["schedule_at"] == "2030-06-01 10:00:00"
+
+
+def test_dry_run_writes_nothing(cli, db_path) -> None:
+    cli("jobs", "list")  # creates the database
+    code, out, _, err = cli("jobs", "add", spec(name="dry"), "--dry-run")
+    assert code == 0, err
+    assert out["ok"] is True and out["dry_run"] is True
+    assert query(db_path, "SELECT COUNT(*) AS n FROM jobs")[0]["n"] == 0
+
+    _, out, _, _ = cli("jobs", "add", spec(name="real"))
+    job_id = out["job"]["id"]
+    code, out, _, _ = cli("jobs", "update", job_id, '{"name": "renamed"}', "--dry-run")
+    assert code == 0 and out["dry_run"] is True
+    assert query(db_path, "SELECT name FROM jobs") == [{"name": "real"}]
+
+    code, out, _, _ = cli("jobs", "add", spec(run_timeout_ms=0), "--dry-run")
+    assert code != 0 and out["ok"] is False
+
+
+def test_runs_commands_on_an_existing_run(seeded: dict[str, Any]) -> None:
+    path = seeded["path"]
+    code, runs, _, _ = run_cli(path, "runs", "list", seeded["job"])
+    assert code == 0
+    assert [r["id"] for r in runs] == [seeded["run"]]
+    code, run, _, _ = run_cli(path, "runs", "get", seeded["run"])
+    assert code == 0 and run["status"] == "ok"
+    code, out, _, _ = run_cli(path, "runs", "output", seeded["run"], "stderr")
+    assert code == 0 and out["content"] == "hello err"
+    code, _, stdout, _ = run_cli(path, "runs", "output", seeded["run"], json_mode=False)
+    assert code == 0 and stdout == "hello out\n"
+    code, running, _, _ = run_cli(path, "runs", "running")
+    assert code == 0 and running == []
+
+
+def test_cron_next_across_dst(cli) -> None:
+    code, out, _, err = cli("cron", "next", "30 2 * * *", "--from", "2026-03-28T00:00:00Z",
+                            "--tz", "Europe/Berlin", "--count", "3")
+    assert code == 0, err
+    assert out["ok"] is True and out["tz"] == "Europe/Berlin"
+    times = out["next"]
+    assert len(times) == 3
+    parsed = [datetime.fromisoformat(t) for t in times]
+    assert times[0] == "2026-03-28T02:30:00+01:00"
+    # 29 March: 02:30 does not exist in Berlin; whatever instant is chosen is on that day, in CEST.
+    assert parsed[1].date().isoformat() == "2026-03-29" and times[1].endswith("+02:00")
+    assert times[2] == "2026-03-30T02:30:00+02:00"
+    assert parsed == sorted(parsed) and len(set(parsed)) == 3
+
+
+def test_cron_next_default_count_and_seconds_field(cli) -> None:
+    code, out, _, _ = cli("cron", "next", "*/2 * * * * *", "--from", "2026-01-01T00:00:00Z")
+    assert code == 0
+    assert out["next"] == [f"2026-01-01T00:00:{s:02d}+00:00" for s in (2, 4, 6, 8, 10)]
+
+
+def test_version(cli) -> None:
+    code, out, _, _ = cli("version")
+    assert code == 0
+    assert out["ok"] is True and out["name"] == "openclaw-scheduler"
+    assert isinstance(out["version"], str) and out["version"]
+    assert out["schema_version"] == 23
+
+
+def test_schema_jobs(cli) -> None:
+    code, out, _, _ = cli("schema", "jobs")
+    assert code == 0
+    assert "name" in out["required"] and "run_timeout_ms" in out["required"]
+    fields = out["fields"]
+    assert fields["overlap_policy"]["enum"] == ["skip", "allow", "queue"]
+    assert fields["name"]["maxLength"] == 200
+    code, everything, _, _ = cli("schema")
+    assert code == 0 and set(everything) == {"jobs", "runs", "dispatches"}
+
+
+def test_status_keys(cli, db_path) -> None:
+    cli("jobs", "add", spec(name="next one"))
+    code, out, _, err = cli("status")
+    assert code == 0, err
+    for key in ("db_path", "jobs_total", "jobs_enabled", "running_runs", "stale_runs", "budgets",
+                "budget_hotspots", "agents", "next_job", "daemon"):
+        assert key in out, key
+    assert out["db_path"] == str(db_path)
+    assert out["jobs_total"] == 1 and out["jobs_enabled"] == 1
+    assert out["next_job"]["name"] == "next one"
+    assert out["daemon"]["running"] is False and out["daemon"]["pid"] is None
+
+
+def test_database_file_is_private(cli, db_path) -> None:
+    code, _, _, _ = cli("jobs", "list")
+    assert code == 0
+    assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
+
+
+def test_help_and_json_anywhere(cli) -> None:
+    code, _, stdout, _ = cli("help", json_mode=False)
+    assert code == 0 and "Usage:" in stdout
+    code, out, _, _ = cli("--json", "jobs", "list", json_mode=False)
+    assert code == 0 and out == []
