@@ -75,14 +75,20 @@ def migrate(db: Database) -> None:
     if _is_current(db):
         return
     try:
+        statements = _statements(schema_sql())
+        tables = [s for s in statements if s.upper().startswith("CREATE TABLE")]
+        others = [s for s in statements if not s.upper().startswith("CREATE TABLE")]
         with db.transaction() as conn:
-            for statement in _statements(schema_sql()):
+            for statement in tables:
                 conn.execute(statement)
+            # Columns before indexes: an old table may lack a column a new index covers.
             for table, expected in _expected_columns().items():
                 present = {str(c["name"]) for c in _columns(conn, table)}
                 for column in expected:
                     if str(column["name"]) not in present:
                         conn.execute(_add_column_sql(table, column))
+            for statement in others:
+                conn.execute(statement)
             conn.executemany(
                 "INSERT OR IGNORE INTO schema_migrations (version) VALUES (?)",
                 [(v,) for v in range(1, REFERENCE_SCHEMA_VERSION + 1)],
