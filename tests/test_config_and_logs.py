@@ -1,0 +1,101 @@
+"""Configuration from the environment, and log redaction."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import structlog
+
+from scheduler import logs
+from scheduler.config import load_settings
+from scheduler.errors import ConfigError
+
+
+def test_defaults_match_the_reference(tmp_path: Path) -> None:
+    settings = load_settings({"HOME": str(tmp_path)})
+    assert settings.tick_ms == 10000
+    assert settings.stale_threshold_s == 90
+    assert settings.gateway_url == "http://127.0.0.1:18789"
+    assert settings.max_concurrency == 64
+    assert settings.shell in ("/bin/bash", "/bin/zsh")
+    assert settings.sqlite_synchronous == "FULL"
+
+
+def test_paths_follow_scheduler_db_and_home(tmp_path: Path) -> None:
+    settings = load_settings({"SCHEDULER_DB": str(tmp_path / "x.db")})
+    assert settings.db_path == tmp_path / "x.db"
+    assert settings.artifacts_path == tmp_path / "artifacts"
+    settings = load_settings({"SCHEDULER_HOME": str(tmp_path / "home")})
+    assert settings.db_path == tmp_path / "home" / "scheduler.db"
+    settings = load_settings({"SCHEDULER_DB": str(tmp_path / "x.db"), "SCHEDULER_ARTIFACTS_DIR": "/srv/a"})
+    assert settings.artifacts_path == Path("/srv/a")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SCHEDULER_TICK_MS", "abc"),
+        ("SCHEDULER_TICK_MS", "999"),
+        ("SCHEDULER_STALE_THRESHOLD_S", "5"),
+        ("SCHEDULER_HEARTBEAT_CHECK_MS", "-1"),
+        ("SCHEDULER_PRUNE_MS", "1.5"),
+        ("SCHEDULER_MAX_CONCURRENCY", "0"),
+        ("SCHEDULER_SHUTDOWN_GRACE_MS", "soon"),
+        ("SCHEDULER_SQLITE_SYNCHRONOUS", "sometimes"),
+    ],
+)
+def test_invalid_value_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({name: value})
+    message = str(info.value)
+    assert message.startswith(f"{name}: ")
+    assert "\n" not in message
+
+
+def test_token_value_is_never_echoed_in_config_errors() -> None:
+    settings = load_settings({"OPENCLAW_GATEWAY_TOKEN": "tok-123456"})
+    assert settings.gateway_token is not None
+    assert "tok-123456" not in repr(settings)
+
+
+def test_debug_and_allow_list_parsing() -> None:
+    assert load_settings({"SCHEDULER_DEBUG": "1"}).debug is True
+    assert load_settings({"SCHEDULER_DEBUG": "false"}).debug is False
+    allow = load_settings({"SCHEDULER_SHELL_ENV_ALLOW": " GITHUB_TOKEN, ,AWS_PROFILE"}).shell_env_allow
+    assert allow == ("GITHUB_TOKEN", "AWS_PROFILE")
+
+
+def test_daemon_refuses_to_start_on_a_bad_variable(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "SCHEDULER_DB": str(tmp_path / "s.db"), "SCHEDULER_TICK_MS": "NaN"}
+    result = subprocess.run([sys.executable, "-m", "scheduler"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "SCHEDULER_TICK_MS" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "s.db").exists()
+
+
+def _capture(secrets: list[str]) -> tuple[io.StringIO, object]:
+    stream = io.StringIO()
+    logs.configure(secrets=secrets, json_lines=True)
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=stream),
+                        cache_logger_on_first_use=False)
+    return stream, structlog.get_logger("t")
+
+
+def test_logs_redact_secret_fields_and_values() -> None:
+    stream, log = _capture(["tok-abcdef"])
+    log.info("event", token="x", authorization="Bearer tok-abcdef",
+             error="request failed with header Bearer tok-abcdef", nested={"detail": "tok-abcdef!"})
+    record = json.loads(stream.getvalue().strip())
+    assert "tok-abcdef" not in stream.getvalue()
+    assert record["token"] == logs.REDACTED
+    assert record["error"] == f"request failed with header Bearer {logs.REDACTED}"
+    assert record["nested"] == {"detail": f"{logs.REDACTED}!"}
+    structlog.reset_defaults()
