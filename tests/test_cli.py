@@ -173,11 +173,14 @@ def test_bad_input_fails_cleanly_and_writes_nothing(seeded: dict[str, Any], argv
     assert isinstance(out, dict), f"stdout is not JSON: {stdout!r}"
     assert out.get("ok") is False
     assert isinstance(out.get("error"), str) and out["error"].strip()
+    assert "internal error" not in out["error"]  # a handled error, not a crash caught at the top
     assert "Traceback" not in stdout + stderr
+    assert stderr == ""
 
     code, _, stdout, stderr = run_cli(path, *args, json_mode=False)
     assert code != 0
     assert "Traceback" not in stdout + stderr
+    assert stdout == ""
     lines = stderr.splitlines()
     assert len(lines) == 1 and lines[0].strip(), f"stderr should be one line, got {stderr!r}"
 
@@ -194,6 +197,7 @@ def test_error_messages_name_the_problem(seeded: dict[str, Any]) -> None:
         "Mars/Olympus_Mons": ["jobs", "add", spec(schedule_tz="Mars/Olympus_Mons")],
         "5x": ["jobs", "add", spec(), "--in", "5x"],
         UNKNOWN: ["jobs", "get", UNKNOWN],
+        '--tz "Nowhere/City"': ["cron", "next", "0 9 * * *", "--tz", "Nowhere/City"],
     }
     for needle, argv in cases.items():
         _, out, _, _ = run_cli(path, *argv)

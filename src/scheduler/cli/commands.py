@@ -387,6 +387,12 @@ def cron_next(ctx: Context) -> int:
         raise ValidationError(f"--from: {exc}") from None
     if expr.strip() == cron.NEVER_SENTINEL:
         raise ValidationError(f'"{expr}" is the reserved never-fires sentinel; it has no fire times')
+    try:
+        cron.zone(tz)
+    except ValidationError:
+        raise ValidationError(
+            f'--tz "{tz}" is not a valid IANA timezone (e.g. UTC, Europe/Berlin, America/New_York)'
+        ) from None
     times = cron.preview(expr, tz, start, count)
     ctx.out.emit({"ok": True, "expr": expr, "tz": tz, "next": times}, "\n".join(times))
     return 0
