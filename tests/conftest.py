@@ -231,3 +231,22 @@ def pids_with_marker(marker: str) -> list[int]:
 def kill_quietly(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGKILL)
+
+
+def reference_fixture() -> Path:
+    """The database the Node.js reference wrote (shared/fixtures, beside the checkout).
+
+    CI lays shared/ next to the clone; a developer machine has it at /work/shared. Missing, the
+    test is skipped locally but fails under CI, where its absence would hide a regression.
+    """
+    candidates = [
+        Path(os.environ.get("SCHEDULER_REFERENCE_DB", "")),
+        Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference-v23.db",
+        Path("/work/shared/fixtures/reference-v23.db"),
+    ]
+    for candidate in candidates:
+        if candidate.name and candidate.is_file():
+            return candidate
+    if os.environ.get("CI"):
+        pytest.fail("reference-v23.db not found beside the checkout (shared/fixtures)")
+    pytest.skip("reference-v23.db not found (set SCHEDULER_REFERENCE_DB)")

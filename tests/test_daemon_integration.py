@@ -20,11 +20,11 @@ from conftest import (
     pids_with_marker,
     process_alive,
     query,
+    reference_fixture,
     shell_job,
     wait_until,
 )
 
-FIXTURE_DB = Path("/work/shared/fixtures/reference-v23.db")
 NEVER_SOON = "0 0 1 1 *"  # a valid cron that will not fire during a test
 
 
@@ -303,7 +303,7 @@ def test_timed_out_job_leaves_no_process(cli, daemon, db, tmp_path) -> None:
 
 
 def test_reference_fixture_db_opens_and_runs(cli, daemon, db, db_path) -> None:
-    shutil.copyfile(FIXTURE_DB, db_path)
+    shutil.copyfile(reference_fixture(), db_path)
     db_path.chmod(0o600)
     original = {r["id"]: r["name"] for r in query(db_path, "SELECT id, name FROM jobs")}
     assert len(original) == 8

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from conftest import reference_fixture
 from scheduler.models.job import new_job_row, validate_job_spec
 from scheduler.store import dispatch as dispatch_store
 from scheduler.store import jobs as job_store
@@ -19,7 +20,6 @@ from scheduler.store.db import Database
 from scheduler.store.migrations import REFERENCE_SCHEMA_VERSION, SCHEMA_REVISION, migrate
 from scheduler.timeutil import to_sqlite
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference-v23.db"
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 NOW_TEXT = to_sqlite(NOW)
 
@@ -95,10 +95,9 @@ def test_old_database_gains_missing_columns_without_losing_rows(tmp_path: Path) 
     db.close()
 
 
-@pytest.mark.skipif(not FIXTURE.exists(), reason="reference fixture not present")
 def test_reference_fixture_is_complete_and_opens_in_place(tmp_path: Path) -> None:
     copy = tmp_path / "ref.db"
-    shutil.copy(FIXTURE, copy)
+    shutil.copy(reference_fixture(), copy)
     before = sqlite3.connect(copy).execute("SELECT id, name FROM jobs ORDER BY id").fetchall()
     db = _open(copy)
     from scheduler.store.migrations import missing_columns
