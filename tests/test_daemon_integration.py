@@ -397,3 +397,23 @@ def test_overlap_skip_never_runs_twice_at_once(cli, daemon, db) -> None:
     assert first["status"] == "running"  # still going when the skips were recorded
     assert all(r["started_at"] >= first["started_at"] for r in skipped)
     assert pids_with_marker(mark) == []
+
+
+@pytest.mark.slow
+def test_locked_database_delays_but_loses_nothing(cli, daemon, db_path, tmp_path) -> None:
+    """Another process holds the write lock past the busy timeout while a job falls due: the
+    daemon logs the database error, keeps running, and runs the job once the lock is gone."""
+    d = daemon()
+    out = tmp_path / "ran.txt"
+    job = add(cli, "--in", "2s", name="under lock", payload_message=f"date +%s.%N >> {out}")
+    holder = sqlite3.connect(db_path, timeout=1, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        d.wait_for_event("scheduler.db_error", timeout=15)
+        assert d.proc.poll() is None, "the daemon died on a locked database"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    d.wait_for_event("run.finished", lambda e: e["job_id"] == job["id"], timeout=15)
+    assert len(stamps(out)) == 1
+    assert d.stop() == 0

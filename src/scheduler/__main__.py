@@ -23,6 +23,14 @@ def daemon_main() -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        # A bug, not an input problem: keep the traceback for the report, exit non-zero so the
+        # service manager restarts the daemon (runs it left `running` become `crashed`).
+        import traceback
+
+        sys.stderr.write("openclaw-scheduler: internal error, daemon stopped\n")
+        traceback.print_exc()
+        return 70
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,8 +11,9 @@ import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
+from scheduler.errors import StoreError
 from scheduler.store.db import Database
 from scheduler.store.migrations import migrate
 
@@ -58,12 +59,10 @@ class AsyncDatabase:
                 try:
                     if checkpoint:
                         db.checkpoint("TRUNCATE")
+                except StoreError:
+                    pass  # the WAL stays; SQLite replays it on the next open
                 finally:
                     db.close()
 
             await loop.run_in_executor(self._executor, _close)
         self._executor.shutdown(wait=True)
-
-    @staticmethod
-    def describe() -> dict[str, Any]:
-        return {"threads": 1}

@@ -33,6 +33,11 @@ from scheduler.timeutil import from_sqlite, sqlite_now, to_sqlite, utcnow
 ERROR_BACKOFF_S = (30, 60, 300, 900, 3600)
 # Never sleep less than this when due work exists but nothing could be claimed (no hot spin).
 MIN_IDLE_SLEEP_S = 0.05
+# After a database error in the loop, wait this long before the next attempt.
+DB_RETRY_S = 1.0
+# Recording a run's end is retried for this long (a full disk may be freed) before giving up;
+# a run left `running` is then marked `crashed` at the next start, never lost.
+FINISH_RETRY_S = (0.5, 1, 2, 5, 10, 30)
 
 
 def error_backoff_s(consecutive_errors: int) -> int:
@@ -169,14 +174,14 @@ class Daemon:
     async def _schedule_loop(self) -> None:
         while not self.stopping.is_set():
             self.wake.clear()
-            free = self.settings.max_concurrency - len(self.active)
-            claimed = 0
-            if free > 0:
-                try:
-                    claimed = await self._claim(free)
-                except SchedulerError as exc:
-                    self.log.error("claim.failed", error=str(exc))
-            delay = await self._sleep_budget(free - claimed, claimed)
+            try:
+                free = self.settings.max_concurrency - len(self.active)
+                claimed = await self._claim(free) if free > 0 else 0
+                delay = await self._sleep_budget(free - claimed, claimed)
+            except SchedulerError as exc:
+                # Locked, full or read-only database: nothing was claimed; try again shortly.
+                self.log.error("scheduler.db_error", error=str(exc), retry_in_s=DB_RETRY_S)
+                delay = DB_RETRY_S
             if self.stopping.is_set():
                 break
             if delay > 0:
@@ -243,30 +248,41 @@ class Daemon:
             outcome = Outcome("error", {"error_message": f"internal error: {exc}"})
         duration_ms = int((time.monotonic() - active.started) * 1000)
         try:
-            job_after = await self.db.run(
-                dispatch_store.finish_run,
-                claim,
-                outcome.status,
-                duration_ms,
-                outcome.columns,
-                sqlite_now(),
-                self._backoff_until,
-            )
+            await self._record(claim, outcome, duration_ms)
+        finally:
+            self.active.pop(run_id, None)
+            self.wake.set()
+
+    async def _record(self, claim: Claim, outcome: Outcome, duration_ms: int) -> None:
+        run_id, job = claim.run["id"], claim.job
+        for attempt, pause in enumerate((*FINISH_RETRY_S, None), start=1):
+            try:
+                job_after = await self.db.run(
+                    dispatch_store.finish_run,
+                    claim,
+                    outcome.status,
+                    duration_ms,
+                    outcome.columns,
+                    sqlite_now(),
+                    self._backoff_until,
+                )
+            except SchedulerError as exc:
+                self.log.error("run.record_failed", run_id=run_id, attempt=attempt, error=str(exc))
+                if pause is None:
+                    return  # stays `running` in the DB; the next start marks it crashed
+                await asyncio.sleep(pause)
+                continue
             self.log.info(
                 "run.finished",
                 run_id=run_id,
                 job_id=job["id"],
                 status=outcome.status,
                 duration_ms=duration_ms,
+                error=outcome.columns.get("error_message"),
                 next_run_at=None if job_after is None else job_after["next_run_at"],
                 job_removed=job_after is None,
             )
-        except SchedulerError as exc:
-            # The run stays `running`; the next start marks it crashed rather than lose it.
-            self.log.error("run.record_failed", run_id=run_id, error=str(exc))
-        finally:
-            self.active.pop(run_id, None)
-            self.wake.set()
+            return
 
     def _backoff_until(self, consecutive_errors: int) -> str:
         return to_sqlite(utcnow() + timedelta(seconds=error_backoff_s(consecutive_errors)))
