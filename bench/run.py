@@ -634,7 +634,7 @@ def import_times(argv: list[str], env: dict[str, str], top: int) -> dict[str, An
             continue
         try:
             self_us, cumulative_us, raw_name = line[len("import time:") :].split("|", 2)
-            entry = {
+            entry: dict[str, Any] = {
                 "module": raw_name.strip(),
                 "cumulative_ms": int(cumulative_us) / 1000,
                 "self_ms": int(self_us) / 1000,
@@ -696,7 +696,7 @@ def bench_cli(ctx: Context, jobs: int, reps: int) -> dict[str, Any]:
         imports = import_times(list_argv, env, top=8)
 
     def ms(values: list[float], how: Any) -> float:
-        return round(how(values) * 1000, 1)
+        return round(float(how(values)) * 1000, 1)
 
     figures.update(
         python_startup_median_ms=ms(floor.wall, statistics.median),
@@ -790,6 +790,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for part in args.throughput_concurrency.split(","):
         part = part.strip()
         levels.append(None if part in ("", "default") else int(part))
+    if (
+        any(level is not None and level < 1 for level in levels)
+        or min(lateness_n, throughput_n, cli_jobs, reps, args.repeat) < 1
+    ):
+        raise SystemExit("sizes, repetitions and concurrency levels must be >= 1")
 
     root = Path(tempfile.mkdtemp(prefix="ocs-bench-"))
     ctx = Context(root=root, synchronous=args.synchronous, py_spy_dir=args.py_spy)
