@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-from croniter.croniter import CroniterBadDateError, CroniterError
-
 from scheduler.errors import ValidationError
+
+if TYPE_CHECKING:
+    from croniter import croniter
+
+# croniter is imported where it is used: a CLI call that never evaluates a cron (an at-job,
+# a list) should not pay for it.
 
 # A date that never exists: the reference stores it as the cron of at-jobs and chained children.
 NEVER_SENTINEL = "0 0 31 2 *"
@@ -35,6 +39,9 @@ def zone(name: str) -> ZoneInfo:
 
 
 def _iterator(expr: str, tz: str, start: datetime) -> croniter:
+    from croniter import croniter
+    from croniter.croniter import CroniterError
+
     fields = expr.split()
     seconds_first = len(fields) == 6
     if len(fields) not in (5, 6) and not expr.strip().startswith("@"):
@@ -62,6 +69,8 @@ def next_fire(expr: str, tz: str, after: datetime) -> datetime | None:
 
 def next_fires(expr: str, tz: str, after: datetime, count: int) -> list[datetime]:
     """Up to ``count`` fire instants after ``after``; an expression that never fires gives []."""
+    from croniter.croniter import CroniterBadDateError
+
     iterator = _iterator(expr, tz, after)
     out: list[datetime] = []
     try:

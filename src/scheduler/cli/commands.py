@@ -38,30 +38,38 @@ def _positive_int(text: str, name: str, *, minimum: int = 1) -> int:
 # -- jobs -----------------------------------------------------------------------------------
 
 
+def _schedule_text(job: dict[str, Any]) -> str:
+    if job["schedule_kind"] == "at":
+        return f"at:{(job['schedule_at'] or '')[:16]}"
+    return str(job["schedule_cron"])
+
+
 def jobs_list(ctx: Context) -> int:
     from scheduler.store import jobs as job_store
 
     job_type = ctx.option("--type")
     ctx.no_extra(0, "jobs list [--type <job_type>]")
     jobs = job_store.list_jobs(ctx.db, job_type)
-    rows = [
-        {
-            "id": j["id"][:8] + "..",
-            "name": j["name"],
-            "kind": j["schedule_kind"],
-            "enabled": bool(j["enabled"]),
-            "schedule": (
-                f"at:{(j['schedule_at'] or '')[:16]}" if j["schedule_kind"] == "at" else j["schedule_cron"]
-            ),
-            "tz": j["schedule_tz"],
-            "target": j["session_target"],
-            "nextRun": j["next_run_at"],
-            "lastStatus": j["last_status"],
-            "errors": j["consecutive_errors"],
-        }
-        for j in jobs
-    ]
-    ctx.out.emit(jobs, lambda: table(rows, list(rows[0]) if rows else ["id"]))
+
+    def human() -> None:
+        rows = [
+            {
+                "id": j["id"][:8] + "..",
+                "name": j["name"],
+                "kind": j["schedule_kind"],
+                "enabled": bool(j["enabled"]),
+                "schedule": _schedule_text(j),
+                "tz": j["schedule_tz"],
+                "target": j["session_target"],
+                "nextRun": j["next_run_at"],
+                "lastStatus": j["last_status"],
+                "errors": j["consecutive_errors"],
+            }
+            for j in jobs
+        ]
+        table(rows, list(rows[0]) if rows else ["id"])
+
+    ctx.out.emit(jobs, human)
     return 0
 
 

@@ -14,7 +14,7 @@ class Output:
 
     def emit(self, data: Any, human: str | Callable[[], None] | None = None) -> None:
         if self.json_mode or human is None:
-            sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+            sys.stdout.write(dumps(data) + "\n")
         elif callable(human):
             human()
         else:
@@ -26,6 +26,16 @@ class Output:
             sys.stdout.write(json.dumps({"ok": False, "error": line}, indent=2, ensure_ascii=False) + "\n")
         else:
             sys.stderr.write(f"error: {line}\n")
+
+
+def dumps(data: Any) -> str:
+    """Pretty JSON. A list of rows is written one compact row per line: same JSON, and it keeps
+    Python's C encoder (any ``indent`` falls back to the pure-Python one, 3x slower on
+    ``jobs list`` with 1,000 jobs)."""
+    if isinstance(data, list) and data and all(isinstance(item, dict) for item in data):
+        rows = ",\n".join("  " + json.dumps(item, ensure_ascii=False, default=str) for item in data)
+        return "[\n" + rows + "\n]"
+    return json.dumps(data, indent=2, ensure_ascii=False, default=str)
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:

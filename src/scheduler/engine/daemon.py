@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -71,6 +72,8 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._force_stop = asyncio.Event()
         self._data_version = 0
+        self._to_record: list[tuple[dispatch_store.Finish, asyncio.Future[None]]] = []
+        self._record_ready = asyncio.Event()
 
     @property
     def targets(self) -> frozenset[str]:
@@ -79,6 +82,7 @@ class Daemon:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def run(self) -> int:
+        _use_pidfd_child_watcher()
         database = self.settings.db_path
         held = daemon_lock.acquire(
             database,
@@ -137,6 +141,7 @@ class Daemon:
 
     async def _serve(self) -> None:
         helpers = [
+            asyncio.create_task(self._recorder(), name="recorder"),
             asyncio.create_task(self._watch_for_writes(), name="watch-writes"),
             asyncio.create_task(self._beat_running_runs(), name="run-heartbeat"),
         ]
@@ -254,35 +259,61 @@ class Daemon:
             self.wake.set()
 
     async def _record(self, claim: Claim, outcome: Outcome, duration_ms: int) -> None:
-        run_id, job = claim.run["id"], claim.job
-        for attempt, pause in enumerate((*FINISH_RETRY_S, None), start=1):
+        """Hand the run's end to the recorder and wait until it is committed (or given up)."""
+        finish = dispatch_store.Finish(claim, outcome.status, duration_ms, outcome.columns)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._to_record.append((finish, done))
+        self._record_ready.set()
+        await done
+
+    async def _recorder(self) -> None:
+        """Commit run endings in batches: whatever ended while the last batch was written goes
+        into the next transaction. A batch that fails is retried on FINISH_RETRY_S; past that
+        its runs stay `running` in the database and the next start marks them crashed."""
+        attempt = 0
+        while True:
+            await self._record_ready.wait()
+            self._record_ready.clear()
+            batch, self._to_record = self._to_record, []
+            if not batch:
+                continue
             try:
-                job_after = await self.db.run(
-                    dispatch_store.finish_run,
-                    claim,
-                    outcome.status,
-                    duration_ms,
-                    outcome.columns,
+                rows = await self.db.run(
+                    dispatch_store.finish_runs,
+                    [finish for finish, _ in batch],
                     sqlite_now(),
                     self._backoff_until,
                 )
             except SchedulerError as exc:
-                self.log.error("run.record_failed", run_id=run_id, attempt=attempt, error=str(exc))
-                if pause is None:
-                    return  # stays `running` in the DB; the next start marks it crashed
-                await asyncio.sleep(pause)
+                attempt += 1
+                give_up = attempt > len(FINISH_RETRY_S)
+                self.log.error("run.record_failed", runs=len(batch), attempt=attempt, error=str(exc),
+                               gave_up=give_up)
+                if give_up:
+                    attempt = 0
+                    for _, done in batch:
+                        done.set_result(None)
+                else:
+                    self._to_record[:0] = batch
+                    await asyncio.sleep(FINISH_RETRY_S[attempt - 1])
+                    self._record_ready.set()
                 continue
-            self.log.info(
-                "run.finished",
-                run_id=run_id,
-                job_id=job["id"],
-                status=outcome.status,
-                duration_ms=duration_ms,
-                error=outcome.columns.get("error_message"),
-                next_run_at=None if job_after is None else job_after["next_run_at"],
-                job_removed=job_after is None,
-            )
-            return
+            attempt = 0
+            for (finish, done), job_after in zip(batch, rows, strict=True):
+                self._log_finish(finish, job_after)
+                done.set_result(None)
+
+    def _log_finish(self, finish: dispatch_store.Finish, job_after: Row | None) -> None:
+        self.log.info(
+            "run.finished",
+            run_id=finish.claim.run["id"],
+            job_id=finish.claim.job["id"],
+            status=finish.status,
+            duration_ms=finish.duration_ms,
+            error=finish.columns.get("error_message"),
+            next_run_at=None if job_after is None else job_after["next_run_at"],
+            job_removed=job_after is None,
+        )
 
     def _backoff_until(self, consecutive_errors: int) -> str:
         return to_sqlite(utcnow() + timedelta(seconds=error_backoff_s(consecutive_errors)))
@@ -312,6 +343,21 @@ class Daemon:
                 await self.db.run(run_store.beat, list(self.active), sqlite_now())
             except SchedulerError as exc:
                 self.log.warning("run.heartbeat_failed", error=str(exc))
+
+
+def _use_pidfd_child_watcher() -> None:
+    """On Python 3.11 asyncio reaps each child with a thread of its own, and the loop waits for
+    that thread to start: measured at 0.37 ms of the loop's time per run. A pidfd watcher (what
+    3.12 uses by default) reaps through the event loop instead. Linux 5.3+ only; else unchanged."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    asyncio.set_child_watcher(watcher)
+    watcher.attach_loop(asyncio.get_running_loop())
 
 
 def run_daemon(settings: Settings) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -301,6 +301,35 @@ def enqueue_dispatch(
     return db.query_one("SELECT * FROM job_dispatch_queue WHERE id = ?", (dispatch_id,))
 
 
+@dataclass(frozen=True)
+class Finish:
+    """The end of one run, as the engine hands it over to be recorded."""
+
+    claim: Claim
+    status: str
+    duration_ms: int
+    columns: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        unknown = set(self.columns) - FINISH_COLUMNS
+        if unknown:
+            raise ValueError(f"not run result columns: {sorted(unknown)}")
+
+
+def finish_runs(
+    db: Database, finishes: Sequence[Finish], now_text: str, backoff_until: Callable[[int], str]
+) -> list[Row | None]:
+    """Record the end of several runs, and their jobs' new state, in one transaction.
+
+    One commit for a batch: the daemon hands over every run that ended while the previous batch
+    was being written. Returns, per run, the job row afterwards (None if the job is gone, by the
+    user or by ``delete_after_run``). ``backoff_until(n)`` gives the earliest next run after ``n``
+    consecutive errors.
+    """
+    with db.transaction() as conn:
+        return [_finish_one(conn, f, now_text, backoff_until) for f in finishes]
+
+
 def finish_run(
     db: Database,
     claim: Claim,
@@ -310,29 +339,26 @@ def finish_run(
     now_text: str,
     backoff_until: Callable[[int], str],
 ) -> Row | None:
-    """Record a run's end and the job's new state in one transaction.
+    """``finish_runs`` for a single run."""
+    return finish_runs(db, [Finish(claim, status, duration_ms, columns)], now_text, backoff_until)[0]
 
-    Returns the job row afterwards (None if the job was deleted, by the user or by
-    ``delete_after_run``). ``backoff_until(n)`` gives the earliest next run after ``n``
-    consecutive errors.
-    """
-    run_id = claim.run["id"]
-    unknown = set(columns) - FINISH_COLUMNS
-    if unknown:
-        raise ValueError(f"not run result columns: {sorted(unknown)}")
+
+def _finish_one(
+    conn: sqlite3.Connection, finish: Finish, now_text: str, backoff_until: Callable[[int], str]
+) -> Row | None:
+    claim, columns = finish.claim, finish.columns
     assignments = "".join(f", {name} = ?" for name in columns)
-    with db.transaction() as conn:
-        conn.execute(
-            f"UPDATE runs SET status = ?, finished_at = ?, duration_ms = ?, last_heartbeat = ?{assignments} "
-            "WHERE id = ? AND status = 'running'",
-            [status, now_text, duration_ms, now_text, *columns.values(), run_id],
-        )
-        if claim.dispatch_id:
-            _close_dispatch(conn, claim.dispatch_id, "done", now_text)
-        job = conn.execute("SELECT * FROM jobs WHERE id = ?", (claim.job["id"],)).fetchone()
-        if job is None:
-            return None
-        return _update_job_after_run(conn, job, claim.source, status, now_text, backoff_until)
+    conn.execute(
+        "UPDATE runs SET status = ?, finished_at = ?, duration_ms = ?, last_heartbeat = ?"
+        f"{assignments} WHERE id = ? AND status = 'running'",
+        [finish.status, now_text, finish.duration_ms, now_text, *columns.values(), claim.run["id"]],
+    )
+    if claim.dispatch_id:
+        _close_dispatch(conn, claim.dispatch_id, "done", now_text)
+    job = conn.execute("SELECT * FROM jobs WHERE id = ?", (claim.job["id"],)).fetchone()
+    if job is None:
+        return None
+    return _update_job_after_run(conn, job, claim.source, finish.status, now_text, backoff_until)
 
 
 def _update_job_after_run(
