@@ -203,6 +203,9 @@ class Daemon:
                           reason=skipped["error_message"])
         for claim in batch.claims:
             self._start(claim)
+        if batch.claims or batch.cancelled_dispatches:
+            self.log.debug("scheduler.claimed", runs=len(batch.claims), skipped=len(batch.skipped),
+                           cancelled_dispatches=batch.cancelled_dispatches, free_slots=free)
         return len(batch.claims)
 
     async def _sleep_budget(self, free: int, claimed: int) -> float:
@@ -213,11 +216,12 @@ class Daemon:
             return 0.0  # look again at once: more may be due
         next_due = await self.db.run(dispatch_store.next_due_at, self.targets)
         if next_due is None:
-            return tick
-        wait = (from_sqlite(next_due) - utcnow()).total_seconds()
-        if wait <= 0:
-            return MIN_IDLE_SLEEP_S
-        return min(tick, wait)
+            delay = tick
+        else:
+            wait = (from_sqlite(next_due) - utcnow()).total_seconds()
+            delay = MIN_IDLE_SLEEP_S if wait <= 0 else min(tick, wait)
+        self.log.debug("scheduler.sleep", next_due=next_due, delay_s=round(delay, 3))
+        return delay
 
     def _next_fire_text(self, job: Row) -> str | None:
         expr = job["schedule_cron"]
