@@ -99,3 +99,16 @@ def test_logs_redact_secret_fields_and_values() -> None:
     assert record["error"] == f"request failed with header Bearer {logs.REDACTED}"
     assert record["nested"] == {"detail": f"{logs.REDACTED}!"}
     structlog.reset_defaults()
+
+
+def test_daemon_reports_an_unwritable_database_directory_in_one_line(tmp_path: Path) -> None:
+    locked_dir = tmp_path / "ro"
+    locked_dir.mkdir()
+    (locked_dir / "file").write_text("x")
+    # A path whose parent is a regular file cannot be created, even by root.
+    env = {"PATH": "/usr/bin:/bin", "SCHEDULER_DB": str(locked_dir / "file" / "s.db")}
+    result = subprocess.run([sys.executable, "-m", "scheduler"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot create the daemon lock" in lines[0], result.stderr

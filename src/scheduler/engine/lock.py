@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scheduler.errors import DaemonLockedError
+from scheduler.errors import DaemonLockedError, StoreError
 from scheduler.paths import lock_path
 
 
@@ -33,8 +33,14 @@ class DaemonLock:
 
 def acquire(database: Path, info: dict[str, Any]) -> DaemonLock:
     path = lock_path(database)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the daemon lock {path}: {exc.strerror or exc}; "
+            "check that the database directory exists and is writable"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
