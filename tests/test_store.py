@@ -14,9 +14,11 @@ import pytest
 
 from conftest import reference_fixture
 from scheduler.models.job import new_job_row, validate_job_spec
-from scheduler.store import dispatch as dispatch_store
+from scheduler.store import claims as claim_store
+from scheduler.store import idempotency, queue, recovery
 from scheduler.store import jobs as job_store
 from scheduler.store.db import Database
+from scheduler.store.finish import Finish, FinishPolicy, finish_runs
 from scheduler.store.migrations import REFERENCE_SCHEMA_VERSION, SCHEMA_REVISION, migrate
 from scheduler.timeutil import to_sqlite
 
@@ -48,8 +50,14 @@ def _next_fire(job: dict[str, Any]) -> str:
     return to_sqlite(NOW + timedelta(minutes=5))
 
 
-def _claim(db: Database, limit: int = 10) -> dispatch_store.ClaimBatch:
-    return dispatch_store.claim_due(db, NOW_TEXT, limit, {"shell"}, _next_fire)
+def _claim(db: Database, limit: int = 10) -> claim_store.ClaimBatch:
+    return claim_store.claim_due(db, NOW_TEXT, limit, {"shell"}, _next_fire)
+
+
+def _finish(db: Database, claim: claim_store.Claim, status: str, columns: dict[str, Any] | None = None,
+            backoff: str = NOW_TEXT, retry: str = NOW_TEXT) -> dict[str, Any] | None:
+    policy = FinishPolicy(now_text=NOW_TEXT, backoff_until=lambda n: backoff, retry_at=lambda n: retry)
+    return finish_runs(db, [Finish(claim, status, 5, columns or {})], policy)[0].job
 
 
 @pytest.fixture
@@ -115,7 +123,7 @@ def test_due_cron_job_is_claimed_once_and_advanced(db: Database) -> None:
     assert [c.job["id"] for c in batch.claims] == [job["id"]]
     claim = batch.claims[0]
     assert claim.run["status"] == "running" and claim.source == "cron"
-    assert claim.run["idempotency_key"] == dispatch_store.idempotency_key(f"{job['id']}:{NOW_TEXT}")
+    assert claim.run["idempotency_key"] == idempotency.occurrence_key(job["id"], NOW_TEXT)
     assert job_store.require_job(db, job["id"])["next_run_at"] == to_sqlite(NOW + timedelta(minutes=5))
     assert _claim(db).claims == []
 
@@ -143,7 +151,7 @@ def test_two_connections_racing_claim_each_occurrence_once(tmp_path: Path) -> No
         db = Database.open(path)
         barrier.wait()
         for _ in range(20):
-            batch = dispatch_store.claim_due(db, NOW_TEXT, 3, {"shell"}, _next_fire)
+            batch = claim_store.claim_due(db, NOW_TEXT, 3, {"shell"}, _next_fire)
             with lock:
                 claimed.extend(c.run["job_id"] for c in batch.claims)
         db.close()
@@ -172,12 +180,12 @@ def test_overlap_skip_records_a_skipped_run(db: Database) -> None:
 
 def test_manual_dispatch_runs_disabled_job_and_closes_its_row(db: Database) -> None:
     job = _shell_job(db, enabled=False)
-    row = dispatch_store.enqueue_dispatch(db, job["id"], "manual", NOW_TEXT, backlog_cap=25)
+    row = queue.enqueue_dispatch(db, job["id"], "manual", NOW_TEXT, backlog_cap=25)
     assert row is not None
     batch = _claim(db)
     assert len(batch.claims) == 1 and batch.claims[0].dispatch_id == row["id"]
     claim = batch.claims[0]
-    after = dispatch_store.finish_run(db, claim, "ok", 5, {"summary": "done"}, NOW_TEXT, lambda n: NOW_TEXT)
+    after = _finish(db, claim, "ok", {"summary": "done"})
     assert after is not None and after["enabled"] == 0 and after["last_status"] == "ok"
     status = db.scalar("SELECT status FROM job_dispatch_queue WHERE id = ?", (row["id"],))
     assert status == "done"
@@ -186,10 +194,10 @@ def test_manual_dispatch_runs_disabled_job_and_closes_its_row(db: Database) -> N
 def test_backlog_cap_counts_only_live_rows(db: Database) -> None:
     job = _shell_job(db)
     for _ in range(2):
-        assert dispatch_store.enqueue_dispatch(db, job["id"], "manual", NOW_TEXT, backlog_cap=2)
-    assert dispatch_store.enqueue_dispatch(db, job["id"], "manual", NOW_TEXT, backlog_cap=2) is None
+        assert queue.enqueue_dispatch(db, job["id"], "manual", NOW_TEXT, backlog_cap=2)
+    assert queue.enqueue_dispatch(db, job["id"], "manual", NOW_TEXT, backlog_cap=2) is None
     db.query("UPDATE job_dispatch_queue SET status = 'done'")
-    assert dispatch_store.enqueue_dispatch(db, job["id"], "manual", NOW_TEXT, backlog_cap=2)
+    assert queue.enqueue_dispatch(db, job["id"], "manual", NOW_TEXT, backlog_cap=2)
 
 
 def test_failed_cron_run_backs_off_and_success_resets(db: Database) -> None:
@@ -197,12 +205,12 @@ def test_failed_cron_run_backs_off_and_success_resets(db: Database) -> None:
     job_store.update_job(db, job["id"], {"next_run_at": NOW_TEXT}, NOW_TEXT)
     claim = _claim(db).claims[0]
     far = to_sqlite(NOW + timedelta(hours=1))
-    after = dispatch_store.finish_run(db, claim, "error", 5, {}, NOW_TEXT, lambda n: far)
+    after = _finish(db, claim, "error", backoff=far)
     assert after is not None
     assert after["consecutive_errors"] == 1 and after["next_run_at"] == far
     job_store.update_job(db, job["id"], {"next_run_at": to_sqlite(NOW - timedelta(seconds=3))}, NOW_TEXT)
     claim = _claim(db).claims[0]
-    after = dispatch_store.finish_run(db, claim, "ok", 5, {}, NOW_TEXT, lambda n: far)
+    after = _finish(db, claim, "ok", backoff=far)
     assert after is not None and after["consecutive_errors"] == 0
 
 
@@ -211,8 +219,8 @@ def test_at_job_is_deleted_or_disabled_after_its_run(db: Database) -> None:
     drop = _shell_job(db, name="drop", schedule_kind="at", schedule_at=NOW_TEXT, delete_after_run=True)
     claims = {c.job["name"]: c for c in _claim(db).claims}
     assert set(claims) == {"keep", "drop"} and claims["keep"].source == "at"
-    dispatch_store.finish_run(db, claims["keep"], "ok", 1, {}, NOW_TEXT, lambda n: NOW_TEXT)
-    dispatch_store.finish_run(db, claims["drop"], "ok", 1, {}, NOW_TEXT, lambda n: NOW_TEXT)
+    _finish(db, claims["keep"], "ok")
+    _finish(db, claims["drop"], "ok")
     assert job_store.require_job(db, keep["id"])["enabled"] == 0
     assert job_store.get_job(db, drop["id"]) is None
 
@@ -221,10 +229,10 @@ def test_orphans_become_crashed_and_claimed_rows_return(db: Database) -> None:
     job = _shell_job(db, schedule_kind="at", schedule_at=NOW_TEXT, delete_after_run=False)
     claim = _claim(db).claims[0]
     other = _shell_job(db, name="other")
-    row = dispatch_store.enqueue_dispatch(db, other["id"], "manual", NOW_TEXT)
+    row = queue.enqueue_dispatch(db, other["id"], "manual", NOW_TEXT)
     assert row is not None
     db.query("UPDATE job_dispatch_queue SET status = 'claimed' WHERE id = ?", (row["id"],))
-    crashed = dispatch_store.recover_orphans(db, NOW_TEXT)
+    crashed = recovery.recover_orphans(db, NOW_TEXT).crashed
     assert [r["id"] for r in crashed] == [claim.run["id"]]
     run = db.query_one("SELECT * FROM runs WHERE id = ?", (claim.run["id"],))
     assert run is not None and run["status"] == "crashed" and run["finished_at"] == NOW_TEXT

@@ -15,8 +15,8 @@ from scheduler.models.job import (
     update_needs_new_next_run,
     validate_job_spec,
 )
-from scheduler.store import dispatch as dispatch_store
 from scheduler.store import jobs as job_store
+from scheduler.store import queue
 from scheduler.store.db import Database, Row
 from scheduler.timeutil import to_sqlite
 
@@ -50,7 +50,7 @@ def run_now(db: Database, job_id: str, now: datetime) -> tuple[Row, Row]:
     """Queue a manual run (works for disabled jobs; the schedule is untouched)."""
     job = job_store.require_job(db, job_id)
     cap = int(job["max_queued_dispatches"] or 25)
-    dispatch = dispatch_store.enqueue_dispatch(
+    dispatch = queue.enqueue_dispatch(
         db, job_id, "manual", to_sqlite(now), backlog_cap=cap
     )
     if dispatch is None:

@@ -22,10 +22,13 @@ from scheduler.engine import lock as daemon_lock
 from scheduler.engine.asyncdb import AsyncDatabase
 from scheduler.errors import SchedulerError
 from scheduler.logs import get as get_logger
-from scheduler.store import dispatch as dispatch_store
+from scheduler.store import claims as claim_store
+from scheduler.store import queue as queue_store
+from scheduler.store import recovery
 from scheduler.store import runs as run_store
+from scheduler.store.claims import Claim
 from scheduler.store.db import Database, Row
-from scheduler.store.dispatch import Claim
+from scheduler.store.finish import Finish, Finished, FinishPolicy, finish_runs
 from scheduler.strategies.base import Outcome, Strategy
 from scheduler.strategies.shell_job import ShellJobStrategy
 from scheduler.timeutil import from_sqlite, sqlite_now, to_sqlite, utcnow
@@ -39,6 +42,8 @@ DB_RETRY_S = 1.0
 # Recording a run's end is retried for this long (a full disk may be freed) before giving up;
 # a run left `running` is then marked `crashed` at the next start, never lost.
 FINISH_RETRY_S = (0.5, 1, 2, 5, 10, 30)
+# Strategies enforce run_timeout_ms themselves; the health check cancels a run this much later.
+OVERDUE_GRACE_S = 30.0
 
 
 def error_backoff_s(consecutive_errors: int) -> int:
@@ -53,6 +58,7 @@ class _Active:
     task: asyncio.Task[None]
     work: asyncio.Task[Outcome] | None = None
     started: float = field(default_factory=time.monotonic)
+    overdue: bool = False  # cancelled by the health check for running past run_timeout_ms
 
 
 class Daemon:
@@ -72,7 +78,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self._force_stop = asyncio.Event()
         self._data_version = 0
-        self._to_record: list[tuple[dispatch_store.Finish, asyncio.Future[None]]] = []
+        self._to_record: list[tuple[Finish, asyncio.Future[None]]] = []
         self._record_ready = asyncio.Event()
 
     @property
@@ -124,12 +130,14 @@ class Daemon:
         self.wake.set()
 
     async def _recover(self) -> None:
-        crashed = await self.db.run(dispatch_store.recover_orphans, sqlite_now())
-        for run in crashed:
-            self.log.warning("run.crashed", run_id=run["id"], job_id=run["job_id"])
-        for job in await self.db.run(dispatch_store.jobs_missing_next_run):
-            await self.db.run(dispatch_store.set_next_run, job["id"], self._next_fire_text(job))
-        unsupported = await self.db.run(dispatch_store.jobs_without_strategy, self.targets)
+        found = await self.db.run(recovery.recover_orphans, sqlite_now())
+        replayed = {row["retry_of_run_id"] for row in found.replays}
+        for run in found.crashed:
+            self.log.warning("run.crashed", run_id=run["id"], job_id=run["job_id"],
+                             replay=run["id"] in replayed)
+        for job in await self.db.run(recovery.jobs_missing_next_run):
+            await self.db.run(recovery.set_next_run, job["id"], self._next_fire_text(job))
+        unsupported = await self.db.run(claim_store.jobs_without_strategy, self.targets)
         if unsupported:
             self.log.warning(
                 "jobs.waiting_for_strategy",
@@ -144,6 +152,7 @@ class Daemon:
             asyncio.create_task(self._recorder(), name="recorder"),
             asyncio.create_task(self._watch_for_writes(), name="watch-writes"),
             asyncio.create_task(self._beat_running_runs(), name="run-heartbeat"),
+            asyncio.create_task(self._check_run_health(), name="run-health"),
         ]
         try:
             await self._schedule_loop()
@@ -196,16 +205,16 @@ class Daemon:
     async def _claim(self, free: int) -> int:
         now_text = to_sqlite(utcnow())
         batch = await self.db.run(
-            dispatch_store.claim_due, now_text, free, self.targets, self._next_fire_text
+            claim_store.claim_due, now_text, free, self.targets, self._next_fire_text
         )
         for skipped in batch.skipped:
             self.log.info("run.skipped", run_id=skipped["id"], job_id=skipped["job_id"],
                           reason=skipped["error_message"])
         for claim in batch.claims:
             self._start(claim)
-        if batch.claims or batch.cancelled_dispatches:
+        if batch.claims or batch.postponed:
             self.log.debug("scheduler.claimed", runs=len(batch.claims), skipped=len(batch.skipped),
-                           cancelled_dispatches=batch.cancelled_dispatches, free_slots=free)
+                           postponed=batch.postponed, free_slots=free)
         return len(batch.claims)
 
     async def _sleep_budget(self, free: int, claimed: int) -> float:
@@ -214,7 +223,7 @@ class Daemon:
             return tick  # a finishing run sets `wake`
         if claimed:
             return 0.0  # look again at once: more may be due
-        next_due = await self.db.run(dispatch_store.next_due_at, self.targets)
+        next_due = await self.db.run(claim_store.next_due_at, self.targets)
         if next_due is None:
             delay = tick
         else:
@@ -251,7 +260,11 @@ class Daemon:
         try:
             outcome = await work
         except asyncio.CancelledError:
-            outcome = Outcome("cancelled", {"error_message": "Cancelled: daemon shutdown"})
+            if active.overdue:
+                limit = int(claim.run["run_timeout_ms"] or 0)
+                outcome = Outcome("timeout", {"error_message": f"Exceeded {limit}ms timeout"})
+            else:
+                outcome = Outcome("cancelled", {"error_message": "Cancelled: daemon shutdown"})
         except Exception as exc:  # a strategy bug must still end the run, never leave it running
             self.log.exception("run.strategy_failed", run_id=run_id, job_id=job["id"])
             outcome = Outcome("error", {"error_message": f"internal error: {exc}"})
@@ -262,13 +275,16 @@ class Daemon:
             self.active.pop(run_id, None)
             self.wake.set()
 
-    async def _record(self, claim: Claim, outcome: Outcome, duration_ms: int) -> None:
-        """Hand the run's end to the recorder and wait until it is committed (or given up)."""
-        finish = dispatch_store.Finish(claim, outcome.status, duration_ms, outcome.columns)
+    def _submit(self, claim: Claim, outcome: Outcome, duration_ms: int) -> asyncio.Future[None]:
+        """Hand a run's end to the recorder; the future resolves once it is committed (or given up)."""
+        finish = Finish(claim, outcome.status, duration_ms, outcome.columns)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._to_record.append((finish, done))
         self._record_ready.set()
-        await done
+        return done
+
+    async def _record(self, claim: Claim, outcome: Outcome, duration_ms: int) -> None:
+        await self._submit(claim, outcome, duration_ms)
 
     async def _recorder(self) -> None:
         """Commit run endings in batches: whatever ended while the last batch was written goes
@@ -282,12 +298,7 @@ class Daemon:
             if not batch:
                 continue
             try:
-                rows = await self.db.run(
-                    dispatch_store.finish_runs,
-                    [finish for finish, _ in batch],
-                    sqlite_now(),
-                    self._backoff_until,
-                )
+                rows = await self.db.run(finish_runs, [finish for finish, _ in batch], self._policy())
             except SchedulerError as exc:
                 attempt += 1
                 give_up = attempt > len(FINISH_RETRY_S)
@@ -303,11 +314,12 @@ class Daemon:
                     self._record_ready.set()
                 continue
             attempt = 0
-            for (finish, done), job_after in zip(batch, rows, strict=True):
-                self._log_finish(finish, job_after)
+            for (finish, done), finished in zip(batch, rows, strict=True):
+                self._log_finish(finish, finished)
                 done.set_result(None)
 
-    def _log_finish(self, finish: dispatch_store.Finish, job_after: Row | None) -> None:
+    def _log_finish(self, finish: Finish, finished: Finished) -> None:
+        job = finished.job
         self.log.info(
             "run.finished",
             run_id=finish.claim.run["id"],
@@ -315,9 +327,19 @@ class Daemon:
             status=finish.status,
             duration_ms=finish.duration_ms,
             error=finish.columns.get("error_message"),
-            next_run_at=None if job_after is None else job_after["next_run_at"],
-            job_removed=job_after is None,
+            next_run_at=None if job is None else job["next_run_at"],
+            job_removed=job is None,
+            retry_at=None if finished.retry is None else finished.retry["scheduled_for"],
         )
+
+    def _policy(self) -> FinishPolicy:
+        return FinishPolicy(now_text=sqlite_now(), backoff_until=self._backoff_until,
+                            retry_at=self._retry_at)
+
+    def _retry_at(self, attempt: int) -> str:
+        """Retry n is due base × 2^(n−1) after now (30 s, 60 s, 120 s, … at the default base)."""
+        delay_ms = self.settings.retry_base_ms * 2 ** (max(attempt, 1) - 1)
+        return to_sqlite(utcnow() + timedelta(milliseconds=delay_ms))
 
     def _backoff_until(self, consecutive_errors: int) -> str:
         return to_sqlite(utcnow() + timedelta(seconds=error_backoff_s(consecutive_errors)))
@@ -337,6 +359,37 @@ class Daemon:
                 self._data_version = version
                 self.wake.set()
 
+    async def _check_run_health(self) -> None:
+        """Every SCHEDULER_HEARTBEAT_CHECK_MS: end runs nobody watches (heartbeat older than
+        SCHEDULER_STALE_THRESHOLD_S) as ``timeout``; cancel our own runs that outlived their
+        ``run_timeout_ms`` (a strategy should have stopped them); close finished queue rows.
+        Timeouts go through the same recording path as any failure: retries, job state."""
+        interval = self.settings.heartbeat_check_ms / 1000
+        threshold = self.settings.stale_threshold_s
+        while True:
+            await asyncio.sleep(interval)
+            for active in list(self.active.values()):
+                limit_s = (active.claim.run["run_timeout_ms"] or 0) / 1000
+                if (limit_s and not active.overdue and active.work is not None
+                        and time.monotonic() - active.started > limit_s + OVERDUE_GRACE_S):
+                    self.log.warning("run.overdue", run_id=active.claim.run["id"], limit_s=limit_s)
+                    active.overdue = True
+                    active.work.cancel()
+            try:
+                stale = await self.db.run(
+                    recovery.unwatched_stale_runs, threshold, sqlite_now(), set(self.active)
+                )
+                await self.db.run(queue_store.reap, sqlite_now())
+            except SchedulerError as exc:
+                self.log.warning("run.health_check_failed", error=str(exc))
+                continue
+            for claim in stale:
+                self.log.warning("run.stale", run_id=claim.run["id"], job_id=claim.job["id"],
+                                 last_heartbeat=claim.run["last_heartbeat"])
+                message = f"No heartbeat for {threshold}s and no process watching the run"
+                outcome = Outcome("timeout", {"error_message": message})
+                self._submit(claim, outcome, _age_ms(claim.run["started_at"]))
+
     async def _beat_running_runs(self) -> None:
         interval = self.settings.run_heartbeat_ms / 1000
         while True:
@@ -347,6 +400,10 @@ class Daemon:
                 await self.db.run(run_store.beat, list(self.active), sqlite_now())
             except SchedulerError as exc:
                 self.log.warning("run.heartbeat_failed", error=str(exc))
+
+
+def _age_ms(started_at: str) -> int:
+    return max(0, int((utcnow() - from_sqlite(started_at)).total_seconds() * 1000))
 
 
 def _use_pidfd_child_watcher() -> None:

@@ -192,6 +192,7 @@ JOB_COLUMNS: Final[tuple[str, ...]] = (
     "last_run_at",
     "last_status",
     "consecutive_errors",
+    "misfire_grace_s",
 )
 
 # Columns the scheduler maintains itself; a spec may not set them.
@@ -365,6 +366,12 @@ JOB_FIELD_RULES: Final[Mapping[str, FieldRule]] = {
     "last_run_at": _when(),
     "last_status": _text(64),
     "consecutive_errors": _int(0, 0),
+    "misfire_grace_s": _int(
+        0,
+        nullable=True,
+        description="Seconds a scheduled run may start late; a fire time missed by more is "
+        "recorded as a skipped run instead of run (null: no limit, missed runs coalesce into one)",
+    ),
 }
 
 # A create-time convenience flag, not a column.

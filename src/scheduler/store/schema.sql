@@ -1,7 +1,8 @@
 -- openclaw-scheduler (Python) storage schema.
 -- Column-for-column compatible with the Node.js reference's schema version 23, so an existing
 -- scheduler.db opens in place and both implementations can read each other's rows.
--- Every statement is idempotent; additions of our own are listed at the end of the file.
+-- Every statement is idempotent. Our own additions (columns the reference does not have) come
+-- last in their table, each marked "ours", so an existing reference DB gains them by ALTER TABLE.
 -- Timestamps are UTC text 'YYYY-MM-DD HH:MM:SS'; booleans are INTEGER 0/1; JSON is TEXT.
 
 CREATE TABLE IF NOT EXISTS jobs (
@@ -91,6 +92,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   last_run_at TEXT,
   last_status TEXT,
   consecutive_errors INTEGER NOT NULL DEFAULT 0,
+  misfire_grace_s INTEGER DEFAULT NULL, -- ours: skip an occurrence missed by more than this
   CHECK (
     delivery_mode NOT IN ('announce', 'announce-always')
     OR (delivery_to IS NOT NULL AND delivery_to != '')

@@ -1,0 +1,154 @@
+"""Recording the end of runs: the run row, retries, and the job's new state, in one transaction.
+
+A failed run (``error`` or ``timeout``) of a job with ``max_retries`` is followed by a ``retry``
+queue row scheduled on the ladder ``base × 2^(n−1)``, written in the same transaction as the run's
+end, so a crash can never lose a retry nor schedule one twice. Only when retries are exhausted
+(or none are configured) does the failure count against the job: ``consecutive_errors`` and the
+error backoff of cron jobs (reference §5.1–§5.3, computed on UTC instants, §17 #7).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from scheduler.store import queue
+from scheduler.store.claims import Claim, Source
+from scheduler.store.db import Database, Row
+from scheduler.store.runs import FINISH_COLUMNS
+
+FAILED_STATUSES = ("error", "timeout")
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The end of one run, as the engine hands it over to be recorded."""
+
+    claim: Claim
+    status: str
+    duration_ms: int
+    columns: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        unknown = set(self.columns) - FINISH_COLUMNS
+        if unknown:
+            raise ValueError(f"not run result columns: {sorted(unknown)}")
+
+
+@dataclass(frozen=True)
+class FinishPolicy:
+    """Times the engine computes (the store does no calendar arithmetic of its own)."""
+
+    now_text: str
+    backoff_until: Callable[[int], str]  # earliest next cron run after n consecutive errors
+    retry_at: Callable[[int], str]  # when retry number n (1-based) is due
+
+
+@dataclass(frozen=True)
+class Finished:
+    job: Row | None  # the job afterwards; None if deleted (by the user or delete_after_run)
+    retry: Row | None  # the retry queue row, when one was scheduled
+
+
+def finish_runs(db: Database, finishes: Sequence[Finish], policy: FinishPolicy) -> list[Finished]:
+    """Record several run endings in one transaction (the daemon batches whatever ended while the
+    previous batch was being written)."""
+    with db.transaction() as conn:
+        return [_finish_one(conn, finish, policy) for finish in finishes]
+
+
+def _finish_one(conn: sqlite3.Connection, finish: Finish, policy: FinishPolicy) -> Finished:
+    claim, columns, now_text = finish.claim, finish.columns, policy.now_text
+    assignments = "".join(f", {name} = ?" for name in columns)
+    conn.execute(
+        "UPDATE runs SET status = ?, finished_at = ?, duration_ms = ?, last_heartbeat = ?"
+        f"{assignments} WHERE id = ? AND status = 'running'",
+        [finish.status, now_text, finish.duration_ms, now_text, *columns.values(), claim.run["id"]],
+    )
+    if claim.dispatch_id:
+        queue.close(conn, claim.dispatch_id, "done", now_text)
+    job = conn.execute("SELECT * FROM jobs WHERE id = ?", (claim.job["id"],)).fetchone()
+    if job is None:
+        return Finished(job=None, retry=None)
+    retry = _schedule_retry(conn, job, claim.run, finish.status, policy)
+    if retry is not None:
+        conn.execute(
+            "UPDATE jobs SET last_run_at = ?, last_status = ?, updated_at = ? WHERE id = ?",
+            (now_text, finish.status, now_text, job["id"]),
+        )
+        return Finished(job=_reload(conn, job["id"]), retry=retry)
+    return Finished(job=_update_job_after_run(conn, job, claim.source, finish.status, policy), retry=None)
+
+
+def _schedule_retry(
+    conn: sqlite3.Connection, job: Row, run: Row, status: str, policy: FinishPolicy
+) -> Row | None:
+    if status not in FAILED_STATUSES or not job["enabled"]:
+        return None
+    current = conn.execute("SELECT retry_count FROM runs WHERE id = ?", (run["id"],)).fetchone()
+    done = (current["retry_count"] if current else run["retry_count"]) or 0
+    if done >= (job["max_retries"] or 0):
+        return None
+    if queue.live_backlog(conn, job["id"]) >= (job["max_queued_dispatches"] or 25):
+        return None  # the backlog cap wins: this failure is final (the run's error says so)
+    attempt = done + 1
+    row = queue.insert(
+        conn, job["id"], "retry", policy.retry_at(attempt),
+        source_run_id=run["id"], retry_of_run_id=run["id"],
+    )
+    conn.execute("UPDATE runs SET retry_count = ? WHERE id = ?", (attempt, run["id"]))
+    return row
+
+
+def _reload(conn: sqlite3.Connection, job_id: str) -> Row | None:
+    row: Row | None = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return row
+
+
+def _ends_at_job(job: Row, source: Source) -> bool:
+    """The run was an at-job's own occurrence (or a retry/replay of it), now finally over."""
+    return (
+        job["schedule_kind"] == "at"
+        and job["next_run_at"] is None
+        and source in ("at", "retry")
+    )
+
+
+def _update_job_after_run(
+    conn: sqlite3.Connection, job: Row, source: Source, status: str, policy: FinishPolicy
+) -> Row | None:
+    now_text = policy.now_text
+    errors = job["consecutive_errors"] or 0
+    if status in FAILED_STATUSES:
+        errors += 1
+    elif status == "ok":
+        errors = 0
+    patch: dict[str, Any] = {
+        "last_run_at": now_text,
+        "last_status": status,
+        "consecutive_errors": errors,
+        "updated_at": now_text,
+    }
+    delete = False
+    if _ends_at_job(job, source):
+        if job["delete_after_run"]:
+            delete = True
+        else:
+            patch["enabled"] = 0
+    elif job["schedule_kind"] != "at" and job["parent_id"] is None:
+        if errors > 0 and status in FAILED_STATUSES and job["next_run_at"] is not None:
+            patch["next_run_at"] = max(job["next_run_at"], policy.backoff_until(errors))
+        if status == "ok" and job["delete_after_run"] and source == "cron":
+            delete = True
+        queued = job["queued_count"] or 0
+        if queued > 0 and not delete:
+            patch["queued_count"] = queued - 1
+            patch["next_run_at"] = now_text
+    if delete:
+        conn.execute("DELETE FROM jobs WHERE id = ?", (job["id"],))
+        return None
+    assignments = ", ".join(f"{name} = ?" for name in patch)
+    conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*patch.values(), job["id"]])
+    return _reload(conn, job["id"])

@@ -1,0 +1,101 @@
+"""Start-up recovery and run health: what happens to work a dead process left behind.
+
+Runs left ``running`` by a process that died become ``crashed``. What follows depends on the
+job's ``delivery_guarantee``: ``at-least-once`` work is replayed exactly once per crash (a
+``retry`` queue row; the new run's ``replay_of`` names the crashed run), ``at-most-once`` work
+is not run again (an at-job whose only occurrence crashed is disabled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from scheduler.store import idempotency as ledger
+from scheduler.store import queue
+from scheduler.store.claims import Claim, Source
+from scheduler.store.db import Database, Row
+
+CRASH_MESSAGE = "the daemon stopped while this run was in progress (found at start-up)"
+
+
+@dataclass
+class Recovery:
+    crashed: list[Row] = field(default_factory=list)
+    replays: list[Row] = field(default_factory=list)  # queue rows scheduled to replay crashed runs
+
+
+def recover_orphans(db: Database, now_text: str) -> Recovery:
+    """Call with the single-instance lock held, before claiming anything."""
+    result = Recovery()
+    with db.transaction() as conn:
+        orphans = conn.execute(
+            "SELECT r.*, j.schedule_kind AS job_schedule_kind, j.next_run_at AS job_next_run_at, "
+            "j.delivery_guarantee AS job_guarantee, j.enabled AS job_enabled "
+            "FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.status = 'running' ORDER BY r.started_at"
+        ).fetchall()
+        for run in orphans:
+            conn.execute(
+                "UPDATE runs SET status = 'crashed', finished_at = ?, error_message = ?, "
+                "duration_ms = CAST((julianday(?) - julianday(started_at)) * 86400000 AS INTEGER) "
+                "WHERE id = ?",
+                (now_text, CRASH_MESSAGE, now_text, run["id"]),
+            )
+            if run["dispatch_queue_id"]:
+                queue.close(conn, run["dispatch_queue_id"], "done", now_text)
+            if run["idempotency_key"]:
+                ledger.release_in(conn, run["idempotency_key"], now_text)
+            replay = run["job_guarantee"] == "at-least-once" and run["job_enabled"]
+            if replay:
+                result.replays.append(
+                    queue.insert(conn, run["job_id"], "retry", now_text,
+                                 source_run_id=run["id"], retry_of_run_id=run["id"])
+                )
+            occurrence_lost = (
+                not replay and run["job_schedule_kind"] == "at" and run["job_next_run_at"] is None
+            )
+            conn.execute(
+                "UPDATE jobs SET last_run_at = ?, last_status = 'crashed', updated_at = ?"
+                + (", enabled = 0" if occurrence_lost else "")
+                + " WHERE id = ?",
+                (now_text, now_text, run["job_id"]),
+            )
+            result.crashed.append(run)
+    queue.reap(db, now_text)
+    return result
+
+
+def jobs_missing_next_run(db: Database) -> list[Row]:
+    """Enabled root cron jobs with no next run (a reference DB can hold these)."""
+    return db.query(
+        "SELECT * FROM jobs WHERE enabled = 1 AND parent_id IS NULL AND next_run_at IS NULL "
+        "AND schedule_kind = 'cron' AND schedule_cron IS NOT NULL"
+    )
+
+
+def set_next_run(db: Database, job_id: str, next_run_at: str | None) -> None:
+    with db.transaction() as conn:
+        conn.execute("UPDATE jobs SET next_run_at = ? WHERE id = ?", (next_run_at, job_id))
+
+
+def unwatched_stale_runs(
+    db: Database, threshold_s: int, now_text: str, watched: Collection[str]
+) -> list[Claim]:
+    """Running runs whose heartbeat stopped ``threshold_s`` ago and that this daemon is not
+    running itself: nobody will finish them, so the health check ends them as ``timeout``."""
+    rows = db.query(
+        "SELECT r.*, q.dispatch_kind FROM runs r LEFT JOIN job_dispatch_queue q "
+        "ON q.id = r.dispatch_queue_id WHERE r.status = 'running' AND r.last_heartbeat < datetime(?, ?)",
+        (now_text, f"-{int(threshold_s)} seconds"),
+    )
+    claims: list[Claim] = []
+    for run in rows:
+        if run["id"] in watched:
+            continue
+        job = db.query_one("SELECT * FROM jobs WHERE id = ?", (run["job_id"],))
+        if job is None:
+            continue
+        source: Source = run["dispatch_kind"] or ("at" if job["schedule_kind"] == "at" else "cron")
+        run.pop("dispatch_kind", None)
+        claims.append(Claim(run=run, job=job, source=source, dispatch_id=run["dispatch_queue_id"]))
+    return claims
