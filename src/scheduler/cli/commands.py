@@ -316,6 +316,61 @@ def runs_stale(ctx: Context) -> int:
     return 0
 
 
+# -- idempotency ledger --------------------------------------------------------------------------
+
+
+def idem_status(ctx: Context) -> int:
+    from scheduler.store import idempotency
+    from scheduler.store import jobs as job_store
+
+    job_id = ctx.positional(0, "idem status <job-id>")
+    ctx.no_extra(1, "idem status <job-id>")
+    entries = idempotency.for_job(ctx.db, job_id)
+    if not entries:
+        job_store.require_job(ctx.db, job_id)
+    rows = [{"key": e["key"][:12] + "..", "run": (e["run_id"] or "-")[:8], "status": e["status"],
+             "claimed": e["claimed_at"], "released": e["released_at"], "expires": e["expires_at"]}
+            for e in entries]
+    ctx.out.emit(entries, lambda: table(rows, ["key", "run", "status", "claimed", "released", "expires"]))
+    return 0
+
+
+def idem_check(ctx: Context) -> int:
+    from scheduler.store import idempotency
+
+    key = ctx.positional(0, "idem check <key>")
+    ctx.no_extra(1, "idem check <key>")
+    entry = idempotency.get(ctx.db, key)
+    if entry is None:
+        ctx.out.emit({"found": False, "key": key}, "Key not found in ledger")
+    else:
+        ctx.out.emit(entry, None)
+    return 0
+
+
+def idem_release(ctx: Context) -> int:
+    from scheduler.store import idempotency
+
+    key = ctx.positional(0, "idem release <key>")
+    ctx.no_extra(1, "idem release <key>")
+    before = idempotency.get(ctx.db, key)
+    if before is not None and before["status"] == "released":
+        ctx.out.emit({"ok": True, "key": key, "already_released": True}, "Key already released")
+        return 0
+    idempotency.release(ctx.db, key, to_sqlite(utcnow()))
+    ctx.out.emit({"ok": True, "key": key, "released": True}, f"Released idempotency key: {key[:12]}..")
+    return 0
+
+
+def idem_prune(ctx: Context) -> int:
+    from scheduler.store import idempotency
+
+    ctx.no_extra(0, "idem prune")
+    pruned = idempotency.prune(ctx.db, to_sqlite(utcnow()))
+    ctx.out.emit({"ok": True, "pruned": pruned}, f"Pruned {pruned} expired idempotency entries")
+    return 0
+
+
 # -- status, version, schema, cron --------------------------------------------------------------
 
 
@@ -421,6 +476,10 @@ COMMANDS: dict[tuple[str, str | None], Handler] = {
     ("runs", "output"): runs_output,
     ("runs", "running"): runs_running,
     ("runs", "stale"): runs_stale,
+    ("idem", "status"): idem_status,
+    ("idem", "check"): idem_check,
+    ("idem", "release"): idem_release,
+    ("idem", "prune"): idem_prune,
     ("status", None): status,
     ("version", None): version,
     ("schema", None): schema,

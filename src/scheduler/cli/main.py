@@ -39,6 +39,11 @@ Runs:
   runs running                            runs in progress
   runs stale [threshold-s]                running runs without a heartbeat for threshold-s (90)
 
+Idempotency ledger:
+  idem status <job-id>                    newest keys claimed for a job's runs
+  idem check <key> | idem release <key>   inspect, or release a key so its work may run again
+  idem prune                              delete expired ledger entries
+
 Other:
   status                                  database, jobs, runs and whether a daemon serves this DB
   version                                 package and schema version
