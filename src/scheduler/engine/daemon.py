@@ -337,9 +337,13 @@ class Daemon:
                             retry_at=self._retry_at)
 
     def _retry_at(self, attempt: int) -> str:
-        """Retry n is due base × 2^(n−1) after now (30 s, 60 s, 120 s, … at the default base)."""
+        """Retry n is due base × 2^(n−1) after now (30 s, 60 s, 120 s, … at the default base).
+        Rounded up to the whole second the stored text can hold, so a retry never comes early."""
         delay_ms = self.settings.retry_base_ms * 2 ** (max(attempt, 1) - 1)
-        return to_sqlite(utcnow() + timedelta(milliseconds=delay_ms))
+        due = utcnow() + timedelta(milliseconds=delay_ms)
+        if due.microsecond:
+            due = due.replace(microsecond=0) + timedelta(seconds=1)
+        return to_sqlite(due)
 
     def _backoff_until(self, consecutive_errors: int) -> str:
         return to_sqlite(utcnow() + timedelta(seconds=error_backoff_s(consecutive_errors)))
