@@ -303,3 +303,33 @@ def test_reaper_closes_claimed_rows_whose_run_ended(db: Database) -> None:
     db.query("UPDATE runs SET status = 'ok' WHERE id = ?", (c.run["id"],))  # ended elsewhere
     assert queue.reap(db, NOW_TEXT) == 1
     assert db.scalar("SELECT status FROM job_dispatch_queue WHERE id = ?", (row["id"],)) == "done"
+
+
+def test_reaper_resolves_rows_parked_for_approval(db: Database) -> None:
+    job = add_job(db, enabled=False)
+    rows = {}
+    for name in ("rejected", "approved", "orphan", "waiting"):
+        row = queue.enqueue_dispatch(db, job["id"], "chain", NOW_TEXT)
+        assert row is not None
+        rows[name] = row["id"]
+    db.query("UPDATE job_dispatch_queue SET status = 'awaiting_approval'")
+    for name, status in (("rejected", "rejected"), ("approved", "approved"), ("waiting", "pending")):
+        db.query(
+            "INSERT INTO approvals (id, job_id, dispatch_queue_id, status) VALUES (?, ?, ?, ?)",
+            (f"a-{name}", job["id"], rows[name], status),
+        )
+    assert queue.reap(db, NOW_TEXT) == 3
+    query = "SELECT status FROM job_dispatch_queue WHERE id = ?"
+    status = {name: db.scalar(query, (row_id,)) for name, row_id in rows.items()}
+    assert status == {"rejected": "cancelled", "approved": "pending", "orphan": "cancelled",
+                      "waiting": "awaiting_approval"}
+
+
+def test_retry_skipped_by_the_backlog_cap_says_so_on_the_run(db: Database) -> None:
+    job = add_job(db, max_retries=3, max_queued_dispatches=1, overlap_policy="allow")
+    first = claim(db).claims[0]
+    assert queue.enqueue_dispatch(db, job["id"], "manual", at(600)) is not None
+    finish(db, first, "error", columns={"error_message": "Shell exited with code 1"})
+    message = run_row(db, first.run["id"])["error_message"]
+    assert message.startswith("Shell exited with code 1 (retry 1/3 not scheduled")
+    assert "max_queued_dispatches" in message

@@ -91,8 +91,15 @@ def _schedule_retry(
     done = (current["retry_count"] if current else run["retry_count"]) or 0
     if done >= (job["max_retries"] or 0):
         return None
-    if queue.live_backlog(conn, job["id"]) >= (job["max_queued_dispatches"] or 25):
-        return None  # the backlog cap wins: this failure is final (the run's error says so)
+    cap = job["max_queued_dispatches"] or 25
+    if queue.live_backlog(conn, job["id"]) >= cap:
+        # The backlog cap wins and this failure is final; say so on the run, not only in a log.
+        conn.execute(
+            "UPDATE runs SET error_message = COALESCE(error_message || ' ', '') || ? WHERE id = ?",
+            (f"(retry {done + 1}/{job['max_retries']} not scheduled: {cap} queued runs already "
+             "wait, max_queued_dispatches)", run["id"]),
+        )
+        return None
     attempt = done + 1
     row = queue.insert(
         conn, job["id"], "retry", policy.retry_at(attempt),

@@ -77,9 +77,11 @@ def postpone(conn: sqlite3.Connection, dispatch_id: str, scheduled_for: str) -> 
 
 
 def reap(db: Database, now_text: str) -> int:
-    """Close rows left ``claimed`` whose run has ended, and return to ``pending`` rows claimed
-    without any run (a claimant that died between the two; our claims write both at once, but a
-    reference daemon did not). No row stays ``claimed`` forever (reference §17 #5)."""
+    """No row stays ``claimed`` or ``awaiting_approval`` forever (reference §17 #5): close rows
+    left ``claimed`` whose run has ended; return to ``pending`` rows claimed long ago without any
+    run (a claimant that died between the two; our claims write both at once, a reference daemon
+    did not); cancel rows awaiting an approval that was rejected, timed out or never created, and
+    release those whose approval was granted. Returns how many rows changed."""
     with db.transaction() as conn:
         ended = conn.execute(
             "UPDATE job_dispatch_queue SET status = 'done', processed_at = ? WHERE status = 'claimed' "
@@ -94,4 +96,17 @@ def reap(db: Database, now_text: str) -> int:
             "AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.dispatch_queue_id = job_dispatch_queue.id)",
             (now_text, f"-{ORPHAN_CLAIM_AGE_S} seconds"),
         ).rowcount
-    return ended + orphaned
+        # Rows parked for an approval that will never come: rejected, timed out, or none at all
+        # (the reference's `jobs reject` left them so, counting against the backlog cap).
+        abandoned = conn.execute(
+            "UPDATE job_dispatch_queue SET status = 'cancelled', processed_at = ? "
+            "WHERE status = 'awaiting_approval' AND NOT EXISTS (SELECT 1 FROM approvals a "
+            "WHERE a.dispatch_queue_id = job_dispatch_queue.id AND a.status IN ('pending', 'approved'))",
+            (now_text,),
+        ).rowcount
+        approved = conn.execute(
+            "UPDATE job_dispatch_queue SET status = 'pending', claimed_at = NULL "
+            "WHERE status = 'awaiting_approval' AND EXISTS (SELECT 1 FROM approvals a "
+            "WHERE a.dispatch_queue_id = job_dispatch_queue.id AND a.status = 'approved')"
+        ).rowcount
+    return ended + orphaned + abandoned + approved
