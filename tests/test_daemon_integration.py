@@ -417,3 +417,38 @@ def test_locked_database_delays_but_loses_nothing(cli, daemon, db_path, tmp_path
     d.wait_for_event("run.finished", lambda e: e["job_id"] == job["id"], timeout=15)
     assert len(stamps(out)) == 1
     assert d.stop() == 0
+
+
+def test_restart_ends_the_processes_of_crashed_runs(cli, daemon, db, tmp_path) -> None:
+    """A daemon killed with SIGKILL cannot stop its runs; the next start finds their processes
+    by SCHEDULER_RUN_ID and ends them, so crashed work does not go on beside anything new."""
+    mark = marker()
+    d = daemon()
+    job = add(cli, "--in", "1s", name="orphaned",
+              payload_message=f"{_sleep_cmd(30, mark)} & {_sleep_cmd(30, mark)}; wait")
+    d.wait_for_event("run.started", lambda e: e["job_id"] == job["id"], timeout=10)
+    wait_until(lambda: len(pids_with_marker(mark)) >= 2, timeout=5, message="both sleeps started")
+    d.proc.kill()
+    d.proc.wait(10)
+    survivors = pids_with_marker(mark)
+    assert len(survivors) >= 2, "the processes should outlive a SIGKILLed daemon"
+    try:
+        again = daemon()
+        killed = again.wait_for_event("run.orphan_killed", timeout=10)
+        wait_until(lambda: not pids_with_marker(mark), timeout=5, message="orphans gone")
+        (run,) = runs_of(db, job["id"])
+        assert run["status"] == "crashed" and killed["run_id"] == run["id"]
+        assert again.stop() == 0
+    finally:
+        for pid in survivors:
+            kill_quietly(pid)
+
+
+def test_shell_runs_know_their_run_and_job_ids(cli, daemon, db, tmp_path) -> None:
+    out = tmp_path / "ids.txt"
+    d = daemon()
+    job = add(cli, "--in", "1s", name="ids", delete_after_run=0,
+              payload_message=f'echo "$SCHEDULER_RUN_ID $SCHEDULER_JOB_ID" > {out}')
+    d.wait_for_event("run.finished", lambda e: e["job_id"] == job["id"], timeout=10)
+    (run,) = runs_of(db, job["id"])
+    assert out.read_text().split() == [run["id"], job["id"]]

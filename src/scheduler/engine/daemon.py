@@ -20,6 +20,7 @@ from scheduler import __version__, cron
 from scheduler.config import Settings
 from scheduler.engine import lock as daemon_lock
 from scheduler.engine.asyncdb import AsyncDatabase
+from scheduler.engine.orphans import kill_processes_of_runs
 from scheduler.errors import SchedulerError
 from scheduler.logs import get as get_logger
 from scheduler.store import claims as claim_store
@@ -135,6 +136,10 @@ class Daemon:
         for run in found.crashed:
             self.log.warning("run.crashed", run_id=run["id"], job_id=run["job_id"],
                              replay=run["id"] in replayed)
+        if found.crashed:
+            killed = kill_processes_of_runs({run["id"] for run in found.crashed})
+            for pid, run_id in killed.items():
+                self.log.warning("run.orphan_killed", run_id=run_id, pid=pid)
         for job in await self.db.run(recovery.jobs_missing_next_run):
             await self.db.run(recovery.set_next_run, job["id"], self._next_fire_text(job))
         unsupported = await self.db.run(claim_store.jobs_without_strategy, self.targets)

@@ -11,6 +11,10 @@ from scheduler.strategies.base import Outcome
 from scheduler.strategies.shell import GATEWAY_TOKEN_VAR, run_shell_command, scrubbed_environment
 from scheduler.strategies.shell_output import OutputLimits, normalize_shell_result
 
+# Set in every shell run's environment (and so inherited by everything it starts).
+RUN_ID_VARIABLE = "SCHEDULER_RUN_ID"
+JOB_ID_VARIABLE = "SCHEDULER_JOB_ID"
+
 
 class ShellJobStrategy:
     def __init__(
@@ -30,11 +34,14 @@ class ShellJobStrategy:
 
     async def execute(self, job: Row, run: Row) -> Outcome:
         timeout_ms = int(run["run_timeout_ms"] or job["run_timeout_ms"] or 300000)
+        # The ids let the command know its run, and let a later daemon find this run's
+        # processes should this one be killed (engine/orphans.py).
+        env = {**self.env, RUN_ID_VARIABLE: str(run["id"]), JOB_ID_VARIABLE: str(job["id"])}
         result = await run_shell_command(
             str(job["payload_message"]),
             shell=self.shell,
             timeout_s=timeout_ms / 1000,
-            env=self.env,
+            env=env,
         )
         fields = normalize_shell_result(
             result,
