@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from fakegateway import fake_gateway  # noqa: F401 - a fixture for every test module
+
 CliResult = tuple[int, Any, str, str]
 
 # A shell job that passes validation; tests override what they need.
@@ -159,7 +161,9 @@ def daemon(db_path: Path) -> Iterator[DaemonFactory]:
     started: list[Daemon] = []
 
     def start(env: dict[str, str] | None = None, wait: bool = True, timeout: float = 15) -> Daemon:
-        merged = {"SCHEDULER_WAKE_POLL_MS": "100", "SCHEDULER_SHUTDOWN_GRACE_MS": "2000", **(env or {})}
+        # Port 9 (discard) on loopback refuses connections: no test reaches a real gateway by accident.
+        merged = {"SCHEDULER_WAKE_POLL_MS": "100", "SCHEDULER_SHUTDOWN_GRACE_MS": "2000",
+                  "OPENCLAW_GATEWAY_URL": "http://127.0.0.1:9", **(env or {})}
         proc = Daemon(db_path, merged)
         started.append(proc)
         if wait:

@@ -371,6 +371,61 @@ def idem_prune(ctx: Context) -> int:
     return 0
 
 
+# -- delivery aliases ------------------------------------------------------------------------------
+
+_ALIAS_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+
+
+def _checked_text(value: str, name: str, limit: int) -> str:
+    if not value.strip() or len(value) > limit or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValidationError(f"{name} must be 1-{limit} printable characters, got {value!r}")
+    return value
+
+
+def alias_list(ctx: Context) -> int:
+    from scheduler.store import messages
+
+    ctx.no_extra(0, "alias list")
+    aliases = messages.list_aliases(ctx.db)
+    ctx.out.emit(aliases, lambda: table(aliases, ["alias", "channel", "target", "description"]))
+    return 0
+
+
+def alias_add(ctx: Context) -> int:
+    import re
+
+    from scheduler.store import messages
+
+    usage = "alias add <name> <channel> <target> [description]"
+    name = ctx.positional(0, usage).lstrip("@")
+    channel = _checked_text(ctx.positional(1, usage), "channel", 64)
+    target = _checked_text(ctx.positional(2, usage), "target", 256)
+    description = " ".join(ctx.args[3:]) or None
+    if not re.match(_ALIAS_RE, name):
+        raise ValidationError(
+            f"alias name {name!r} must be 1-64 letters, digits, '_', '.', ':' or '-' (jobs use it as "
+            "delivery_to \"@<name>\")"
+        )
+    if description is not None:
+        _checked_text(description, "description", 256)
+    row = messages.add_alias(ctx.db, name, channel, target, description)
+    ctx.out.emit({"ok": True, "alias": row["alias"], "channel": row["channel"], "target": row["target"],
+                  "description": row["description"]}, f"Added alias: @{name} -> {channel}/{target}")
+    return 0
+
+
+def alias_remove(ctx: Context) -> int:
+    from scheduler.errors import NotFoundError
+    from scheduler.store import messages
+
+    name = ctx.positional(0, "alias remove <name>").lstrip("@")
+    ctx.no_extra(1, "alias remove <name>")
+    if not messages.remove_alias(ctx.db, name):
+        raise NotFoundError(f"Alias not found: {name}")
+    ctx.out.emit({"ok": True, "alias": name, "removed": True}, f"Removed alias: @{name}")
+    return 0
+
+
 # -- status, version, schema, cron --------------------------------------------------------------
 
 
@@ -476,6 +531,9 @@ COMMANDS: dict[tuple[str, str | None], Handler] = {
     ("runs", "output"): runs_output,
     ("runs", "running"): runs_running,
     ("runs", "stale"): runs_stale,
+    ("alias", "list"): alias_list,
+    ("alias", "add"): alias_add,
+    ("alias", "remove"): alias_remove,
     ("idem", "status"): idem_status,
     ("idem", "check"): idem_check,
     ("idem", "release"): idem_release,

@@ -39,6 +39,9 @@ Runs:
   runs running                            runs in progress
   runs stale [threshold-s]                running runs without a heartbeat for threshold-s (90)
 
+Delivery aliases (a job's delivery_to "@name" resolves through these):
+  alias list | alias add <name> <channel> <target> [description] | alias remove <name>
+
 Idempotency ledger:
   idem status <job-id>                    newest keys claimed for a job's runs
   idem check <key> | idem release <key>   inspect, or release a key so its work may run again

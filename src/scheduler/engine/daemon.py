@@ -19,18 +19,22 @@ from datetime import timedelta
 from scheduler import __version__, cron
 from scheduler.config import Settings
 from scheduler.engine import lock as daemon_lock
-from scheduler.engine.asyncdb import AsyncDatabase
+from scheduler.engine.delivery import OutboundSender
 from scheduler.engine.orphans import kill_processes_of_runs
 from scheduler.errors import SchedulerError
+from scheduler.gateway.client import GatewayClient, resolve_token
 from scheduler.logs import get as get_logger
 from scheduler.store import claims as claim_store
 from scheduler.store import queue as queue_store
 from scheduler.store import recovery
 from scheduler.store import runs as run_store
+from scheduler.store.asyncdb import AsyncDatabase
 from scheduler.store.claims import Claim
 from scheduler.store.db import Database, Row
 from scheduler.store.finish import Finish, Finished, FinishPolicy, finish_runs
-from scheduler.strategies.base import Outcome, Strategy
+from scheduler.store.messages import Delivery
+from scheduler.strategies.agent import AgentStrategy
+from scheduler.strategies.base import DeferRun, Outcome, Strategy
 from scheduler.strategies.shell_job import ShellJobStrategy
 from scheduler.timeutil import from_sqlite, sqlite_now, to_sqlite, utcnow
 
@@ -43,6 +47,11 @@ DB_RETRY_S = 1.0
 # Recording a run's end is retried for this long (a full disk may be freed) before giving up;
 # a run left `running` is then marked `crashed` at the next start, never lost.
 FINISH_RETRY_S = (0.5, 1, 2, 5, 10, 30)
+# Gateway health: checked every minute while up; while down, with backoff between these bounds.
+GATEWAY_HEALTHY_CHECK_S = 60.0
+GATEWAY_RETRY_MIN_S = 1.0
+GATEWAY_RETRY_MAX_S = 30.0
+AGENT_TARGETS = frozenset({"isolated", "main"})
 # Strategies enforce run_timeout_ms themselves; the health check cancels a run this much later.
 OVERDUE_GRACE_S = 30.0
 
@@ -74,6 +83,15 @@ class Daemon:
                 env_allow=settings.shell_env_allow,
             )
         }
+        token = settings.gateway_token.get_secret_value() if settings.gateway_token else None
+        self.gateway = GatewayClient(
+            settings.gateway_url, resolve_token(token, settings.gateway_token_path.expanduser())
+        )
+        agent = AgentStrategy(self.gateway, self.db, log=get_logger("scheduler.agent"),
+                              on_gateway_down=self._gateway_went_down)
+        self.strategies.update({target: agent for target in AGENT_TARGETS})
+        self.gateway_healthy = False
+        self._check_gateway_now = asyncio.Event()
         self.active: dict[str, _Active] = {}
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -81,10 +99,37 @@ class Daemon:
         self._data_version = 0
         self._to_record: list[tuple[Finish, asyncio.Future[None]]] = []
         self._record_ready = asyncio.Event()
+        self.deliveries_ready = asyncio.Event()  # an outbound message was recorded
 
     @property
     def targets(self) -> frozenset[str]:
-        return frozenset(self.strategies)
+        """Targets claimed now: agent jobs wait, due, while the gateway is unreachable."""
+        if self.gateway_healthy:
+            return frozenset(self.strategies)
+        return frozenset(self.strategies) - AGENT_TARGETS
+
+    def _gateway_went_down(self) -> None:
+        if self.gateway_healthy:
+            self.log.warning("gateway.down", url=self.settings.gateway_url)
+        self.gateway_healthy = False
+        self._check_gateway_now.set()
+
+    async def _watch_gateway(self) -> None:
+        """Every minute while healthy; while down, again after 1 s, 2 s, 4 s, … 30 s."""
+        delay = GATEWAY_RETRY_MIN_S
+        while True:
+            wait = GATEWAY_HEALTHY_CHECK_S if self.gateway_healthy else delay
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._check_gateway_now.wait(), timeout=wait)
+            self._check_gateway_now.clear()
+            healthy = await self.gateway.health()
+            if healthy and not self.gateway_healthy:
+                self.log.info("gateway.up", url=self.settings.gateway_url)
+                self.wake.set()
+            elif not healthy and self.gateway_healthy:
+                self.log.warning("gateway.down", url=self.settings.gateway_url)
+            self.gateway_healthy = healthy
+            delay = GATEWAY_RETRY_MIN_S if healthy else min(GATEWAY_RETRY_MAX_S, delay * 2)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -98,6 +143,9 @@ class Daemon:
         try:
             await self.db.open()
             try:
+                self.gateway_healthy = await self.gateway.health()
+                self.log.info("gateway.up" if self.gateway_healthy else "gateway.down",
+                              url=self.settings.gateway_url)
                 await self._recover()
                 self._install_signal_handlers()
                 self.log.info(
@@ -110,6 +158,7 @@ class Daemon:
                 )
                 await self._serve()
             finally:
+                await self.gateway.aclose()
                 await self.db.close(checkpoint=True)
         finally:
             held.release()
@@ -148,13 +197,18 @@ class Daemon:
                 "jobs.waiting_for_strategy",
                 count=len(unsupported),
                 job_ids=[j["id"] for j in unsupported[:20]],
-                note="agent, main and watchdog jobs stay due until a strategy for them is available",
+                note="watchdog jobs stay due until a strategy for them is available",
             )
         self._data_version = await self.db.run(Database.data_version)
 
     async def _serve(self) -> None:
+        sender = OutboundSender(
+            self.db, self.gateway, self.deliveries_ready, get_logger("scheduler.delivery")
+        )
         helpers = [
             asyncio.create_task(self._recorder(), name="recorder"),
+            asyncio.create_task(sender.run(), name="outbound"),
+            asyncio.create_task(self._watch_gateway(), name="gateway-health"),
             asyncio.create_task(self._watch_for_writes(), name="watch-writes"),
             asyncio.create_task(self._beat_running_runs(), name="run-heartbeat"),
             asyncio.create_task(self._check_run_health(), name="run-health"),
@@ -264,6 +318,9 @@ class Daemon:
         active.work = work
         try:
             outcome = await work
+        except DeferRun as deferred:
+            await self._defer(claim, deferred.reason)
+            return
         except asyncio.CancelledError:
             if active.overdue:
                 limit = int(claim.run["run_timeout_ms"] or 0)
@@ -280,9 +337,20 @@ class Daemon:
             self.active.pop(run_id, None)
             self.wake.set()
 
+    async def _defer(self, claim: Claim, reason: str) -> None:
+        try:
+            await self.db.run(claim_store.defer_claim, claim, sqlite_now(), reason)
+            self.log.warning("run.deferred", run_id=claim.run["id"], job_id=claim.job["id"], reason=reason)
+        except SchedulerError as exc:  # left `running`: the health check or next start ends it
+            self.log.error("run.defer_failed", run_id=claim.run["id"], error=str(exc))
+        finally:
+            self.active.pop(claim.run["id"], None)
+            self.wake.set()
+
     def _submit(self, claim: Claim, outcome: Outcome, duration_ms: int) -> asyncio.Future[None]:
         """Hand a run's end to the recorder; the future resolves once it is committed (or given up)."""
-        finish = Finish(claim, outcome.status, duration_ms, outcome.columns)
+        finish = Finish(claim, outcome.status, duration_ms, outcome.columns,
+                        delivery=_delivery_of(claim.job, outcome))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._to_record.append((finish, done))
         self._record_ready.set()
@@ -335,7 +403,10 @@ class Daemon:
             next_run_at=None if job is None else job["next_run_at"],
             job_removed=job is None,
             retry_at=None if finished.retry is None else finished.retry["scheduled_for"],
+            delivery=None if finished.message is None else finished.message["id"],
         )
+        if finished.message is not None:
+            self.deliveries_ready.set()
 
     def _policy(self) -> FinishPolicy:
         return FinishPolicy(now_text=sqlite_now(), backoff_until=self._backoff_until,
@@ -409,6 +480,13 @@ class Daemon:
                 await self.db.run(run_store.beat, list(self.active), sqlite_now())
             except SchedulerError as exc:
                 self.log.warning("run.heartbeat_failed", error=str(exc))
+
+
+def _delivery_of(job: Row, outcome: Outcome) -> Delivery | None:
+    text = outcome.delivery_text
+    if not text or not text.strip() or job["delivery_mode"] not in ("announce", "announce-always"):
+        return None
+    return Delivery(text=text, channel=job["delivery_channel"], target=job["delivery_to"])
 
 
 def _age_ms(started_at: str) -> int:

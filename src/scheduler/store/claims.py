@@ -325,3 +325,27 @@ def claim_due(
                 job = conn.execute("SELECT * FROM jobs WHERE id = ?", (row["job_id"],)).fetchone()
                 _claim_row(conn, row, job, now_text, batch)
     return batch
+
+
+def defer_claim(db: Database, claim: Claim, now_text: str, reason: str) -> None:
+    """Give a claim back: the run is recorded ``skipped`` with ``reason``, its idempotency key is
+    released, and the work is due again (a queue row returns to ``pending``; a scheduled
+    occurrence puts the job's ``next_run_at`` back to it). Used when the gateway is down."""
+    key = claim.run["idempotency_key"]
+    with db.transaction() as conn:
+        conn.execute(
+            "UPDATE runs SET status = 'skipped', finished_at = ?, duration_ms = 0, summary = ?, "
+            "error_message = ?, idempotency_key = NULL WHERE id = ? AND status = 'running'",
+            (now_text, reason, reason, claim.run["id"]),
+        )
+        if key:
+            ledger.release_in(conn, key, now_text)
+        if claim.dispatch_id:
+            queue.postpone(conn, claim.dispatch_id, now_text)
+        elif claim.job["next_run_at"] is not None:
+            occurrence = claim.job["next_run_at"]
+            conn.execute(
+                "UPDATE jobs SET next_run_at = CASE WHEN next_run_at IS NULL OR next_run_at > ? "
+                "THEN ? ELSE next_run_at END WHERE id = ?",
+                (occurrence, occurrence, claim.job["id"]),
+            )

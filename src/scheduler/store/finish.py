@@ -17,6 +17,7 @@ from typing import Any
 from scheduler.store import queue
 from scheduler.store.claims import Claim, Source
 from scheduler.store.db import Database, Row
+from scheduler.store.messages import Delivery, enqueue_outbound
 from scheduler.store.runs import FINISH_COLUMNS
 
 FAILED_STATUSES = ("error", "timeout")
@@ -30,6 +31,7 @@ class Finish:
     status: str
     duration_ms: int
     columns: dict[str, Any]
+    delivery: Delivery | None = None  # a result to announce, recorded with the run's end
 
     def __post_init__(self) -> None:
         unknown = set(self.columns) - FINISH_COLUMNS
@@ -50,6 +52,7 @@ class FinishPolicy:
 class Finished:
     job: Row | None  # the job afterwards; None if deleted (by the user or delete_after_run)
     retry: Row | None  # the retry queue row, when one was scheduled
+    message: Row | None = None  # the outbound delivery recorded with it
 
 
 def finish_runs(db: Database, finishes: Sequence[Finish], policy: FinishPolicy) -> list[Finished]:
@@ -69,17 +72,22 @@ def _finish_one(conn: sqlite3.Connection, finish: Finish, policy: FinishPolicy) 
     )
     if claim.dispatch_id:
         queue.close(conn, claim.dispatch_id, "done", now_text)
+    message = None
+    if finish.delivery is not None:
+        message = enqueue_outbound(conn, finish.delivery, job=claim.job, run_id=claim.run["id"],
+                                   now_text=now_text)
     job = conn.execute("SELECT * FROM jobs WHERE id = ?", (claim.job["id"],)).fetchone()
     if job is None:
-        return Finished(job=None, retry=None)
+        return Finished(job=None, retry=None, message=message)
     retry = _schedule_retry(conn, job, claim.run, finish.status, policy)
     if retry is not None:
         conn.execute(
             "UPDATE jobs SET last_run_at = ?, last_status = ?, updated_at = ? WHERE id = ?",
             (now_text, finish.status, now_text, job["id"]),
         )
-        return Finished(job=_reload(conn, job["id"]), retry=retry)
-    return Finished(job=_update_job_after_run(conn, job, claim.source, finish.status, policy), retry=None)
+        return Finished(job=_reload(conn, job["id"]), retry=retry, message=message)
+    after = _update_job_after_run(conn, job, claim.source, finish.status, policy)
+    return Finished(job=after, retry=None, message=message)
 
 
 def _schedule_retry(

@@ -189,7 +189,8 @@ CREATE TABLE IF NOT EXISTS messages (
   created_at TEXT NOT NULL DEFAULT (datetime('now')),
   job_id TEXT REFERENCES jobs(id) ON DELETE SET NULL,
   run_id TEXT REFERENCES runs(id) ON DELETE SET NULL,
-  owner TEXT
+  owner TEXT,
+  next_attempt_at TEXT DEFAULT NULL -- ours: when an outbound delivery is next tried
 );
 CREATE INDEX IF NOT EXISTS idx_messages_to ON messages(to_agent, status);
 CREATE INDEX IF NOT EXISTS idx_messages_from ON messages(from_agent);
@@ -200,6 +201,8 @@ CREATE INDEX IF NOT EXISTS idx_messages_team ON messages(team_id, member_id, sta
   WHERE team_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS idx_messages_task ON messages(team_id, task_id, created_at)
   WHERE team_id IS NOT NULL AND task_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS idx_messages_outbound ON messages(next_attempt_at)
+  WHERE to_agent = '@outbound' AND status = 'pending';
 CREATE INDEX IF NOT EXISTS idx_messages_ack_pending ON messages(ack_required, ack_at, status)
   WHERE ack_required = 1 AND ack_at IS NULL;
 

@@ -14,6 +14,18 @@ class Outcome:
 
     status: str
     columns: dict[str, Any] = field(default_factory=dict)
+    # What to announce to the job's delivery target, already decided by the strategy from the
+    # job's delivery_mode (None: nothing). Recorded durably with the run's end.
+    delivery_text: str | None = None
+
+
+class DeferRun(Exception):
+    """The work cannot start now for a reason outside the job (the gateway is down): the engine
+    gives the claim back (the run is recorded ``skipped`` with ``reason``) and the work stays due."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class Strategy(Protocol):

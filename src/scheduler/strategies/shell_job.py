@@ -50,4 +50,23 @@ class ShellJobStrategy:
             artifacts_dir=self.artifacts_dir,
             timeout_ms=timeout_ms,
         )
-        return Outcome(status=fields.status, columns=fields.as_run_columns())
+        return Outcome(status=fields.status, columns=fields.as_run_columns(),
+                       delivery_text=shell_announcement(job, fields.status, fields.delivery_text,
+                                                        fields.error_message))
+
+
+def shell_announcement(job: Row, status: str, delivery_text: str, error_message: str | None) -> str | None:
+    """The reference's shell rule (§4.4): announce-always sends every result (failures prefixed),
+    announce sends failures only; the output preview, or the error when there is no output."""
+    if status == "cancelled":
+        return None
+    payload = delivery_text if delivery_text.strip() else (error_message or "")
+    if not payload:
+        return None
+    mode = job["delivery_mode"]
+    if mode == "announce-always":
+        prefix = "" if status == "ok" else f"\u26a0\ufe0f Shell job failed: {job['name']}\n\n"
+        return prefix + payload
+    if mode == "announce" and status != "ok":
+        return payload
+    return None

@@ -1,0 +1,205 @@
+"""SQL for ``messages``: outbound deliveries of results, and the agents' inboxes.
+
+Results a job announces are written as *outbound* messages, addressed to the reserved recipient
+``@outbound`` rather than to an agent, in the same transaction that records the run: durable
+before anything is sent, and never visible to an agent's inbox, so no prompt injection can
+consume them (reference defect §17 #12). The daemon sends them through the gateway and marks
+them ``delivered`` only once the gateway has accepted every chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from scheduler.store.db import Database, Row
+
+OUTBOUND = "@outbound"
+SENDER = "scheduler"
+# Give up on an outbound message after this many failed attempts (the last error stays on it).
+MAX_DELIVERY_ATTEMPTS = 20
+# Kinds ranked first in an agent's inbox (the reference's order), then priority, then age.
+_KIND_RANK = (
+    "CASE kind WHEN 'constraint' THEN 0 WHEN 'decision' THEN 1 WHEN 'fact' THEN 2 "
+    "WHEN 'task' THEN 3 WHEN 'preference' THEN 4 ELSE 5 END"
+)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A result to announce: the text and the job's (unresolved) target."""
+
+    text: str
+    channel: str | None
+    target: str | None
+
+
+def resolve_target(conn: sqlite3.Connection, channel: str | None, target: str | None) -> tuple[
+    str | None, str | None, str | None
+]:
+    """(channel, target, problem): ``@alias`` targets are looked up in ``delivery_aliases``."""
+    if target and target.startswith("@"):
+        alias = conn.execute(
+            "SELECT channel, target FROM delivery_aliases WHERE alias = ?", (target[1:],)
+        ).fetchone()
+        if alias is None:
+            return channel, target, f"unknown delivery alias {target}; add it with: alias add"
+        return alias["channel"], alias["target"], None
+    return channel, target, None
+
+
+def enqueue_outbound(
+    conn: sqlite3.Connection, delivery: Delivery, *, job: Row, run_id: str, now_text: str
+) -> Row:
+    """Record an outbound result inside the caller's transaction. An unknown alias is recorded
+    as ``failed`` with the reason (the reference sent it to the literal ``@name``, §17 #17)."""
+    channel, target, problem = resolve_target(conn, delivery.channel, delivery.target)
+    message_id = str(uuid.uuid4())
+    conn.execute(
+        "INSERT INTO messages (id, from_agent, to_agent, kind, subject, body, channel, delivery_to, "
+        "status, last_error, created_at, job_id, run_id, metadata, next_attempt_at) "
+        "VALUES (?, ?, ?, 'result', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            message_id, SENDER, OUTBOUND, (job["name"] or "")[:100], delivery.text, channel, target,
+            "failed" if problem else "pending", problem, now_text, job["id"], run_id,
+            json.dumps({"chunks_sent": 0, "requested_to": delivery.target}), now_text,
+        ),
+    )
+    row: Row = conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+    return row
+
+
+def due_outbound(db: Database, now_text: str, limit: int = 50) -> list[Row]:
+    return db.query(
+        "SELECT * FROM messages WHERE to_agent = ? AND status = 'pending' "
+        "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY created_at LIMIT ?",
+        (OUTBOUND, now_text, limit),
+    )
+
+
+def next_outbound_at(db: Database) -> str | None:
+    value = db.scalar(
+        "SELECT MIN(COALESCE(next_attempt_at, created_at)) FROM messages "
+        "WHERE to_agent = ? AND status = 'pending'",
+        (OUTBOUND,),
+    )
+    return None if value is None else str(value)
+
+
+def chunks_sent(message: Row) -> int:
+    try:
+        meta = json.loads(message["metadata"] or "{}")
+    except ValueError:
+        return 0
+    value = meta.get("chunks_sent", 0) if isinstance(meta, dict) else 0
+    return int(value) if isinstance(value, int) else 0
+
+
+def record_progress(db: Database, message_id: str, sent: int) -> None:
+    """Chunks the gateway accepted so far: a retry resumes after them."""
+    with db.transaction() as conn:
+        row = conn.execute("SELECT metadata FROM messages WHERE id = ?", (message_id,)).fetchone()
+        meta: dict[str, Any] = {}
+        if row is not None and row["metadata"]:
+            try:
+                loaded = json.loads(row["metadata"])
+                meta = loaded if isinstance(loaded, dict) else {}
+            except ValueError:
+                meta = {}
+        meta["chunks_sent"] = sent
+        conn.execute("UPDATE messages SET metadata = ? WHERE id = ?", (json.dumps(meta), message_id))
+
+
+def mark_delivered(db: Database, message_id: str, now_text: str) -> None:
+    with db.transaction() as conn:
+        conn.execute(
+            "UPDATE messages SET status = 'delivered', delivered_at = ?, next_attempt_at = NULL, "
+            "delivery_attempts = delivery_attempts + 1, last_error = NULL WHERE id = ?",
+            (now_text, message_id),
+        )
+        _receipt(conn, message_id, "attempt", "dispatcher", "delivered", now_text)
+
+
+def mark_attempt_failed(
+    db: Database, message_id: str, error: str, retry_at: str | None, now_text: str
+) -> Row:
+    """Count a failed attempt; ``retry_at`` None (or too many attempts) gives up: ``failed``."""
+    with db.transaction() as conn:
+        conn.execute(
+            "UPDATE messages SET delivery_attempts = delivery_attempts + 1, last_error = ?, "
+            "next_attempt_at = ? WHERE id = ?",
+            (error[:1000], retry_at, message_id),
+        )
+        row = conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        if retry_at is None or row["delivery_attempts"] >= MAX_DELIVERY_ATTEMPTS:
+            conn.execute("UPDATE messages SET status = 'failed', next_attempt_at = NULL WHERE id = ?",
+                         (message_id,))
+        _receipt(conn, message_id, "error", "dispatcher", error[:1000], now_text)
+        result: Row = conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+    return result
+
+
+def _receipt(conn: sqlite3.Connection, message_id: str, event: str, actor: str, detail: str,
+             now_text: str) -> None:
+    attempt = conn.execute(
+        "SELECT delivery_attempts FROM messages WHERE id = ?", (message_id,)
+    ).fetchone()["delivery_attempts"]
+    conn.execute(
+        "INSERT INTO message_receipts (id, message_id, event_type, attempt, actor, detail, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (str(uuid.uuid4()), message_id, event, attempt, actor, detail, now_text),
+    )
+
+
+def take_inbox(db: Database, agent_id: str, now_text: str, limit: int = 5) -> list[Row]:
+    """Up to ``limit`` pending messages addressed to ``agent_id`` (or ``broadcast``) for injection
+    into its next prompt, marked ``delivered``. Outbound results are never addressed to an agent,
+    so they can never be taken here."""
+    with db.transaction() as conn:
+        rows = conn.execute(
+            "SELECT * FROM messages WHERE (to_agent = ? OR to_agent = 'broadcast') "
+            "AND status = 'pending' AND (expires_at IS NULL OR expires_at > ?) "
+            f"ORDER BY {_KIND_RANK}, priority DESC, created_at LIMIT ?",
+            (agent_id, now_text, limit),
+        ).fetchall()
+        for row in rows:
+            conn.execute(
+                "UPDATE messages SET status = 'delivered', delivered_at = ?, "
+                "delivery_attempts = delivery_attempts + 1 WHERE id = ?",
+                (now_text, row["id"]),
+            )
+            _receipt(conn, row["id"], "attempt", "dispatcher", "injected into prompt", now_text)
+    return list(rows)
+
+
+def outbound_for_run(db: Database, run_id: str) -> list[Row]:
+    return db.query("SELECT * FROM messages WHERE run_id = ? AND to_agent = ? ORDER BY created_at",
+                    (run_id, OUTBOUND))
+
+
+# -- delivery aliases ----------------------------------------------------------------------------
+
+
+def list_aliases(db: Database) -> list[Row]:
+    return db.query("SELECT * FROM delivery_aliases ORDER BY alias")
+
+
+def add_alias(db: Database, alias: str, channel: str, target: str, description: str | None) -> Row:
+    with db.transaction() as conn:
+        conn.execute(
+            "INSERT INTO delivery_aliases (alias, channel, target, description) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(alias) DO UPDATE SET channel = excluded.channel, target = excluded.target, "
+            "description = excluded.description",
+            (alias, channel, target, description),
+        )
+    row = db.query_one("SELECT * FROM delivery_aliases WHERE alias = ?", (alias,))
+    assert row is not None
+    return row
+
+
+def remove_alias(db: Database, alias: str) -> bool:
+    with db.transaction() as conn:
+        return conn.execute("DELETE FROM delivery_aliases WHERE alias = ?", (alias,)).rowcount > 0

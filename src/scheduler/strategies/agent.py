@@ -1,0 +1,206 @@
+"""The strategy for agent jobs: ``isolated`` turns and ``main``-session turns, over the gateway.
+
+One chat-completions request per run, on a stable per-job session (``agent:<agent>:scheduler:<job
+id>``, or ``agent:<agent>:main`` for main-session jobs), with the prompt the reference builds.
+A gateway that cannot be reached defers the run (it stays due); a busy gateway (429, 503, 529, a
+draining gateway) is waited for, honouring ``Retry-After``, within the run's ``run_timeout_ms``
+and outside the retry ladder; any other refusal fails the run with the gateway's message.
+While the turn is in flight the session is watched: a turn the gateway reports as still running
+is never cut short by the activity timeout (reference defect §17 #30), only by
+``run_timeout_ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from scheduler.gateway.client import (
+    ChatReply,
+    GatewayBusy,
+    GatewayClient,
+    GatewayRejected,
+    GatewayTimeout,
+    GatewayUnavailable,
+    canonical_session_key,
+)
+from scheduler.store import jobs as job_store
+from scheduler.store import messages
+from scheduler.store import runs as run_store
+from scheduler.store.asyncdb import AsyncDatabase
+from scheduler.store.db import Row
+from scheduler.strategies.base import DeferRun, Outcome
+from scheduler.strategies.prompt import build_prompt, interpret_reply
+from scheduler.timeutil import sqlite_now
+
+# Waits between attempts while the gateway is busy and names no Retry-After: 5 s, 10 s, … 60 s.
+BUSY_BASE_S = 5.0
+BUSY_CAP_S = 60.0
+# How often the session is looked at while a turn is in flight (at most; see _activity_poll_s).
+MAX_ACTIVITY_POLL_S = 60.0
+
+
+def busy_wait_s(attempt: int, retry_after_s: float | None) -> float:
+    if retry_after_s is not None and retry_after_s >= 0:
+        return retry_after_s
+    return float(min(BUSY_CAP_S, BUSY_BASE_S * 2.0 ** max(0, attempt - 1)))
+
+
+def soft_failure_text(job: Row, run: Row, content: str) -> str:
+    will_retry = (job["max_retries"] or 0) > 0 and (run["retry_count"] or 0) < (job["max_retries"] or 0)
+    label = "will retry" if will_retry else "no retries configured"
+    return f"\u26a0\ufe0f Job soft-failed ({label}): {job['name']}\n\n{content}"
+
+
+class AgentStrategy:
+    def __init__(
+        self, client: GatewayClient, db: AsyncDatabase, *, log: Any,
+        on_gateway_down: Callable[[], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.db = db
+        self.log = log
+        self.on_gateway_down = on_gateway_down
+
+    def session_key(self, job: Row) -> str:
+        requested = job["preferred_session_key"]
+        if not requested and job["session_target"] == "main":
+            requested = "main"
+        return canonical_session_key(job["agent_id"] or "main", requested, job["id"])
+
+    async def execute(self, job: Row, run: Row) -> Outcome:
+        agent_id = job["agent_id"] or "main"
+        session_key = self.session_key(job)
+        prompt, meta = await self._prompt(job, run, agent_id)
+        columns: dict[str, Any] = {"session_key": session_key, "context_summary": json.dumps(meta)}
+        timeout_s = (run["run_timeout_ms"] or job["run_timeout_ms"] or 300000) / 1000
+        try:
+            reply = await self._turn(job, prompt, agent_id, session_key, timeout_s)
+        except GatewayUnavailable as exc:
+            if self.on_gateway_down is not None:
+                self.on_gateway_down()
+            raise DeferRun(f"gateway unavailable; deferred until it is back ({exc})") from None
+        except GatewayTimeout:
+            message = f"Exceeded absolute timeout of {timeout_s:g}s"
+            return Outcome("timeout", {**columns, "error_message": message})
+        except _Idle as idle:
+            return Outcome("timeout", {**columns, "error_message": str(idle)})
+        except (GatewayRejected, GatewayBusy) as exc:
+            message = str(exc)
+            return Outcome("error", {**columns, "error_message": message},
+                           delivery_text=self._failure_delivery(job, message))
+        verdict = interpret_reply(reply.content, job["delivery_mode"] or "announce")
+        columns.update(summary=verdict.summary, error_message=verdict.error_message)
+        if reply.session_key:
+            columns["session_key"] = reply.session_key
+        self.log.info("agent.turn", run_id=run["id"], job_id=job["id"], status=verdict.status,
+                      sentinel=verdict.sentinel,
+                      total_tokens=(reply.usage or {}).get("total_tokens"))
+        delivery = None
+        if verdict.deliver and reply.content.strip():
+            delivery = reply.content if verdict.status == "ok" else soft_failure_text(job, run, reply.content)
+        return Outcome(verdict.status, columns, delivery_text=delivery)
+
+    def _failure_delivery(self, job: Row, message: str) -> str | None:
+        if job["delivery_mode"] not in ("announce", "announce-always"):
+            return None
+        return f"\u26a0\ufe0f Job failed: {job['name']}\n\n{message}"
+
+    async def _prompt(self, job: Row, run: Row, agent_id: str) -> tuple[str, dict[str, Any]]:
+        inbox = await self.db.run(messages.take_inbox, agent_id, sqlite_now())
+        parent_run = parent_job = None
+        if run["triggered_by_run"]:
+            parent_run = await self.db.run(run_store.get_run, run["triggered_by_run"])
+            if parent_run is not None:
+                parent_job = await self.db.run(job_store.get_job, parent_run["job_id"])
+        return build_prompt(job, run, pending_messages=inbox, parent_job=parent_job, parent_run=parent_run)
+
+    async def _turn(
+        self, job: Row, prompt: str, agent_id: str, session_key: str, timeout_s: float
+    ) -> ChatReply:
+        deadline = time.monotonic() + timeout_s
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise GatewayTimeout(f"agent turn exceeded {timeout_s:g}s", timeout_s=timeout_s)
+            try:
+                return await self._watched_chat(job, prompt, agent_id, session_key, remaining)
+            except GatewayBusy as busy:
+                wait = busy_wait_s(attempt, busy.retry_after_s)
+                if time.monotonic() + wait >= deadline:
+                    raise
+                self.log.warning("agent.gateway_busy", job_id=job["id"], attempt=attempt,
+                                 wait_s=round(wait, 1), error=str(busy))
+                await asyncio.sleep(wait)
+
+    async def _watched_chat(
+        self, job: Row, prompt: str, agent_id: str, session_key: str, timeout_s: float
+    ) -> ChatReply:
+        chat = asyncio.create_task(self.client.chat(
+            message=prompt, agent_id=agent_id, session_key=session_key,
+            model_override=job["payload_model"], auth_profile=job["auth_profile"], timeout_s=timeout_s,
+        ))
+        watcher = asyncio.create_task(self._watch_activity(job, session_key, chat))
+        try:
+            return await chat
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # our own cancellation (daemon shutdown, overdue run)
+            if watcher.done() and not watcher.cancelled():
+                idle = watcher.exception()
+                if isinstance(idle, _Idle):
+                    raise idle from None
+            raise
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, _Idle):
+                await watcher
+            if not chat.done():
+                chat.cancel()
+                with contextlib.suppress(BaseException):
+                    await chat
+
+    async def _watch_activity(self, job: Row, session_key: str, chat: asyncio.Task[ChatReply]) -> None:
+        """Cancel ``chat`` only when the gateway shows the session idle for twice
+        ``payload_timeout_seconds``: found, not running, and not updated. A session the gateway
+        does not list, or a failed probe, never counts as idle."""
+        idle_limit = 2 * float(job["payload_timeout_seconds"] or 120)
+        poll = min(MAX_ACTIVITY_POLL_S, max(1.0, idle_limit / 4))
+        last_update: Any = None
+        last_progress = time.monotonic()
+        while not chat.done():
+            await asyncio.sleep(poll)
+            session = await self._session(session_key)
+            if session is None:
+                last_progress = time.monotonic()
+                continue
+            updated = session.get("updatedAt")
+            if session.get("status") == "running" or updated != last_update:
+                last_update, last_progress = updated, time.monotonic()
+                continue
+            idle = time.monotonic() - last_progress
+            if idle >= idle_limit:
+                chat.cancel()
+                raise _Idle(f"Session idle for {idle:.0f}s -- aborted (activity-based timeout)")
+
+    async def _session(self, session_key: str) -> dict[str, Any] | None:
+        try:
+            sessions = await self.client.sessions_list(activeMinutes=60, limit=200, messageLimit=0)
+        except Exception:  # a failed probe is no evidence of idleness
+            return None
+        for session in sessions:
+            key = session.get("key") or session.get("sessionKey")
+            if key == session_key:
+                return session
+        return None
+
+
+class _Idle(Exception):
+    """The gateway showed the session idle past the activity limit."""
