@@ -709,6 +709,101 @@ def bench_scale(ctx: Context, jobs: int, due: int, idle_s: float) -> dict[str, A
 
 
 # --------------------------------------------------------------------------------------------
+# (e) agent turns: the scheduler's own overhead around each gateway request
+# --------------------------------------------------------------------------------------------
+
+
+def _fake_gateway_class() -> Any:
+    """The test suite's fake gateway (a real HTTP server on 127.0.0.1), used as the peer."""
+    tests_dir = str(Path(__file__).resolve().parents[1] / "tests")
+    if tests_dir not in sys.path:
+        sys.path.insert(0, tests_dir)
+    from fakegateway import FakeGateway  # type: ignore[import-not-found]  # tests/, not a package
+
+    return FakeGateway
+
+
+def agent_at_spec(name: str, due_text: str) -> dict[str, Any]:
+    return {
+        "name": name, "session_target": "isolated", "payload_message": f"bench turn {name}",
+        "schedule_kind": "at", "schedule_at": due_text, "run_timeout_ms": 60_000, "origin": "bench",
+        "delivery_mode": "none", "delivery_opt_out_reason": "benchmark", "delete_after_run": 0,
+        "overlap_policy": "allow",
+    }
+
+
+def _log_times(path: Path, event: str) -> dict[str, float]:
+    """``{run_id: epoch seconds}`` of a daemon log event (JSON lines with ISO timestamps)."""
+    times: dict[str, float] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("event") == event and "run_id" in record:
+            stamp = datetime.fromisoformat(str(record["timestamp"]).replace("Z", "+00:00"))
+            times[str(record["run_id"])] = stamp.timestamp()
+    return times
+
+
+def bench_agent(ctx: Context, n: int) -> dict[str, Any]:
+    """``n`` agent at-jobs due in the same second against the fake gateway (instant replies):
+    due → request received by the gateway, and reply → run recorded (``run.finished``)."""
+    work = ctx.fresh_dir(f"e-{n}")
+    db_path = work / "scheduler.db"
+    db = open_store(db_path)
+    with _fake_gateway_class()() as gateway:
+        env = {**ctx.daemon_env(None), "OPENCLAW_GATEWAY_URL": gateway.url}
+        try:
+            with running_daemon(work, db_path, env, f"agent-{n}", ctx.py_spy_dir) as daemon:
+                due, due_text = next_due()
+                insert_rows(db, build_rows([agent_at_spec(f"agent-{i:04d}", due_text) for i in range(n)]))
+                watcher = RunWatcher(db_path)
+                try:
+                    deadline = time.monotonic() + (due - time.time()) + 120
+                    while watcher.statuses().get("ok", 0) < n:
+                        daemon.check_alive()
+                        if time.monotonic() > deadline:
+                            raise BenchError(f"agent bench: runs {watcher.statuses()} after 120 s")
+                        time.sleep(0.05)
+                    statuses = watcher.statuses()
+                finally:
+                    watcher.close()
+                log_path = daemon.log_path
+            ok_runs = db.query("SELECT job_id, id FROM runs WHERE status = 'ok'")
+            runs_by_job = {r["job_id"]: r["id"] for r in ok_runs}
+        finally:
+            db.close()
+        chats = [r for r in gateway.chats if r.method == "POST"]
+    finished = _log_times(log_path, "run.finished")
+    to_request, to_record = [], []
+    for chat in chats:
+        job_id = chat.headers.get("x-openclaw-session-key", "").rsplit(":", 1)[-1]
+        run_id = runs_by_job.get(job_id)
+        to_request.append((chat.time - due) * 1000)
+        if run_id in finished:
+            to_record.append((finished[run_id] - chat.time) * 1000)
+    if len(to_request) != n or len(to_record) != n:
+        raise BenchError(f"agent bench: {len(to_request)} requests and {len(to_record)} recorded runs "
+                         f"of {n}; statuses {statuses}")
+    figures = {
+        "n": n,
+        "due_to_request_p50_ms": round(statistics.median(to_request), 1),
+        "due_to_request_p99_ms": round(percentile(to_request, 99), 1),
+        "reply_to_recorded_p50_ms": round(statistics.median(to_record), 1),
+        "reply_to_recorded_p99_ms": round(percentile(to_record, 99), 1),
+        "statuses": statuses,
+    }
+    log(
+        f"[e] {n} agent turns due at once (fake gateway, instant replies): due -> request "
+        f"p50={figures['due_to_request_p50_ms']} ms p99={figures['due_to_request_p99_ms']} ms; "
+        f"reply -> run recorded p50={figures['reply_to_recorded_p50_ms']} ms "
+        f"p99={figures['reply_to_recorded_p99_ms']} ms; statuses {statuses}"
+    )
+    return figures
+
+
+# --------------------------------------------------------------------------------------------
 # (c) CLI latency
 # --------------------------------------------------------------------------------------------
 
@@ -892,7 +987,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="small sizes (N=20 lateness, 200 jobs, 3 repetitions): a smoke test",
     )
-    parser.add_argument("--only", default="a,b,c,d", help="comma-separated subset of a,b,c,d (default all)")
+    parser.add_argument("--only", default="a,b,c,d,e", help="comma-separated subset of a-e (default all)")
+    parser.add_argument("--agent-n", type=int, help="agent turns for (e) (default 50; --quick 10)")
     parser.add_argument(
         "--scale-jobs", type=int, help="enabled cron jobs for (d) (default 10000; --quick 1000)"
     )
@@ -929,8 +1025,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     only = {part.strip() for part in args.only.split(",") if part.strip()}
-    if not only <= {"a", "b", "c", "d"}:
-        raise SystemExit(f"--only takes a, b, c and/or d, got {args.only!r}")
+    if not only <= {"a", "b", "c", "d", "e"}:
+        raise SystemExit(f"--only takes a, b, c, d and/or e, got {args.only!r}")
     lateness_n = args.lateness_n or (20 if args.quick else 100)
     throughput_n = args.throughput_n or (200 if args.quick else 2000)
     cli_jobs = args.cli_jobs or (200 if args.quick else 1000)
@@ -989,6 +1085,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             scale_jobs = args.scale_jobs or (1000 if args.quick else 10000)
             idle_s = args.idle_s or (10.0 if args.quick else 60.0)
             results["scale"] = bench_scale(ctx, scale_jobs, min(100, scale_jobs), idle_s)
+        if "e" in only:
+            burst = args.agent_n or (10 if args.quick else 50)
+            results["agent"] = [bench_agent(ctx, 1), bench_agent(ctx, burst)]
     except BenchError as exc:
         log(f"BENCH FAILED: {exc}")
         return 1

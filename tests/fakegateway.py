@@ -85,6 +85,7 @@ Script = Reply | Callable[[RecordedRequest], "Reply | None"]
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 512  # like Node's default backlog: bursts of turns are not refused
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # clients that hang up (timeouts) are part of the tests, not errors
