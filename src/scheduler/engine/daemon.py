@@ -36,6 +36,7 @@ from scheduler.store.messages import Delivery
 from scheduler.strategies.agent import AgentStrategy
 from scheduler.strategies.base import DeferRun, Outcome, Strategy
 from scheduler.strategies.shell_job import ShellJobStrategy
+from scheduler.strategies.watchdog import WatchdogStrategy
 from scheduler.timeutil import from_sqlite, sqlite_now, to_sqlite, utcnow
 
 # Error backoff after consecutive failures of a cron job (reference §5.3), in seconds.
@@ -90,6 +91,9 @@ class Daemon:
         agent = AgentStrategy(self.gateway, self.db, log=get_logger("scheduler.agent"),
                               on_gateway_down=self._gateway_went_down)
         self.strategies.update({target: agent for target in AGENT_TARGETS})
+        self.strategies[claim_store.WATCHDOG] = WatchdogStrategy(
+            shell=settings.shell, env_allow=settings.shell_env_allow
+        )
         self.gateway_healthy = False
         self._check_gateway_now = asyncio.Event()
         self.active: dict[str, _Active] = {}
@@ -197,7 +201,7 @@ class Daemon:
                 "jobs.waiting_for_strategy",
                 count=len(unsupported),
                 job_ids=[j["id"] for j in unsupported[:20]],
-                note="watchdog jobs stay due until a strategy for them is available",
+                note="these jobs stay due until a strategy for their target is available",
             )
         self._data_version = await self.db.run(Database.data_version)
 
@@ -313,7 +317,8 @@ class Daemon:
         active = self.active[run_id]
         job = claim.job
         self.log.info("run.started", run_id=run_id, job_id=job["id"], job=job["name"], source=claim.source)
-        strategy = self.strategies[job["session_target"]]
+        kind = claim_store.WATCHDOG if job["job_type"] == "watchdog" else job["session_target"]
+        strategy = self.strategies[kind]
         work = asyncio.create_task(strategy.execute(job, claim.run))
         active.work = work
         try:
@@ -350,7 +355,7 @@ class Daemon:
     def _submit(self, claim: Claim, outcome: Outcome, duration_ms: int) -> asyncio.Future[None]:
         """Hand a run's end to the recorder; the future resolves once it is committed (or given up)."""
         finish = Finish(claim, outcome.status, duration_ms, outcome.columns,
-                        delivery=_delivery_of(claim.job, outcome))
+                        delivery=_delivery_of(claim.job, outcome), remove_job=outcome.remove_job)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._to_record.append((finish, done))
         self._record_ready.set()
@@ -484,7 +489,12 @@ class Daemon:
 
 def _delivery_of(job: Row, outcome: Outcome) -> Delivery | None:
     text = outcome.delivery_text
-    if not text or not text.strip() or job["delivery_mode"] not in ("announce", "announce-always"):
+    if not text or not text.strip():
+        return None
+    if outcome.delivery_target is not None:
+        channel, target = outcome.delivery_target
+        return Delivery(text=text, channel=channel, target=target)
+    if job["delivery_mode"] not in ("announce", "announce-always"):
         return None
     return Delivery(text=text, channel=job["delivery_channel"], target=job["delivery_to"])
 

@@ -46,12 +46,19 @@ class ClaimBatch:
     postponed: int = 0
 
 
+# The pseudo-target that stands for watchdog jobs, whatever their session_target.
+WATCHDOG = "watchdog"
+
+
 def _target_filter(targets: Collection[str]) -> tuple[str, list[str]]:
-    marks = ", ".join("?" for _ in targets)
-    return (
-        f"j.session_target IN ({marks}) AND COALESCE(j.job_type, 'standard') = 'standard'",
-        list(targets),
-    )
+    """SQL for "a job this daemon has a strategy for": standard jobs by session_target, watchdog
+    jobs by job_type."""
+    sessions = [t for t in targets if t != WATCHDOG]
+    marks = ", ".join("?" for _ in sessions) or "NULL"
+    clause = f"(COALESCE(j.job_type, 'standard') = 'standard' AND j.session_target IN ({marks}))"
+    if WATCHDOG in targets:
+        clause = f"({clause} OR j.job_type = 'watchdog')"
+    return clause, sessions
 
 
 # An at-job whose occurrence already ran is not due even if next_run_at says so: the reference

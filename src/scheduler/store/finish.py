@@ -32,6 +32,7 @@ class Finish:
     duration_ms: int
     columns: dict[str, Any]
     delivery: Delivery | None = None  # a result to announce, recorded with the run's end
+    remove_job: bool = False  # the job deletes itself with this run (a self-destructing watchdog)
 
     def __post_init__(self) -> None:
         unknown = set(self.columns) - FINISH_COLUMNS
@@ -78,6 +79,9 @@ def _finish_one(conn: sqlite3.Connection, finish: Finish, policy: FinishPolicy) 
                                    now_text=now_text)
     job = conn.execute("SELECT * FROM jobs WHERE id = ?", (claim.job["id"],)).fetchone()
     if job is None:
+        return Finished(job=None, retry=None, message=message)
+    if finish.remove_job:
+        conn.execute("DELETE FROM jobs WHERE id = ?", (job["id"],))
         return Finished(job=None, retry=None, message=message)
     retry = _schedule_retry(conn, job, claim.run, finish.status, policy)
     if retry is not None:
