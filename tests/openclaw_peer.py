@@ -29,7 +29,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from typing import Any, NoReturn
 
 import pytest
 
+from conftest import wait_until
 from peers import read_jsonl
 from peers.fake_llm import request_text
 
@@ -92,16 +92,11 @@ class OpenClawPeer:
         return [call.get("params") or {} for call in self.telegram_calls("sendMessage")]
 
     def wait_for(self, check: Callable[[], Any], timeout: float = 10, message: str = "condition") -> Any:
-        """Poll ``check`` (say, a log query) until it returns something truthy, and return that."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{message} not met within {timeout}s; gateway log tail:\n"
-                                     f"{self.gateway_log_tail()}")
-            time.sleep(0.1)
+        """``conftest.wait_until``, with the gateway's log tail in the failure message."""
+        try:
+            return wait_until(check, timeout=timeout, message=message)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; gateway log tail:\n{self.gateway_log_tail()}") from None
 
     def gateway_log_tail(self, lines: int = 40) -> str:
         path = Path(self.info.get("gateway_out") or self.state_dir / "gateway.out")

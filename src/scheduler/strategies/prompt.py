@@ -295,18 +295,15 @@ def build_trigger_context(
             lines.append(f"Signal: {_js_str(shell.signal)}")
         if shell.error_message:
             lines.append(f"Error: {_js_str(shell.error_message)}")
-        if _js_trim(shell.stdout):
-            lines.append("stdout:")
-            lines.append(_truncate_stream(shell.stdout, TRIGGER_STREAM_LIMIT))
-        if shell.stdout_path:
-            stdout_size = _js_str(shell.stdout_bytes or 0)
-            lines.append(f"stdout file: {_js_str(shell.stdout_path)} ({stdout_size} bytes)")
-        if _js_trim(shell.stderr):
-            lines.append("stderr:")
-            lines.append(_truncate_stream(shell.stderr, TRIGGER_STREAM_LIMIT))
-        if shell.stderr_path:
-            stderr_size = _js_str(shell.stderr_bytes or 0)
-            lines.append(f"stderr file: {_js_str(shell.stderr_path)} ({stderr_size} bytes)")
+        for stream, text, path, size in (
+            ("stdout", shell.stdout, shell.stdout_path, shell.stdout_bytes),
+            ("stderr", shell.stderr, shell.stderr_path, shell.stderr_bytes),
+        ):
+            if _js_trim(text):
+                lines.append(f"{stream}:")
+                lines.append(_truncate_stream(text, TRIGGER_STREAM_LIMIT))
+            if path:
+                lines.append(f"{stream} file: {_js_str(path)} ({_js_str(size or 0)} bytes)")
     elif _has_text(parent_run.get("summary")):
         lines.append("Parent run output:")
         lines.append(parent_run["summary"][:TRIGGER_OUTPUT_LIMIT])
