@@ -204,3 +204,28 @@ def test_outbound_results_are_never_injected_into_an_agent_prompt(
     assert outbound(db_path, first["id"])[0]["status"] == "pending"
     assert second["id"] != first["id"]
     assert d.stop() == 0
+
+
+def test_inbox_messages_of_a_refused_prompt_stay_for_the_next_turn(
+    cli, daemon, db_path, fake_gateway
+) -> None:
+    fake_gateway.script(CHAT, Reply.error(400, "Unknown agent 'main'.", "invalid_request_error"))
+    d = daemon(env=gateway_env(fake_gateway))
+    conn = sqlite3.connect(db_path)
+    conn.execute("INSERT INTO messages (id, from_agent, to_agent, kind, body) "
+                 "VALUES ('keep-me', 'ops', 'main', 'text', 'rotate the keys')")
+    conn.commit()
+    conn.close()
+    job = add(cli, agent_job(name="refused", delivery_mode="none", delivery_opt_out_reason="test"),
+              "--in", "1s")
+    (run,) = wait_until(lambda: finished_runs(db_path, job["id"]), timeout=15)
+    assert run["status"] == "error" and "Unknown agent 'main'." in run["error_message"]
+    (message,) = query(db_path, "SELECT status FROM messages WHERE id = 'keep-me'")
+    assert message["status"] == "pending"
+    again = add(cli, agent_job(name="accepted", delivery_mode="none", delivery_opt_out_reason="test"),
+                "--in", "1s")
+    wait_until(lambda: finished_runs(db_path, again["id"]), timeout=15)
+    assert "rotate the keys" in fake_gateway.chats[-1].body["messages"][0]["content"]
+    (message,) = query(db_path, "SELECT status FROM messages WHERE id = 'keep-me'")
+    assert message["status"] == "delivered"
+    assert d.stop() == 0

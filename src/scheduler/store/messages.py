@@ -175,6 +175,21 @@ def take_inbox(db: Database, agent_id: str, now_text: str, limit: int = 5) -> li
     return list(rows)
 
 
+def return_to_inbox(db: Database, message_ids: list[str], now_text: str) -> None:
+    """Messages taken for a prompt the gateway never accepted go back to ``pending``."""
+    if not message_ids:
+        return
+    with db.transaction() as conn:
+        for message_id in message_ids:
+            conn.execute(
+                "UPDATE messages SET status = 'pending', delivered_at = NULL "
+                "WHERE id = ? AND status = 'delivered'",
+                (message_id,),
+            )
+            _receipt(conn, message_id, "error", "dispatcher", "prompt not accepted; back in the inbox",
+                     now_text)
+
+
 def outbound_for_run(db: Database, run_id: str) -> list[Row]:
     return db.query("SELECT * FROM messages WHERE run_id = ? AND to_agent = ? ORDER BY created_at",
                     (run_id, OUTBOUND))

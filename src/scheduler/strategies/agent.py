@@ -75,24 +75,26 @@ class AgentStrategy:
     async def execute(self, job: Row, run: Row) -> Outcome:
         agent_id = job["agent_id"] or "main"
         session_key = self.session_key(job)
-        prompt, meta = await self._prompt(job, run, agent_id)
+        prompt, meta, injected = await self._prompt(job, run, agent_id)
         columns: dict[str, Any] = {"session_key": session_key, "context_summary": json.dumps(meta)}
         timeout_s = (run["run_timeout_ms"] or job["run_timeout_ms"] or 300000) / 1000
         try:
             reply = await self._turn(job, prompt, agent_id, session_key, timeout_s)
         except GatewayUnavailable as exc:
+            await self._unsee(injected)
             if self.on_gateway_down is not None:
                 self.on_gateway_down()
             raise DeferRun(f"gateway unavailable; deferred until it is back ({exc})") from None
+        except (GatewayRejected, GatewayBusy) as exc:
+            await self._unsee(injected)
+            message = str(exc)
+            return Outcome("error", {**columns, "error_message": message},
+                           delivery_text=self._failure_delivery(job, message))
         except GatewayTimeout:
             message = f"Exceeded absolute timeout of {timeout_s:g}s"
             return Outcome("timeout", {**columns, "error_message": message})
         except _Idle as idle:
             return Outcome("timeout", {**columns, "error_message": str(idle)})
-        except (GatewayRejected, GatewayBusy) as exc:
-            message = str(exc)
-            return Outcome("error", {**columns, "error_message": message},
-                           delivery_text=self._failure_delivery(job, message))
         verdict = interpret_reply(reply.content, job["delivery_mode"] or "announce")
         columns.update(summary=verdict.summary, error_message=verdict.error_message)
         if reply.session_key:
@@ -105,19 +107,26 @@ class AgentStrategy:
             delivery = reply.content if verdict.status == "ok" else soft_failure_text(job, run, reply.content)
         return Outcome(verdict.status, columns, delivery_text=delivery)
 
+    async def _unsee(self, message_ids: list[str]) -> None:
+        """The gateway never took the prompt: its inbox messages stay for the agent's next one."""
+        await self.db.run(messages.return_to_inbox, message_ids, sqlite_now())
+
     def _failure_delivery(self, job: Row, message: str) -> str | None:
         if job["delivery_mode"] not in ("announce", "announce-always"):
             return None
         return f"\u26a0\ufe0f Job failed: {job['name']}\n\n{message}"
 
-    async def _prompt(self, job: Row, run: Row, agent_id: str) -> tuple[str, dict[str, Any]]:
+    async def _prompt(self, job: Row, run: Row, agent_id: str) -> tuple[str, dict[str, Any], list[str]]:
+        """The prompt, its context meta, and the ids of the inbox messages it carries."""
         inbox = await self.db.run(messages.take_inbox, agent_id, sqlite_now())
         parent_run = parent_job = None
         if run["triggered_by_run"]:
             parent_run = await self.db.run(run_store.get_run, run["triggered_by_run"])
             if parent_run is not None:
                 parent_job = await self.db.run(job_store.get_job, parent_run["job_id"])
-        return build_prompt(job, run, pending_messages=inbox, parent_job=parent_job, parent_run=parent_run)
+        prompt, meta = build_prompt(job, run, pending_messages=inbox, parent_job=parent_job,
+                                    parent_run=parent_run)
+        return prompt, meta, [str(m["id"]) for m in inbox]
 
     async def _turn(
         self, job: Row, prompt: str, agent_id: str, session_key: str, timeout_s: float
