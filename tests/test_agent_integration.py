@@ -229,3 +229,23 @@ def test_inbox_messages_of_a_refused_prompt_stay_for_the_next_turn(
     (message,) = query(db_path, "SELECT status FROM messages WHERE id = 'keep-me'")
     assert message["status"] == "delivered"
     assert d.stop() == 0
+
+
+@pytest.mark.parametrize(("guarantee", "expected"), [("at-most-once", "error"), ("at-least-once", "ok")])
+def test_connection_dropped_mid_turn(cli, daemon, db_path, fake_gateway, guarantee, expected) -> None:
+    """The gateway may already be working on a turn whose connection dropped: an at-most-once
+    job fails rather than risk doing the work twice; an at-least-once job runs it again."""
+    fake_gateway.script(CHAT, Reply.dropped())
+    d = daemon(env=gateway_env(fake_gateway))
+    job = add(cli, agent_job(name="dropped", delivery_mode="none", delivery_opt_out_reason="test",
+                             delivery_guarantee=guarantee), "--in", "1s")
+    final = wait_until(lambda: [r for r in runs_of(db_path, job["id"]) if r["status"] in ("ok", "error")],
+                       timeout=30)[0]
+    assert final["status"] == expected
+    if expected == "error":
+        assert "dropped the connection" in final["error_message"]
+        assert "at-most-once" in final["error_message"]
+        assert len(fake_gateway.chats) == 1
+    else:
+        assert len(fake_gateway.chats) == 2
+    assert d.stop() == 0

@@ -80,7 +80,14 @@ class GatewayError(SchedulerError):
 
 
 class GatewayUnavailable(GatewayError):
-    """The gateway cannot be reached (down, restarting, wrong URL). Defer the job; don't fail it."""
+    """The gateway cannot be reached (down, restarting, wrong URL). Defer the job; don't fail it.
+
+    ``may_have_started`` is true when the connection dropped after the request was sent: the
+    gateway may have begun the work, so running it again could do it twice."""
+
+    def __init__(self, message: str, *, may_have_started: bool = False) -> None:
+        super().__init__(message)
+        self.may_have_started = may_have_started
 
 
 class GatewayBusy(GatewayError):
@@ -469,7 +476,8 @@ class GatewayClient:
                 ) from None
             if isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError | httpx.ProxyError):
                 raise GatewayUnavailable(
-                    f"the gateway at {self._display_url} dropped the connection during {what}: {reason}"
+                    f"the gateway at {self._display_url} dropped the connection during {what}: {reason}",
+                    may_have_started=True,
                 ) from None
             raise GatewayError(f"could not send {what} to the gateway at {self._display_url}: {reason}") \
                 from None

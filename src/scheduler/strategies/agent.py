@@ -81,6 +81,12 @@ class AgentStrategy:
         try:
             reply = await self._turn(job, prompt, agent_id, session_key, timeout_s)
         except GatewayUnavailable as exc:
+            if exc.may_have_started and job["delivery_guarantee"] != "at-least-once":
+                # The gateway may have begun the turn: running it again could do the work twice,
+                # which an at-most-once job forbids. Fail it (the retry ladder still applies).
+                message = f"{exc}; not run again automatically (delivery_guarantee at-most-once)"
+                return Outcome("error", {**columns, "error_message": message},
+                               delivery_text=self._failure_delivery(job, message))
             await self._unsee(injected)
             if self.on_gateway_down is not None:
                 self.on_gateway_down()
