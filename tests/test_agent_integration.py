@@ -197,12 +197,14 @@ def test_outbound_results_are_never_injected_into_an_agent_prompt(
     conn.commit()
     conn.close()
     second = add(cli, agent_job(name="second"), "--in", "1s")
-    chats = fake_gateway.wait_for_requests(CHAT, 2, timeout=15)
-    prompt = chats[1].body["messages"][0]["content"]
-    assert "please check the backups" in prompt  # a real inbox message is injected
-    assert "CANNED-REPLY" not in prompt  # the first job's pending result is not
+    header = f"[scheduler:{second['id']} second]"
+    chat = fake_gateway.wait_for(
+        lambda gw: [c for c in gw.chats if c.body["messages"][0]["content"].startswith(header)], timeout=15
+    )[0]
+    prompt = chat.body["messages"][0]["content"]
+    assert "please check the backups" in prompt, prompt  # a real inbox message is injected
+    assert "CANNED-REPLY" not in prompt, prompt  # the first job's pending result is not
     assert outbound(db_path, first["id"])[0]["status"] == "pending"
-    assert second["id"] != first["id"]
     assert d.stop() == 0
 
 
