@@ -251,3 +251,19 @@ def test_connection_dropped_mid_turn(cli, daemon, db_path, fake_gateway, guarant
     else:
         assert len(fake_gateway.chats) == 2
     assert d.stop() == 0
+
+
+def test_a_token_file_others_can_read_is_reported(cli, daemon, tmp_path, fake_gateway) -> None:
+    token_file = tmp_path / "gateway-token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o644)
+    fake_gateway.token = TOKEN
+    d = daemon(env={"OPENCLAW_GATEWAY_URL": fake_gateway.url, "OPENCLAW_GATEWAY_TOKEN_PATH": str(token_file)})
+    warning = d.wait_for_event("gateway.token_file_permissions", timeout=5)
+    assert warning["mode"] == "0o644" and warning["fix"] == f"chmod 600 {token_file}"
+    # The token is still read from the file and used, never logged.
+    add(cli, agent_job(delivery_mode="none", delivery_opt_out_reason="test"), "--in", "1s")
+    (chat,) = fake_gateway.wait_for_requests(CHAT, 1, timeout=15)
+    assert chat.headers["authorization"] == f"Bearer {TOKEN}"
+    assert d.stop() == 0
+    assert not [line for line in d.lines if TOKEN in line]

@@ -147,6 +147,7 @@ class Daemon:
         try:
             await self.db.open()
             try:
+                self._check_token_file()
                 self.gateway_healthy = await self.gateway.health()
                 self.log.info("gateway.up" if self.gateway_healthy else "gateway.down",
                               url=self.settings.gateway_url)
@@ -168,6 +169,17 @@ class Daemon:
             held.release()
         self.log.info("daemon.stopped")
         return 0
+
+    def _check_token_file(self) -> None:
+        """A token file others can read is a leaked token: say so (the content is never read here)."""
+        path = self.settings.gateway_token_path.expanduser()
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            return
+        if mode & 0o077:
+            self.log.warning("gateway.token_file_permissions", path=str(path), mode=oct(mode),
+                             fix=f"chmod 600 {path}")
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
