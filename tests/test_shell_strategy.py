@@ -133,6 +133,9 @@ def test_scrubbed_environment_rules() -> None:
     }
     env = scrubbed_environment(environ, allow=["MY_TOKEN"])
     assert env == {"PATH": "/bin", "HOME": "/root", "MY_TOKEN": "allowed"}
+    # No allow-list passes the gateway token on.
+    env = scrubbed_environment(environ, allow=["MY_TOKEN", "OPENCLAW_GATEWAY_TOKEN"])
+    assert "OPENCLAW_GATEWAY_TOKEN" not in env and env["MY_TOKEN"] == "allowed"
     assert SECRET_NAME_PARTS == ("TOKEN", "SECRET", "PASSWORD", "KEY")
 
 

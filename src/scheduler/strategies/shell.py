@@ -57,9 +57,9 @@ def scrubbed_environment(environ: Mapping[str, str], allow: Iterable[str] = ()) 
 
     A variable is dropped when it is ``OPENCLAW_GATEWAY_TOKEN`` or its upper-cased name contains
     one of :data:`SECRET_NAME_PARTS`. Names listed in ``allow`` (exact, case-sensitive) are kept
-    whatever they look like.
+    whatever they look like, except the gateway token, which no allow-list passes on.
     """
-    allowed = frozenset(allow)
+    allowed = frozenset(allow) - {GATEWAY_TOKEN_VAR}
     return {name: value for name, value in environ.items() if name in allowed or not is_secret_name(name)}
 
 

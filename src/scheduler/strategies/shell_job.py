@@ -8,7 +8,7 @@ from pathlib import Path
 
 from scheduler.store.db import Row
 from scheduler.strategies.base import Outcome
-from scheduler.strategies.shell import GATEWAY_TOKEN_VAR, run_shell_command, scrubbed_environment
+from scheduler.strategies.shell import run_shell_command, scrubbed_environment
 from scheduler.strategies.shell_output import OutputLimits, normalize_shell_result
 
 # Set in every shell run's environment (and so inherited by everything it starts).
@@ -28,9 +28,7 @@ class ShellJobStrategy:
         self.shell = shell
         self.artifacts_dir = artifacts_dir
         # Computed once: the daemon's environment minus secrets (reference defect §17 #32).
-        # The gateway token is never passed on, whatever the allow-list says.
-        allow = [name for name in env_allow if name != GATEWAY_TOKEN_VAR]
-        self.env = scrubbed_environment(os.environ if environ is None else environ, allow)
+        self.env = scrubbed_environment(os.environ if environ is None else environ, env_allow)
 
     async def execute(self, job: Row, run: Row) -> Outcome:
         timeout_ms = int(run["run_timeout_ms"] or job["run_timeout_ms"] or 300000)

@@ -19,7 +19,7 @@ from typing import Any
 
 from scheduler.store.db import Row
 from scheduler.strategies.base import Outcome
-from scheduler.strategies.shell import GATEWAY_TOKEN_VAR, run_shell_command, scrubbed_environment
+from scheduler.strategies.shell import run_shell_command, scrubbed_environment
 from scheduler.timeutil import from_sqlite, utcnow
 
 CHECK_TIMEOUT_CAP_MS = 60_000
@@ -97,8 +97,7 @@ class WatchdogStrategy:
     def __init__(self, *, shell: str, env_allow: Iterable[str] = (),
                  environ: Mapping[str, str] | None = None) -> None:
         self.shell = shell
-        allow = [name for name in env_allow if name != GATEWAY_TOKEN_VAR]
-        self.env = scrubbed_environment(os.environ if environ is None else environ, allow)
+        self.env = scrubbed_environment(os.environ if environ is None else environ, env_allow)
 
     async def execute(self, job: Row, run: Row) -> Outcome:
         command = str(job["watchdog_check_cmd"] or "")
