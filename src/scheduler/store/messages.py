@@ -89,26 +89,25 @@ def next_outbound_at(db: Database) -> str | None:
     return None if value is None else str(value)
 
 
-def chunks_sent(message: Row) -> int:
+def _metadata(raw: str | None) -> dict[str, Any]:
+    """A message's ``metadata`` JSON as a dict ({} when absent or not an object)."""
     try:
-        meta = json.loads(message["metadata"] or "{}")
+        loaded = json.loads(raw or "{}")
     except ValueError:
-        return 0
-    value = meta.get("chunks_sent", 0) if isinstance(meta, dict) else 0
-    return int(value) if isinstance(value, int) else 0
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def chunks_sent(message: Row) -> int:
+    value = _metadata(message["metadata"]).get("chunks_sent", 0)
+    return value if isinstance(value, int) else 0
 
 
 def record_progress(db: Database, message_id: str, sent: int) -> None:
     """Chunks the gateway accepted so far: a retry resumes after them."""
     with db.transaction() as conn:
         row = conn.execute("SELECT metadata FROM messages WHERE id = ?", (message_id,)).fetchone()
-        meta: dict[str, Any] = {}
-        if row is not None and row["metadata"]:
-            try:
-                loaded = json.loads(row["metadata"])
-                meta = loaded if isinstance(loaded, dict) else {}
-            except ValueError:
-                meta = {}
+        meta = _metadata(row["metadata"] if row is not None else None)
         meta["chunks_sent"] = sent
         conn.execute("UPDATE messages SET metadata = ? WHERE id = ?", (json.dumps(meta), message_id))
 
