@@ -8,7 +8,6 @@ and in previews a person reads.
 from __future__ import annotations
 
 import re
-import time
 from datetime import UTC, datetime, timedelta
 
 SQLITE_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -43,10 +42,6 @@ def from_sqlite(text: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
-def is_sqlite_format(text: str) -> bool:
-    return bool(_SQLITE_RE.match(text))
-
-
 def parse_user_datetime(text: str) -> datetime:
     """Parse a datetime a person typed (``--at``, ``schedule_at``).
 
@@ -74,7 +69,3 @@ def parse_in_duration(text: str) -> timedelta:
         raise ValueError(f'Invalid --in duration: "{text}". Use e.g. 15m, 2h, 30s, 1d')
     amount, unit = match.groups()
     return timedelta(seconds=float(amount) * _UNIT_SECONDS[unit.lower()])
-
-
-def monotonic() -> float:
-    return time.monotonic()

@@ -100,7 +100,3 @@ def delete_job(db: Database, job_id: str) -> None:
         cursor = conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
         if cursor.rowcount == 0:
             raise NotFoundError(f"Job not found: {job_id}")
-
-
-def count_children(db: Database, job_id: str) -> int:
-    return int(db.scalar("SELECT COUNT(*) FROM jobs WHERE parent_id = ?", (job_id,)) or 0)

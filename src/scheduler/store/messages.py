@@ -189,11 +189,6 @@ def return_to_inbox(db: Database, message_ids: list[str], now_text: str) -> None
                      now_text)
 
 
-def outbound_for_run(db: Database, run_id: str) -> list[Row]:
-    return db.query("SELECT * FROM messages WHERE run_id = ? AND to_agent = ? ORDER BY created_at",
-                    (run_id, OUTBOUND))
-
-
 # -- delivery aliases ----------------------------------------------------------------------------
 
 
