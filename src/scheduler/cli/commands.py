@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from scheduler.cli.main import Context, Handler, UsageError
+from scheduler.cli.context import Context, Handler, UsageError
 from scheduler.cli.output import table
 from scheduler.errors import SchedulerError, ValidationError
 from scheduler.timeutil import parse_in_duration, parse_user_datetime, to_sqlite, utcnow

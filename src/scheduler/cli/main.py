@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
+from scheduler.cli.context import Context, Handler, UsageError
 from scheduler.cli.output import Output
-from scheduler.errors import SchedulerError, ValidationError
-from scheduler.store.db import Database
+from scheduler.errors import SchedulerError
 
 USAGE = """\
 Usage: openclaw-scheduler <command> [subcommand] [args] [--json]
@@ -59,71 +58,6 @@ See docs/operating.md.
 """
 
 
-class UsageError(ValidationError):
-    """Wrong arguments for a command."""
-
-    exit_code = 2
-
-
-@dataclass
-class Context:
-    out: Output
-    args: list[str]
-    _db: Database | None = field(default=None, repr=False)
-
-    @property
-    def db(self) -> Database:
-        if self._db is None:
-            from scheduler import paths
-            from scheduler.store.migrations import migrate
-
-            self._db = Database.open(paths.db_path())
-            migrate(self._db)
-        return self._db
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-
-    def positional(self, index: int, usage: str) -> str:
-        plain = [a for a in self.args if not a.startswith("--")]
-        if index >= len(plain):
-            raise UsageError(f"usage: openclaw-scheduler {usage}")
-        return plain[index]
-
-    def option(self, name: str) -> str | None:
-        """The value after ``--name`` (or ``--name=value``), removed from the positional args."""
-        for i, arg in enumerate(self.args):
-            if arg == name:
-                if i + 1 >= len(self.args):
-                    raise UsageError(f"{name} needs a value")
-                value = self.args[i + 1]
-                del self.args[i : i + 2]
-                return value
-            if arg.startswith(name + "="):
-                del self.args[i]
-                return arg.split("=", 1)[1]
-        return None
-
-    def flag(self, name: str) -> bool:
-        if name in self.args:
-            self.args.remove(name)
-            return True
-        return False
-
-    def no_extra(self, expected: int, usage: str) -> None:
-        unknown = [a for a in self.args if a.startswith("--")]
-        if unknown:
-            raise UsageError(f"unknown option {unknown[0]}; usage: openclaw-scheduler {usage}")
-        if len(self.args) > expected:
-            raise UsageError(
-                f"unexpected argument {self.args[expected]!r}; usage: openclaw-scheduler {usage}"
-            )
-
-
-Handler = Callable[[Context], int]
-
-
 def _commands() -> dict[tuple[str, str | None], Handler]:
     from scheduler.cli import commands
 
@@ -139,7 +73,7 @@ def run(argv: Sequence[str]) -> int:
         sys.stdout.write(USAGE)
         return 0
     if args[0] in ("start", "dispatcher"):
-        from scheduler.__main__ import daemon_main
+        from scheduler.engine.entry import daemon_main
 
         return daemon_main()
     if args[0] in ("version", "--version", "-v") and not json_mode:

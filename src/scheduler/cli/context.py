@@ -1,0 +1,75 @@
+"""What a command handler gets: the output, its arguments, and the database opened on first use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from scheduler.cli.output import Output
+from scheduler.errors import ValidationError
+from scheduler.store.db import Database
+
+
+class UsageError(ValidationError):
+    """Wrong arguments for a command."""
+
+    exit_code = 2
+
+
+@dataclass
+class Context:
+    out: Output
+    args: list[str]
+    _db: Database | None = field(default=None, repr=False)
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            from scheduler import paths
+            from scheduler.store.migrations import migrate
+
+            self._db = Database.open(paths.db_path())
+            migrate(self._db)
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+    def positional(self, index: int, usage: str) -> str:
+        plain = [a for a in self.args if not a.startswith("--")]
+        if index >= len(plain):
+            raise UsageError(f"usage: openclaw-scheduler {usage}")
+        return plain[index]
+
+    def option(self, name: str) -> str | None:
+        """The value after ``--name`` (or ``--name=value``), removed from the positional args."""
+        for i, arg in enumerate(self.args):
+            if arg == name:
+                if i + 1 >= len(self.args):
+                    raise UsageError(f"{name} needs a value")
+                value = self.args[i + 1]
+                del self.args[i : i + 2]
+                return value
+            if arg.startswith(name + "="):
+                del self.args[i]
+                return arg.split("=", 1)[1]
+        return None
+
+    def flag(self, name: str) -> bool:
+        if name in self.args:
+            self.args.remove(name)
+            return True
+        return False
+
+    def no_extra(self, expected: int, usage: str) -> None:
+        unknown = [a for a in self.args if a.startswith("--")]
+        if unknown:
+            raise UsageError(f"unknown option {unknown[0]}; usage: openclaw-scheduler {usage}")
+        if len(self.args) > expected:
+            raise UsageError(
+                f"unexpected argument {self.args[expected]!r}; usage: openclaw-scheduler {usage}"
+            )
+
+
+Handler = Callable[[Context], int]
