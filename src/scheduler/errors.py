@@ -27,7 +27,57 @@ class ConfigError(SchedulerError):
 
 
 class StoreError(SchedulerError):
-    """The database cannot be opened, read or written (locked, full disk, corrupt, read-only)."""
+    """The database cannot be opened, read or written (locked, full disk, corrupt, read-only).
+
+    The subclasses say what kind of trouble it is, so the engine can react: wait and retry
+    (``StoreBusyError``, ``StoreFullError``), stop (``StoreCorruptError``, ``StoreGoneError``), or
+    treat one record as bad (``StoreConstraintError``, ``StoreValueError``).
+    """
+
+    #: True when the same operation may succeed later unchanged (a lock released, space freed).
+    transient = False
+
+
+class StoreBusyError(StoreError):
+    """Another writer held the database lock past the busy timeout."""
+
+    transient = True
+
+
+class StoreFullError(StoreError):
+    """The disk (or the file system quota) holding the database is full."""
+
+    transient = True
+
+
+class StoreIOError(StoreError):
+    """The operating system failed a read or write of the database file."""
+
+    transient = True
+
+
+class StoreReadOnlyError(StoreError):
+    """The database, its directory or its journal cannot be written by this user."""
+
+
+class StoreCorruptError(StoreError):
+    """The database file is damaged or is not a scheduler database."""
+
+    exit_code = 4
+
+
+class StoreGoneError(StoreError):
+    """The database file the daemon works on was deleted or replaced under it."""
+
+    exit_code = 5
+
+
+class StoreConstraintError(StoreError):
+    """A write broke a constraint of the schema (a unique id, a foreign key, a check)."""
+
+
+class StoreValueError(StoreError):
+    """A value cannot be stored at all (an integer beyond 64 bits, a string that is not UTF-8)."""
 
 
 class DaemonLockedError(SchedulerError):

@@ -443,6 +443,10 @@ def status(ctx: Context) -> int:
         daemon = data["daemon"]
         served = (f"running (pid {daemon['pid']}, since {daemon['since']} UTC, v{daemon['version']})"
                   if daemon["running"] else "not running")
+        if daemon["running"] and daemon.get("state") not in (None, "serving"):
+            served += f"; {daemon['state']}"
+            if daemon.get("error"):
+                served += f": {daemon['error']}"
         budgets = data["budgets"]
         nxt = data["next_job"]
         lines = [

@@ -12,16 +12,21 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from scheduler import __version__, cron
 from scheduler.config import Settings
 from scheduler.engine import lock as daemon_lock
+from scheduler.engine.clock import ClockWatch
 from scheduler.engine.delivery import OutboundSender
 from scheduler.engine.orphans import kill_processes_of_runs
-from scheduler.errors import SchedulerError
+from scheduler.engine.recorder import Recorder
+from scheduler.engine.supervisor import OnFailure, Supervisor
+from scheduler.errors import SchedulerError, StoreCorruptError, StoreError, StoreGoneError
 from scheduler.gateway.client import GatewayClient, resolve_token
 from scheduler.logs import get as get_logger
 from scheduler.store import claims as claim_store
@@ -30,8 +35,8 @@ from scheduler.store import recovery
 from scheduler.store import runs as run_store
 from scheduler.store.asyncdb import AsyncDatabase
 from scheduler.store.claims import Claim
-from scheduler.store.db import Database, Row
-from scheduler.store.finish import Finish, Finished, FinishPolicy, finish_runs
+from scheduler.store.db import CORRUPT_FIX, Database, Row
+from scheduler.store.finish import Finish, Finished, FinishPolicy
 from scheduler.store.messages import Delivery
 from scheduler.strategies.agent import AgentStrategy
 from scheduler.strategies.base import DeferRun, Outcome, Strategy
@@ -45,9 +50,17 @@ ERROR_BACKOFF_S = (30, 60, 300, 900, 3600)
 MIN_IDLE_SLEEP_S = 0.05
 # After a database error in the loop, wait this long before the next attempt.
 DB_RETRY_S = 1.0
-# Recording a run's end is retried for this long (a full disk may be freed) before giving up;
-# a run left `running` is then marked `crashed` at the next start, never lost.
-FINISH_RETRY_S = (0.5, 1, 2, 5, 10, 30)
+# After the grace period, cancelled work gets this long to be recorded before the daemon exits.
+RECORD_AFTER_CANCEL_S = 5.0
+# However stuck a task or the database thread is, the process ends this long after the grace.
+STOP_DEADLINE_MARGIN_S = 10.0
+# A second SIGTERM/SIGINT ends the process within this.
+FORCED_STOP_S = 2.0
+# Database calls of the loop failing this long mark the daemon "degraded" for `status`.
+DEGRADED_AFTER_S = 10.0
+CLOCK_CHECK_S = 1.0
+# A bug in the daemon (a helper or the loop failed): the service manager should restart it.
+EXIT_INTERNAL = 70
 # Gateway health: checked every minute while up; while down, with backoff between these bounds.
 GATEWAY_HEALTHY_CHECK_S = 60.0
 GATEWAY_RETRY_MIN_S = 1.0
@@ -70,6 +83,7 @@ class _Active:
     work: asyncio.Task[Outcome] | None = None
     started: float = field(default_factory=time.monotonic)
     overdue: bool = False  # cancelled by the health check for running past run_timeout_ms
+    aborted: str | None = None  # why the work was cancelled while the daemon runs on
 
 
 class Daemon:
@@ -95,15 +109,28 @@ class Daemon:
             shell=settings.shell, env_allow=settings.shell_env_allow
         )
         self.gateway_healthy = False
+        self._gateway_known = False  # no health check has answered yet
         self._check_gateway_now = asyncio.Event()
+        self._check_gateway_now.set()  # the first check runs at once, in the background
         self.active: dict[str, _Active] = {}
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self._force_stop = asyncio.Event()
         self._data_version = 0
-        self._to_record: list[tuple[Finish, asyncio.Future[None]]] = []
-        self._record_ready = asyncio.Event()
         self.deliveries_ready = asyncio.Event()  # an outbound message was recorded
+        self.recorder = Recorder(self.db, self._policy, self.log, self._log_finish)
+        self._stale_submitted: set[str] = set()  # stale runs handed to the recorder, not yet written
+        self.exit_code = 0
+        self._deadline: threading.Timer | None = None
+        self._deadline_at = float("inf")
+        self._lock: daemon_lock.DaemonLock | None = None
+        self._lock_info: dict[str, Any] = {}
+        self._db_identity: tuple[int, int] | None = None
+        self._failing_since: float | None = None
+        self._corruption_checked = False
+        self._background: set[asyncio.Task[None]] = set()
+        self.clock = ClockWatch()
+        self.db.observe(self._store_error_seen)
 
     @property
     def targets(self) -> frozenset[str]:
@@ -119,7 +146,8 @@ class Daemon:
         self._check_gateway_now.set()
 
     async def _watch_gateway(self) -> None:
-        """Every minute while healthy; while down, again after 1 s, 2 s, 4 s, … 30 s."""
+        """At once at start (agent jobs wait for the answer; nothing else does), then every
+        minute while healthy; while down, again after 1 s, 2 s, 4 s, … 30 s."""
         delay = GATEWAY_RETRY_MIN_S
         while True:
             wait = GATEWAY_HEALTHY_CHECK_S if self.gateway_healthy else delay
@@ -127,12 +155,13 @@ class Daemon:
                 await asyncio.wait_for(self._check_gateway_now.wait(), timeout=wait)
             self._check_gateway_now.clear()
             healthy = await self.gateway.health()
-            if healthy and not self.gateway_healthy:
+            changed = healthy != self.gateway_healthy or not self._gateway_known
+            self.gateway_healthy, self._gateway_known = healthy, True
+            if changed and healthy:
                 self.log.info("gateway.up", url=self.settings.gateway_url)
                 self.wake.set()
-            elif not healthy and self.gateway_healthy:
+            elif changed:
                 self.log.warning("gateway.down", url=self.settings.gateway_url)
-            self.gateway_healthy = healthy
             delay = GATEWAY_RETRY_MIN_S if healthy else min(GATEWAY_RETRY_MAX_S, delay * 2)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -140,19 +169,17 @@ class Daemon:
     async def run(self) -> int:
         _use_pidfd_child_watcher()
         database = self.settings.db_path
-        held = daemon_lock.acquire(
-            database,
-            {"pid": os.getpid(), "since": sqlite_now(), "version": __version__, "db": str(database)},
-        )
+        self._lock_info = {"pid": os.getpid(), "since": sqlite_now(), "version": __version__,
+                           "db": str(database), "state": "starting"}
+        self._lock = daemon_lock.acquire(database, self._lock_info)
         try:
             await self.db.open()
             try:
+                await self._check_database()
                 self._check_token_file()
-                self.gateway_healthy = await self.gateway.health()
-                self.log.info("gateway.up" if self.gateway_healthy else "gateway.down",
-                              url=self.settings.gateway_url)
                 await self._recover()
                 self._install_signal_handlers()
+                self._set_state("serving")
                 self.log.info(
                     "daemon.started",
                     version=__version__,
@@ -163,12 +190,39 @@ class Daemon:
                 )
                 await self._serve()
             finally:
-                await self.gateway.aclose()
-                await self.db.close(checkpoint=True)
+                await self._close()
         finally:
-            held.release()
-        self.log.info("daemon.stopped")
-        return 0
+            self._lock.release()
+        self.log.info("daemon.stopped", exit_code=self.exit_code)
+        return self.exit_code
+
+    async def _check_database(self) -> None:
+        """Refuse a damaged database before writing into it: its integrity is checked at start."""
+        problems = await self.db.run(Database.integrity_problems)
+        if problems:
+            path = self.settings.db_path
+            raise StoreCorruptError(
+                f"{path} fails its integrity check ({problems[0]}); " + CORRUPT_FIX.format(path=path)
+            )
+        self._db_identity = await self.db.run(Database.file_identity)
+
+    async def _close(self) -> None:
+        """Close the gateway client and the database, each within a bound: a stuck close must not
+        keep a stopping daemon alive (the exit deadline would end it anyway)."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.gateway.aclose(), timeout=5)
+        try:
+            await asyncio.wait_for(self.db.close(checkpoint=True), timeout=STOP_DEADLINE_MARGIN_S / 2)
+        except TimeoutError:
+            self.log.error("daemon.db_close_stuck", note="exiting without a clean close; SQLite "
+                           "replays the WAL at the next open")
+
+    def _set_state(self, state: str, **details: Any) -> None:
+        """What `status` shows about this daemon (kept in its lock file)."""
+        self._lock_info = {k: v for k, v in self._lock_info.items() if k in
+                           ("pid", "since", "version", "db")} | {"state": state, **details}
+        if self._lock is not None:
+            self._lock.update(self._lock_info)
 
     def _check_token_file(self) -> None:
         """A token file others can read is a leaked token: say so (the content is never read here)."""
@@ -187,13 +241,53 @@ class Daemon:
             loop.add_signal_handler(sig, self.request_stop, sig.name)
 
     def request_stop(self, reason: str = "request") -> None:
+        """First call: stop claiming, let running work finish within the grace period. A second
+        call (SIGINT twice): end now. Either way the process ends by a deadline, whatever any
+        task or the database thread is doing."""
         if self.stopping.is_set():
             self.log.warning("daemon.stop_forced", reason=reason)
             self._force_stop.set()
+            self._arm_exit_deadline(FORCED_STOP_S)
         else:
             self.log.info("daemon.stopping", reason=reason, running=len(self.active))
             self.stopping.set()
+            self._set_state("stopping")
+            self._arm_exit_deadline(self.settings.shutdown_grace_ms / 1000 + STOP_DEADLINE_MARGIN_S)
         self.wake.set()
+
+    def _fail(self, exit_code: int, reason: str) -> None:
+        """Stop at once with ``exit_code``: the daemon cannot go on working (a helper died, the
+        database is damaged or gone). Running work is cancelled, not waited for."""
+        if not self.exit_code:
+            self.exit_code = exit_code
+        if not self.stopping.is_set():
+            self.request_stop(reason)
+        self._force_stop.set()
+        self.wake.set()
+
+    def _arm_exit_deadline(self, seconds: float) -> None:
+        at = time.monotonic() + seconds
+        if at >= self._deadline_at:
+            return
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline_at = at
+        self._deadline = threading.Timer(seconds, self._exit_now)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _exit_now(self) -> None:
+        """The stop deadline passed (runs in a timer thread): kill what is left, then exit."""
+        try:
+            running = list(self.active)
+            self.log.error("daemon.exit_forced", running_runs=running,
+                           note="runs left running are marked crashed at the next start")
+            kill_processes_of_runs(set(running))
+        finally:
+            os._exit(self.exit_code or 1)
+
+    def _helper_died(self, name: str, error: BaseException | None) -> None:
+        self._fail(EXIT_INTERNAL, f"helper task {name} failed")
 
     async def _recover(self) -> None:
         found = await self.db.run(recovery.recover_orphans, sqlite_now())
@@ -221,61 +315,107 @@ class Daemon:
         sender = OutboundSender(
             self.db, self.gateway, self.deliveries_ready, get_logger("scheduler.delivery")
         )
-        helpers = [
-            asyncio.create_task(self._recorder(), name="recorder"),
-            asyncio.create_task(sender.run(), name="outbound"),
-            asyncio.create_task(self._watch_gateway(), name="gateway-health"),
-            asyncio.create_task(self._watch_for_writes(), name="watch-writes"),
-            asyncio.create_task(self._beat_running_runs(), name="run-heartbeat"),
-            asyncio.create_task(self._check_run_health(), name="run-health"),
-        ]
+        supervisor = Supervisor(self.log, self._helper_died, stopping=self.stopping.is_set)
+        # The recorder holds run endings in memory: if it dies, stop (they are crash-recovered).
+        # The others keep no state of their own: restart them.
+        supervisor.start("recorder", self.recorder.run, OnFailure.FATAL)
+        supervisor.start("outbound", sender.run, OnFailure.RESTART)
+        supervisor.start("gateway-health", self._watch_gateway, OnFailure.RESTART)
+        supervisor.start("watch-writes", self._watch_for_writes, OnFailure.RESTART)
+        supervisor.start("run-heartbeat", self._beat_running_runs, OnFailure.RESTART)
+        supervisor.start("run-health", self._check_run_health, OnFailure.RESTART)
+        supervisor.start("clock", self._watch_clock, OnFailure.RESTART)
         try:
-            await self._schedule_loop()
+            await self._run_loop()
             await self._drain()
         finally:
-            for task in helpers:
-                task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            await supervisor.stop()
+
+    async def _run_loop(self) -> None:
+        try:
+            await self._schedule_loop()
+        except Exception as exc:
+            self.log.error("daemon.loop_failed", error=repr(exc), exc_info=exc)
+            self._fail(EXIT_INTERNAL, "the scheduling loop failed")
 
     async def _drain(self) -> None:
-        """Let running work finish within the grace period, then cancel what is left."""
+        """Let running work finish within the grace period, then cancel what is left, give it a
+        few seconds to be recorded, and go (what is still unrecorded is crash-recovered)."""
         if not self.active:
             return
         grace = self.settings.shutdown_grace_ms / 1000
-        self.log.info("daemon.draining", running=len(self.active), grace_s=grace)
-        deadline = time.monotonic() + grace
-        force = asyncio.create_task(self._force_stop.wait())
-        while self.active and not force.done():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            running = [a.task for a in self.active.values()]
-            await asyncio.wait([*running, force], timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-        force.cancel()
+        if not self._force_stop.is_set():
+            self.log.info("daemon.draining", running=len(self.active), grace_s=grace)
+            await self._wait_for_active(grace, stop_early=True)
         for active in list(self.active.values()):
             if active.work is not None and not active.work.done():
                 active.work.cancel()
+        forced = self._force_stop.is_set()
+        if forced and self.active:
+            kill_processes_of_runs(set(self.active))
+        await self._wait_for_active(1.0 if forced else RECORD_AFTER_CANCEL_S, stop_early=False)
         if self.active:
-            await asyncio.wait([a.task for a in self.active.values()])
+            self.log.error("daemon.unrecorded", run_ids=sorted(self.active),
+                           note="exiting before these runs were recorded; the next start marks "
+                           "them crashed")
+
+    async def _wait_for_active(self, seconds: float, *, stop_early: bool) -> None:
+        deadline = time.monotonic() + seconds
+        force = asyncio.create_task(self._force_stop.wait())
+        try:
+            while self.active and not (stop_early and force.done()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                waiting: list[asyncio.Future[Any]] = [a.task for a in self.active.values()]
+                if stop_early:
+                    waiting.append(force)
+                await asyncio.wait(waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            force.cancel()
 
     # -- the scheduling loop -----------------------------------------------------------------
 
     async def _schedule_loop(self) -> None:
         while not self.stopping.is_set():
             self.wake.clear()
-            try:
-                free = self.settings.max_concurrency - len(self.active)
-                claimed = await self._claim(free) if free > 0 else 0
-                delay = await self._sleep_budget(free - claimed, claimed)
-            except SchedulerError as exc:
-                # Locked, full or read-only database: nothing was claimed; try again shortly.
-                self.log.error("scheduler.db_error", error=str(exc), retry_in_s=DB_RETRY_S)
-                delay = DB_RETRY_S
+            delay = await self._one_round()
             if self.stopping.is_set():
                 break
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=delay)
+
+    async def _one_round(self) -> float:
+        """Claim what is due; return how long to sleep."""
+        if self.recorder.waiting:
+            # Ends of runs wait for the database: write them first, or claims would meet runs
+            # that look still running (and the disk may be full for the claim as well).
+            self.recorder.retry_now()
+            return DB_RETRY_S
+        try:
+            free = self.settings.max_concurrency - len(self.active)
+            claimed = await self._claim(free) if free > 0 else 0
+            delay = await self._sleep_budget(free - claimed, claimed)
+        except SchedulerError as exc:
+            # Locked, full or read-only database: nothing was claimed; try again shortly.
+            self._database_failing(exc)
+            return DB_RETRY_S
+        self._database_working()
+        return delay
+
+    def _database_failing(self, exc: SchedulerError) -> None:
+        self.log.error("scheduler.db_error", error=str(exc), retry_in_s=DB_RETRY_S)
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        elif now - self._failing_since >= DEGRADED_AFTER_S and self._lock_info.get("state") == "serving":
+            self._set_state("degraded", error=str(exc), since=sqlite_now())
+
+    def _database_working(self) -> None:
+        self._failing_since = None
+        if self._lock_info.get("state") == "degraded":
+            self._set_state("serving")
 
     async def _claim(self, free: int) -> int:
         now_text = to_sqlite(utcnow())
@@ -308,11 +448,14 @@ class Daemon:
         return delay
 
     def _next_fire_text(self, job: Row) -> str | None:
+        return self._next_fire_after(job, to_sqlite(utcnow()))
+
+    def _next_fire_after(self, job: Row, after_text: str) -> str | None:
         expr = job["schedule_cron"]
         if not expr:
             return None
         try:
-            fire = cron.next_fire(str(expr), str(job["schedule_tz"] or "UTC"), utcnow())
+            fire = cron.next_fire(str(expr), str(job["schedule_tz"] or "UTC"), from_sqlite(after_text))
         except SchedulerError as exc:
             self.log.error("job.bad_schedule", job_id=job["id"], error=str(exc))
             return None
@@ -339,20 +482,24 @@ class Daemon:
             await self._defer(claim, deferred.reason)
             return
         except asyncio.CancelledError:
-            if active.overdue:
-                limit = int(claim.run["run_timeout_ms"] or 0)
-                outcome = Outcome("timeout", {"error_message": f"Exceeded {limit}ms timeout"})
-            else:
-                outcome = Outcome("cancelled", {"error_message": "Cancelled: daemon shutdown"})
+            outcome = self._cancelled_outcome(active)
         except Exception as exc:  # a strategy bug must still end the run, never leave it running
             self.log.exception("run.strategy_failed", run_id=run_id, job_id=job["id"])
             outcome = Outcome("error", {"error_message": f"internal error: {exc}"})
         duration_ms = int((time.monotonic() - active.started) * 1000)
         try:
-            await self._record(claim, outcome, duration_ms)
+            await self.recorder.submit(self._finish_of(claim, outcome, duration_ms))
         finally:
             self.active.pop(run_id, None)
             self.wake.set()
+
+    def _cancelled_outcome(self, active: _Active) -> Outcome:
+        if active.aborted is not None:
+            return Outcome("cancelled", {"error_message": f"Cancelled: {active.aborted}"})
+        if active.overdue:
+            limit = int(active.claim.run["run_timeout_ms"] or 0)
+            return Outcome("timeout", {"error_message": f"Exceeded {limit}ms timeout"})
+        return Outcome("cancelled", {"error_message": "Cancelled: daemon shutdown"})
 
     async def _defer(self, claim: Claim, reason: str) -> None:
         try:
@@ -364,55 +511,23 @@ class Daemon:
             self.active.pop(claim.run["id"], None)
             self.wake.set()
 
-    def _submit(self, claim: Claim, outcome: Outcome, duration_ms: int) -> asyncio.Future[None]:
-        """Hand a run's end to the recorder; the future resolves once it is committed (or given up)."""
-        finish = Finish(claim, outcome.status, duration_ms, outcome.columns,
-                        delivery=_delivery_of(claim.job, outcome), remove_job=outcome.remove_job)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._to_record.append((finish, done))
-        self._record_ready.set()
-        return done
-
-    async def _record(self, claim: Claim, outcome: Outcome, duration_ms: int) -> None:
-        await self._submit(claim, outcome, duration_ms)
-
-    async def _recorder(self) -> None:
-        """Commit run endings in batches: whatever ended while the last batch was written goes
-        into the next transaction. A batch that fails is retried on FINISH_RETRY_S; past that
-        its runs stay `running` in the database and the next start marks them crashed."""
-        attempt = 0
-        while True:
-            await self._record_ready.wait()
-            self._record_ready.clear()
-            batch, self._to_record = self._to_record, []
-            if not batch:
-                continue
-            try:
-                rows = await self.db.run(finish_runs, [finish for finish, _ in batch], self._policy())
-            except SchedulerError as exc:
-                attempt += 1
-                give_up = attempt > len(FINISH_RETRY_S)
-                self.log.error("run.record_failed", runs=len(batch), attempt=attempt, error=str(exc),
-                               gave_up=give_up)
-                if give_up:
-                    attempt = 0
-                    for _, done in batch:
-                        done.set_result(None)
-                else:
-                    self._to_record[:0] = batch
-                    await asyncio.sleep(FINISH_RETRY_S[attempt - 1])
-                    self._record_ready.set()
-                continue
-            attempt = 0
-            for (finish, done), finished in zip(batch, rows, strict=True):
-                self._log_finish(finish, finished)
-                done.set_result(None)
+    def _finish_of(self, claim: Claim, outcome: Outcome, duration_ms: int) -> Finish:
+        return Finish(claim, outcome.status, duration_ms, outcome.columns,
+                      delivery=_delivery_of(claim.job, outcome), remove_job=outcome.remove_job)
 
     def _log_finish(self, finish: Finish, finished: Finished) -> None:
+        run_id = finish.claim.run["id"]
+        self._stale_submitted.discard(run_id)
+        if not finished.recorded:
+            self.log.info("run.not_recorded", run_id=run_id, job_id=finish.claim.job["id"],
+                          status=finish.status,
+                          reason="no running run left to end: its job was deleted (its runs went "
+                          "with it), or another process ended it; nothing delivered or retried")
+            return
         job = finished.job
         self.log.info(
             "run.finished",
-            run_id=finish.claim.run["id"],
+            run_id=run_id,
             job_id=finish.claim.job["id"],
             status=finish.status,
             duration_ms=finish.duration_ms,
@@ -444,17 +559,59 @@ class Daemon:
     # -- background duties -------------------------------------------------------------------
 
     async def _watch_for_writes(self) -> None:
+        """Every SCHEDULER_WAKE_POLL_MS: has another process written (wake the loop; abort work
+        whose job was deleted)? Is the database file still the one we opened?"""
         interval = self.settings.wake_poll_ms / 1000
-        while True:
+        while not self.stopping.is_set():
             await asyncio.sleep(interval)
+            if not self._files_still_ours():
+                return
             try:
                 version = await self.db.run(Database.data_version)
+                if version != self._data_version:
+                    self._data_version = version
+                    self.wake.set()
+                    await self._abort_work_of_ended_runs()
             except SchedulerError as exc:
                 self.log.warning("db.poll_failed", error=str(exc))
+
+    def _files_still_ours(self) -> bool:
+        """A database deleted or replaced under the daemon cannot be worked on: SQLite would go
+        on with the deleted file, unseen by the CLI. Likewise a deleted lock file would let a
+        second daemon start. Either: stop, non-zero."""
+        path = self.settings.db_path
+        problem = None
+        current = _identity(path)
+        if current != self._db_identity:
+            problem = f"the database file {path} was {'deleted' if current is None else 'replaced'}"
+        elif self._lock is not None and _identity(self._lock.path) != self._lock.identity():
+            problem = f"the daemon's lock file {self._lock.path} was deleted or replaced"
+        if problem is None:
+            return True
+        error = StoreGoneError(f"{problem} while the daemon was running; stopping. Restore the file "
+                               "from a backup if it was not meant to go, then start the daemon again")
+        self.log.error("db.gone", error=str(error))
+        self._fail(error.exit_code, "database gone")
+        return False
+
+    async def _abort_work_of_ended_runs(self) -> None:
+        """A run whose row is gone (its job was deleted) or was ended by another process has
+        nothing left to record its work into: cancel the work (its process group is killed, its
+        gateway request cancelled)."""
+        working = [rid for rid, a in self.active.items() if a.work is not None and not a.work.done()]
+        if not working:
+            return
+        statuses = await self.db.run(run_store.statuses, working)
+        for run_id in working:
+            status = statuses.get(run_id)
+            active = self.active.get(run_id)
+            if status == "running" or active is None or active.work is None or active.work.done():
                 continue
-            if version != self._data_version:
-                self._data_version = version
-                self.wake.set()
+            active.aborted = ("its job was deleted" if status is None
+                              else f"the run was ended elsewhere ({status})")
+            self.log.warning("run.aborted", run_id=run_id, job_id=active.claim.job["id"],
+                             reason=active.aborted)
+            active.work.cancel()
 
     async def _check_run_health(self) -> None:
         """Every SCHEDULER_HEARTBEAT_CHECK_MS: end runs nobody watches (heartbeat older than
@@ -462,30 +619,42 @@ class Daemon:
         ``run_timeout_ms`` (a strategy should have stopped them); close finished queue rows.
         Timeouts go through the same recording path as any failure: retries, job state."""
         interval = self.settings.heartbeat_check_ms / 1000
-        threshold = self.settings.stale_threshold_s
         while True:
             await asyncio.sleep(interval)
-            for active in list(self.active.values()):
-                limit_s = (active.claim.run["run_timeout_ms"] or 0) / 1000
-                if (limit_s and not active.overdue and active.work is not None
-                        and time.monotonic() - active.started > limit_s + OVERDUE_GRACE_S):
-                    self.log.warning("run.overdue", run_id=active.claim.run["id"], limit_s=limit_s)
-                    active.overdue = True
-                    active.work.cancel()
+            self._cancel_overdue_work()
             try:
                 stale = await self.db.run(
-                    recovery.unwatched_stale_runs, threshold, sqlite_now(), set(self.active)
+                    recovery.unwatched_stale_runs, self.settings.stale_threshold_s, sqlite_now(),
+                    set(self.active),
                 )
                 await self.db.run(queue_store.reap, sqlite_now())
             except SchedulerError as exc:
                 self.log.warning("run.health_check_failed", error=str(exc))
                 continue
             for claim in stale:
-                self.log.warning("run.stale", run_id=claim.run["id"], job_id=claim.job["id"],
-                                 last_heartbeat=claim.run["last_heartbeat"])
-                message = f"No heartbeat for {threshold}s and no process watching the run"
-                outcome = Outcome("timeout", {"error_message": message})
-                self._submit(claim, outcome, _age_ms(claim.run["started_at"]))
+                self._end_stale_run(claim)
+
+    def _cancel_overdue_work(self) -> None:
+        for active in list(self.active.values()):
+            limit_s = (active.claim.run["run_timeout_ms"] or 0) / 1000
+            work = active.work
+            if (limit_s and not active.overdue and work is not None and not work.done()
+                    and time.monotonic() - active.started > limit_s + OVERDUE_GRACE_S):
+                self.log.warning("run.overdue", run_id=active.claim.run["id"], limit_s=limit_s)
+                active.overdue = True
+                work.cancel()
+
+    def _end_stale_run(self, claim: Claim) -> None:
+        run_id = claim.run["id"]
+        if run_id in self._stale_submitted:
+            return  # already handed to the recorder, which waits for the database
+        self._stale_submitted.add(run_id)
+        threshold = self.settings.stale_threshold_s
+        self.log.warning("run.stale", run_id=run_id, job_id=claim.job["id"],
+                         last_heartbeat=claim.run["last_heartbeat"])
+        message = f"No heartbeat for {threshold}s and no process watching the run"
+        outcome = Outcome("timeout", {"error_message": message})
+        self.recorder.submit(self._finish_of(claim, outcome, _age_ms(claim.run["started_at"])))
 
     async def _beat_running_runs(self) -> None:
         interval = self.settings.run_heartbeat_ms / 1000
@@ -497,6 +666,62 @@ class Daemon:
                 await self.db.run(run_store.beat, list(self.active), sqlite_now())
             except SchedulerError as exc:
                 self.log.warning("run.heartbeat_failed", error=str(exc))
+
+    async def _watch_clock(self) -> None:
+        """A wall clock stepped back leaves every computed due time too far ahead (an hour's step
+        would stop minutely jobs for an hour): bring them back. Forward steps need nothing: what
+        became due runs once, as after downtime."""
+        behind = 0.0  # seconds of backward step not yet applied (the database may refuse)
+        while True:
+            await asyncio.sleep(CLOCK_CHECK_S)
+            jump = self.clock.step()
+            if jump is not None and jump > 0:
+                self.log.info("clock.stepped_forward", seconds=round(jump, 3))
+            elif jump is not None:
+                behind += -jump
+                self.log.warning("clock.stepped_back", seconds=round(-jump, 3))
+            if behind <= 0:
+                continue
+            try:
+                moved = await self.db.run(recovery.shift_back_after_clock_step, behind, sqlite_now(),
+                                          self._next_fire_after)
+            except SchedulerError as exc:
+                self.log.warning("clock.shift_failed", error=str(exc), retry_in_s=CLOCK_CHECK_S)
+                continue
+            self.log.info("clock.due_times_moved", seconds=round(behind, 3), rows=moved)
+            behind = 0.0
+            self.wake.set()
+
+    # -- database trouble --------------------------------------------------------------------
+
+    def _store_error_seen(self, error: StoreError) -> None:
+        """Every database error passes here: the first sign of damage triggers an integrity
+        check, and damage confirmed stops the daemon (writing on would spread it)."""
+        if isinstance(error, StoreCorruptError) and not self._corruption_checked:
+            self._corruption_checked = True
+            task = asyncio.get_running_loop().create_task(self._confirm_corruption(error))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _confirm_corruption(self, error: StoreCorruptError) -> None:
+        problems = await self.db.run(Database.integrity_problems)
+        if not problems:
+            self.log.warning("db.corruption_not_confirmed", error=str(error),
+                             note="the integrity check passed; going on")
+            self._corruption_checked = False
+            return
+        path = self.settings.db_path
+        self.log.error("db.corrupt", db=str(path), problems=problems,
+                       fix=CORRUPT_FIX.format(path=path), note="stopping: writing on would spread it")
+        self._fail(error.exit_code, "database damaged")
+
+
+def _identity(path: Any) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _delivery_of(job: Row, outcome: Outcome) -> Delivery | None:

@@ -7,6 +7,7 @@ is informational, for ``status``; whether a daemon runs is decided by trying the
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -22,6 +23,16 @@ from scheduler.paths import lock_path
 class DaemonLock:
     path: Path
     fd: int
+
+    def update(self, info: dict[str, Any]) -> None:
+        """Rewrite what ``status`` reads about this daemon (its state changed)."""
+        payload = json.dumps(info).encode()
+        with contextlib.suppress(OSError):  # informational only: a full disk must not stop us here
+            os.pwrite(self.fd, payload.ljust(max(len(payload), os.fstat(self.fd).st_size)), 0)
+
+    def identity(self) -> tuple[int, int]:
+        info = os.fstat(self.fd)
+        return info.st_dev, info.st_ino
 
     def release(self) -> None:
         try:
@@ -69,7 +80,8 @@ def _read_info(fd: int) -> dict[str, Any]:
 def probe(database: Path) -> dict[str, Any]:
     """``{"running": bool, "pid", "since", "version"}`` for whichever daemon holds the lock."""
     path = lock_path(database)
-    result: dict[str, Any] = {"running": False, "pid": None, "since": None, "version": None}
+    result: dict[str, Any] = {"running": False, "pid": None, "since": None, "version": None,
+                              "state": None}
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -84,7 +96,10 @@ def probe(database: Path) -> dict[str, Any]:
                 pid=info.get("pid"),
                 since=info.get("since"),
                 version=info.get("version"),
+                state=info.get("state"),
             )
+            if info.get("error"):
+                result["error"] = info["error"]
         else:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:

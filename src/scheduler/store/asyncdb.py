@@ -27,6 +27,12 @@ class AsyncDatabase:
         self._synchronous = synchronous
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: Database | None = None
+        self._observers: list[Callable[[StoreError], None]] = []
+
+    def observe(self, observer: Callable[[StoreError], None]) -> None:
+        """Call ``observer`` with every ``StoreError`` a store call raises (before it propagates):
+        the daemon's one place to notice a damaged database, whoever met the error."""
+        self._observers.append(observer)
 
     async def open(self) -> None:
         def _open() -> Database:
@@ -48,7 +54,12 @@ class AsyncDatabase:
             raise RuntimeError("database is not open")
         loop = asyncio.get_running_loop()
         call = functools.partial(fn, self._db, *args, **kwargs)
-        return await loop.run_in_executor(self._executor, call)
+        try:
+            return await loop.run_in_executor(self._executor, call)
+        except StoreError as exc:
+            for observer in self._observers:
+                observer(exc)
+            raise
 
     async def close(self, *, checkpoint: bool = True) -> None:
         db, self._db = self._db, None
@@ -65,4 +76,4 @@ class AsyncDatabase:
                     db.close()
 
             await loop.run_in_executor(self._executor, _close)
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=False)  # idle now; never block the event loop on it

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from scheduler.errors import StoreError
+from scheduler.errors import (
+    StoreBusyError,
+    StoreConstraintError,
+    StoreCorruptError,
+    StoreError,
+    StoreFullError,
+    StoreIOError,
+    StoreReadOnlyError,
+    StoreValueError,
+)
 
 Row = dict[str, Any]
 BUSY_TIMEOUT_MS = 5000
@@ -25,31 +35,96 @@ def _dict_row(cursor: sqlite3.Cursor, row: Sequence[Any]) -> Row:
     return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
 
 
-def explain_sqlite_error(exc: sqlite3.Error, path: Path) -> str:
-    """Turn an SQLite error into a sentence that says what to do."""
+# SQLite's primary result codes (the low byte of an extended code) we tell apart.
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR = 5, 6, 8, 10
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_TOOBIG = 11, 13, 14, 18
+_SQLITE_CONSTRAINT, _SQLITE_NOTADB = 19, 26
+
+CORRUPT_FIX = (
+    "stop every process that uses it, then restore the latest backup, or salvage what is left "
+    "with: sqlite3 {path} .recover | sqlite3 {path}.recovered"
+)
+
+
+def _primary_code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
+def translate_error(exc: BaseException, path: Path) -> StoreError:
+    """The project's error for anything SQLite (or binding a value for it) can raise: its class
+    says how to react, its message what a person can do."""
+    if isinstance(exc, OverflowError):
+        return StoreValueError(f"a number is too large to store in {path} (over 64 bits): {exc}")
+    if isinstance(exc, UnicodeError):
+        return StoreValueError(f"a text is not valid Unicode and cannot be stored in {path}: {exc}")
     text = str(exc)
     lowered = text.lower()
-    if "database or disk is full" in lowered or "disk is full" in lowered:
-        return f"the disk holding {path} is full; free space and retry (nothing was written)"
-    if "readonly" in lowered or "read-only" in lowered:
-        return f"{path} is read-only for this user; check its permissions and those of its directory"
-    if "locked" in lowered or "busy" in lowered:
-        return f"{path} stayed locked by another writer for {BUSY_TIMEOUT_MS} ms; retry the command"
-    if "unable to open" in lowered:
-        return f"cannot open {path}: check that its directory exists and is writable"
-    if "malformed" in lowered or "not a database" in lowered:
-        return f"{path} is not a readable scheduler database ({text})"
-    return f"database error on {path}: {text}"
+    code = _primary_code(exc) if isinstance(exc, sqlite3.Error) else None
+    if code == _SQLITE_FULL or "disk is full" in lowered:
+        return StoreFullError(f"the disk holding {path} is full; free space and retry (nothing was written)")
+    if code == _SQLITE_READONLY or "readonly" in lowered or "read-only" in lowered:
+        return StoreReadOnlyError(
+            f"{path} is read-only for this user; check its permissions and those of its directory"
+        )
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or "locked" in lowered or "busy" in lowered:
+        return StoreBusyError(f"{path} stayed locked by another writer for {BUSY_TIMEOUT_MS} ms; retry")
+    if code == _SQLITE_CANTOPEN or "unable to open" in lowered:
+        return StoreError(f"cannot open {path}: check that its directory exists and is writable")
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "malformed" in lowered or "not a database" in lowered:
+        return StoreCorruptError(
+            f"{path} is damaged or not a scheduler database ({text}); " + CORRUPT_FIX.format(path=path)
+        )
+    if code == _SQLITE_CONSTRAINT or isinstance(exc, sqlite3.IntegrityError):
+        return StoreConstraintError(f"a write to {path} broke a database constraint: {text}")
+    if code == _SQLITE_TOOBIG or isinstance(exc, sqlite3.DataError):
+        return StoreValueError(f"a value is too large to store in {path}: {text}")
+    if code == _SQLITE_IOERR:
+        return StoreIOError(f"the operating system failed a read or write of {path} ({text}); "
+                            "check the disk and the kernel log")
+    return StoreError(f"database error on {path}: {text}")
+
+
+# What binding a Python value for SQLite can raise besides sqlite3.Error.
+_STORE_FAILURES = (sqlite3.Error, OverflowError, UnicodeError)
 
 
 def _create_private_file(path: Path) -> None:
-    """Create the DB file 0600 before SQLite does, so it never exists with looser bits."""
+    """Create a new, valid, empty database at ``path``, 0600, in one step: it is written under a
+    temporary name and linked into place, so the path never holds a half-made (0-byte) file and
+    two processes creating it at once end up sharing one. A 0-byte file at the path is then
+    never ours, and is refused rather than taken for a new database."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
+    if path.exists():
         return
-    os.close(fd)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
+    os.close(fd)  # mkstemp makes it 0600
+    temp = Path(temp_name)
+    try:
+        conn = sqlite3.connect(temp_name, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")  # writes the header: a non-empty file
+        finally:
+            conn.close()
+        with suppress(FileExistsError):
+            os.link(temp, path)
+    finally:
+        for leftover in (temp, temp.with_name(temp.name + "-wal"), temp.with_name(temp.name + "-shm")):
+            with suppress(FileNotFoundError):
+                leftover.unlink()
+
+
+def _refuse_empty_file(path: Path) -> None:
+    try:
+        empty = path.stat().st_size == 0
+    except OSError:
+        return
+    wal = path.with_name(path.name + "-wal")
+    if empty and not (wal.exists() and wal.stat().st_size > 0):
+        raise StoreCorruptError(
+            f"{path} is an empty file (0 bytes), not a scheduler database. If it held your jobs, "
+            "restore it from a backup; to start with a new database, delete the file and run again"
+        )
 
 
 class Database:
@@ -70,6 +145,7 @@ class Database:
                     _create_private_file(path)
                 elif not path.exists():
                     raise StoreError(f"no scheduler database at {path}")
+                _refuse_empty_file(path)
             conn = sqlite3.connect(
                 str(path),
                 timeout=BUSY_TIMEOUT_MS / 1000,
@@ -83,7 +159,7 @@ class Database:
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         except sqlite3.Error as exc:
-            raise StoreError(explain_sqlite_error(exc, path)) from None
+            raise translate_error(exc, path) from None
         except OSError as exc:
             raise StoreError(f"cannot create {path}: {exc.strerror or exc}") from None
         return cls(path, conn)
@@ -94,19 +170,18 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` … ``COMMIT``: the write lock is taken up front, so a claim that
-        reads then writes cannot interleave with another process's claim."""
+        reads then writes cannot interleave with another process's claim. Whatever SQLite raises,
+        at any step, leaves as a ``StoreError`` subclass, with the transaction rolled back."""
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StoreError(explain_sqlite_error(exc, self.path)) from None
+            raise translate_error(exc, self.path) from None
         try:
             yield self.conn
             self.conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except _STORE_FAILURES as exc:
             self._rollback()
-            if isinstance(exc, sqlite3.IntegrityError):
-                raise
-            raise StoreError(explain_sqlite_error(exc, self.path)) from None
+            raise translate_error(exc, self.path) from None
         except BaseException:
             self._rollback()
             raise
@@ -119,14 +194,14 @@ class Database:
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
         try:
             return list(self.conn.execute(sql, params).fetchall())
-        except sqlite3.Error as exc:
-            raise StoreError(explain_sqlite_error(exc, self.path)) from None
+        except _STORE_FAILURES as exc:
+            raise translate_error(exc, self.path) from None
 
     def query_one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Row | None:
         try:
             row: Row | None = self.conn.execute(sql, params).fetchone()
-        except sqlite3.Error as exc:
-            raise StoreError(explain_sqlite_error(exc, self.path)) from None
+        except _STORE_FAILURES as exc:
+            raise translate_error(exc, self.path) from None
         return row
 
     def scalar(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
@@ -139,3 +214,22 @@ class Database:
 
     def checkpoint(self, mode: str = "PASSIVE") -> None:
         self.query(f"PRAGMA wal_checkpoint({mode})")
+
+    def integrity_problems(self, *, quick: bool = False, limit: int = 5) -> list[str]:
+        """What ``PRAGMA integrity_check`` (or the faster ``quick_check``) finds; [] when sound.
+        A file too damaged to be read at all is one problem, not an exception."""
+        pragma = "quick_check" if quick else "integrity_check"
+        try:
+            rows = self.conn.execute(f"PRAGMA {pragma}({int(limit)})").fetchall()
+        except sqlite3.Error as exc:
+            return [str(exc)]
+        found = [str(next(iter(row.values()))) for row in rows]
+        return [] if found == ["ok"] else found
+
+    def file_identity(self) -> tuple[int, int] | None:
+        """(device, inode) of the database path now; None when nothing is there."""
+        try:
+            info = os.stat(self.path)
+        except OSError:
+            return None
+        return info.st_dev, info.st_ino

@@ -54,6 +54,9 @@ class Finished:
     job: Row | None  # the job afterwards; None if deleted (by the user or delete_after_run)
     retry: Row | None  # the retry queue row, when one was scheduled
     message: Row | None = None  # the outbound delivery recorded with it
+    # False when there was no running run left to end: its job was deleted meanwhile (the run
+    # went with it) or another process already ended it. Nothing else was then written.
+    recorded: bool = True
 
 
 def finish_runs(db: Database, finishes: Sequence[Finish], policy: FinishPolicy) -> list[Finished]:
@@ -66,11 +69,14 @@ def finish_runs(db: Database, finishes: Sequence[Finish], policy: FinishPolicy) 
 def _finish_one(conn: sqlite3.Connection, finish: Finish, policy: FinishPolicy) -> Finished:
     claim, columns, now_text = finish.claim, finish.columns, policy.now_text
     assignments = "".join(f", {name} = ?" for name in columns)
-    conn.execute(
+    ended = conn.execute(
         "UPDATE runs SET status = ?, finished_at = ?, duration_ms = ?, last_heartbeat = ?"
         f"{assignments} WHERE id = ? AND status = 'running'",
         [finish.status, now_text, finish.duration_ms, now_text, *columns.values(), claim.run["id"]],
     )
+    if ended.rowcount == 0:
+        # Ending it again would deliver, retry or count it twice; a deleted job took its runs.
+        return Finished(job=None, retry=None, recorded=False)
     if claim.dispatch_id:
         queue.close(conn, claim.dispatch_id, "done", now_text)
     message = None
@@ -171,3 +177,18 @@ def _update_job_after_run(
     assignments = ", ".join(f"{name} = ?" for name in patch)
     conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*patch.values(), job["id"]])
     return _reload(conn, job["id"])
+
+
+def record_unrecordable(db: Database, claim: Claim, message: str, now_text: str) -> bool:
+    """End a run whose real result could not be written (``finish_runs`` refused it): status
+    ``error`` with ``message``, its queue row closed; no delivery, retry or job update, which are
+    what may have failed. False when the run was no longer running."""
+    with db.transaction() as conn:
+        ended = conn.execute(
+            "UPDATE runs SET status = 'error', finished_at = ?, last_heartbeat = ?, error_message = ?, "
+            "duration_ms = COALESCE(duration_ms, 0) WHERE id = ? AND status = 'running'",
+            (now_text, now_text, message, claim.run["id"]),
+        ).rowcount
+        if ended and claim.dispatch_id:
+            queue.close(conn, claim.dispatch_id, "done", now_text)
+    return ended > 0

@@ -41,6 +41,17 @@ def is_claimed(conn: sqlite3.Connection, key: str) -> bool:
     return row is not None and row["status"] == "claimed"
 
 
+def claimed_before_clock_step(conn: sqlite3.Connection, key: str, now_text: str) -> bool:
+    """The key was claimed at a wall time later than now: only a wall clock stepped back since
+    can do that. The same wall instant then names a new occurrence, an hour (or whatever the
+    step was) after the one that fired under the old clock, and may run."""
+    row = conn.execute(
+        "SELECT 1 FROM idempotency_ledger WHERE key = ? AND status = 'claimed' AND claimed_at > ?",
+        (key, now_text),
+    ).fetchone()
+    return row is not None
+
+
 def claim(
     conn: sqlite3.Connection, key: str, job_id: str, run_id: str, now_text: str, one_shot: bool
 ) -> bool:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from scheduler.errors import NotFoundError, ValidationError
+from scheduler.errors import NotFoundError, StoreConstraintError, ValidationError
 from scheduler.store.db import Database, Row
 from scheduler.store.migrations import _expected_columns
 
@@ -26,7 +25,7 @@ def _check_columns(names: Mapping[str, Any], *, allow_immutable: bool) -> None:
             raise ValidationError(f'"{name}" is not a writable job field')
 
 
-def _explain_integrity(exc: sqlite3.IntegrityError) -> ValidationError:
+def _explain_integrity(exc: StoreConstraintError) -> ValidationError:
     text = str(exc)
     if "UNIQUE" in text and "jobs.id" in text:
         return ValidationError("a job with this id already exists")
@@ -34,7 +33,7 @@ def _explain_integrity(exc: sqlite3.IntegrityError) -> ValidationError:
         return ValidationError(
             'delivery_to is required when delivery_mode is "announce" or "announce-always"'
         )
-    return ValidationError(f"the job violates a database constraint: {text}")
+    return ValidationError(f"the job violates a database constraint: {text.split(': ', 1)[-1]}")
 
 
 def insert_job(db: Database, row: Mapping[str, Any]) -> Row:
@@ -50,7 +49,7 @@ def insert_job(db: Database, row: Mapping[str, Any]) -> Row:
             if parent and conn.execute("SELECT 1 FROM jobs WHERE id = ?", (parent,)).fetchone() is None:
                 raise ValidationError(f"parent job does not exist: {parent}")
             conn.execute(sql, [row[n] for n in names])
-    except sqlite3.IntegrityError as exc:
+    except StoreConstraintError as exc:
         raise _explain_integrity(exc) from None
     return require_job(db, str(row["id"]))
 
@@ -89,7 +88,7 @@ def update_job(db: Database, job_id: str, columns: Mapping[str, Any], now_text: 
             )
             if cursor.rowcount == 0:
                 raise NotFoundError(f"Job not found: {job_id}")
-    except sqlite3.IntegrityError as exc:
+    except StoreConstraintError as exc:
         raise _explain_integrity(exc) from None
     return require_job(db, job_id)
 

@@ -12,8 +12,7 @@ import sqlite3
 from functools import lru_cache
 from importlib import resources
 
-from scheduler.errors import StoreError
-from scheduler.store.db import Database, explain_sqlite_error
+from scheduler.store.db import Database, translate_error
 
 # The reference records versions 1..23 in schema_migrations; we keep that ledger identical.
 REFERENCE_SCHEMA_VERSION = 23
@@ -95,7 +94,7 @@ def migrate(db: Database) -> None:
             )
             conn.execute(f"PRAGMA user_version = {SCHEMA_REVISION}")
     except sqlite3.Error as exc:
-        raise StoreError(explain_sqlite_error(exc, db.path)) from None
+        raise translate_error(exc, db.path) from None
 
 
 def _is_current(db: Database) -> bool:

@@ -8,13 +8,15 @@ is not run again (an at-job whose only occurrence crashed is disabled).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from scheduler.store import idempotency as ledger
 from scheduler.store import queue
 from scheduler.store.claims import Claim, Source
 from scheduler.store.db import Database, Row
+from scheduler.timeutil import from_sqlite, to_sqlite
 
 CRASH_MESSAGE = "the daemon stopped while this run was in progress (found at start-up)"
 
@@ -99,3 +101,45 @@ def unwatched_stale_runs(
         run.pop("dispatch_kind", None)
         claims.append(Claim(run=run, job=job, source=source, dispatch_id=run["dispatch_queue_id"]))
     return claims
+
+
+# The next fire time of a cron job strictly after an instant (stored UTC text), or None.
+NextFireAfter = Callable[[Row, str], str | None]
+
+
+def _earlier_by(value: str, seconds: float, floor: str) -> str:
+    return max(floor, to_sqlite(from_sqlite(value) - timedelta(seconds=seconds)))
+
+
+def shift_back_after_clock_step(
+    db: Database, seconds: float, now_text: str, next_fire_after: NextFireAfter
+) -> int:
+    """The wall clock was stepped back by ``seconds``: every future instant the daemon computed
+    from the old clock (cron fire times, retry and delivery due times) lies that much too far
+    ahead. Bring each back by the step (never before now), cron jobs onto their own grid, so
+    nothing waits out the step. Returns how many rows moved."""
+    moved = 0
+    with db.transaction() as conn:
+        jobs = conn.execute(
+            "SELECT * FROM jobs WHERE enabled = 1 AND parent_id IS NULL AND schedule_kind = 'cron' "
+            "AND schedule_cron IS NOT NULL AND next_run_at > ?",
+            (now_text,),
+        ).fetchall()
+        for job in jobs:
+            start = _earlier_by(job["next_run_at"], seconds, now_text)
+            fire = next_fire_after(job, to_sqlite(from_sqlite(start) - timedelta(seconds=1)))
+            if fire is not None and fire < job["next_run_at"]:
+                conn.execute("UPDATE jobs SET next_run_at = ? WHERE id = ?", (fire, job["id"]))
+                moved += 1
+        for table, column, where in (
+            ("job_dispatch_queue", "scheduled_for", "status = 'pending'"),
+            ("messages", "next_attempt_at", "status = 'pending'"),
+        ):
+            rows = conn.execute(
+                f"SELECT id, {column} AS due FROM {table} WHERE {where} AND {column} > ?", (now_text,)
+            ).fetchall()
+            for row in rows:
+                conn.execute(f"UPDATE {table} SET {column} = ? WHERE id = ?",
+                             (_earlier_by(row["due"], seconds, now_text), row["id"]))
+            moved += len(rows)
+    return moved

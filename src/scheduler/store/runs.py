@@ -74,3 +74,14 @@ def beat(db: Database, run_ids: Iterable[str], now_text: str) -> None:
             "UPDATE runs SET last_heartbeat = ? WHERE id = ? AND status = 'running'",
             [(now_text, run_id) for run_id in ids],
         )
+
+
+def statuses(db: Database, run_ids: Iterable[str]) -> dict[str, str]:
+    """``{run id: status}`` for those of ``run_ids`` that still exist (a deleted job takes its
+    runs with it)."""
+    ids = list(run_ids)
+    if not ids:
+        return {}
+    marks = ", ".join("?" for _ in ids)
+    rows = db.query(f"SELECT id, status FROM runs WHERE id IN ({marks})", ids)
+    return {str(row["id"]): str(row["status"]) for row in rows}
