@@ -21,7 +21,7 @@ from typing import Any
 from scheduler import __version__, cron
 from scheduler.config import Settings
 from scheduler.engine import lock as daemon_lock
-from scheduler.engine.clock import ClockWatch
+from scheduler.engine.clock import STEP_TOLERANCE_S, ClockWatch
 from scheduler.engine.delivery import OutboundSender
 from scheduler.engine.orphans import kill_processes_of_runs
 from scheduler.engine.recorder import Recorder
@@ -301,6 +301,7 @@ class Daemon:
                 self.log.warning("run.orphan_killed", run_id=run_id, pid=pid)
         for job in await self.db.run(recovery.jobs_missing_next_run):
             await self.db.run(recovery.set_next_run, job["id"], self._next_fire_text(job))
+        await self._catch_up_with_a_clock_stepped_back()
         unsupported = await self.db.run(claim_store.jobs_without_strategy, self.targets)
         if unsupported:
             self.log.warning(
@@ -310,6 +311,22 @@ class Daemon:
                 note="these jobs stay due until a strategy for their target is available",
             )
         self._data_version = await self.db.run(Database.data_version)
+
+    async def _catch_up_with_a_clock_stepped_back(self) -> None:
+        """Runs recorded later than now: the clock went back while no daemon watched it."""
+        latest = await self.db.run(recovery.latest_recorded_instant)
+        if latest is None:
+            return
+        behind = (from_sqlite(latest) - utcnow()).total_seconds()
+        if behind >= STEP_TOLERANCE_S:
+            self.log.warning("clock.behind_database", seconds=round(behind, 3), latest_record=latest)
+            await self._shift_back(behind)
+
+    async def _shift_back(self, seconds: float) -> None:
+        moved = await self.db.run(recovery.shift_back_after_clock_step, seconds, sqlite_now(),
+                                  self._next_fire_after)
+        self.log.info("clock.due_times_moved", seconds=round(seconds, 3), rows=moved)
+        self.wake.set()
 
     async def _serve(self) -> None:
         sender = OutboundSender(
@@ -683,14 +700,11 @@ class Daemon:
             if behind <= 0:
                 continue
             try:
-                moved = await self.db.run(recovery.shift_back_after_clock_step, behind, sqlite_now(),
-                                          self._next_fire_after)
+                await self._shift_back(behind)
             except SchedulerError as exc:
                 self.log.warning("clock.shift_failed", error=str(exc), retry_in_s=CLOCK_CHECK_S)
                 continue
-            self.log.info("clock.due_times_moved", seconds=round(behind, 3), rows=moved)
             behind = 0.0
-            self.wake.set()
 
     # -- database trouble --------------------------------------------------------------------
 

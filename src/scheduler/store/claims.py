@@ -217,8 +217,6 @@ def _claim_occurrence(
     occurrence = job["schedule_at"] if is_at and job["schedule_at"] else scheduled
     key = ledger.occurrence_key(job["id"], occurrence)
     missed = _missed_by_s(job, scheduled, now_text)
-    if ledger.claimed_before_clock_step(conn, key, now_text):
-        ledger.release_in(conn, key, now_text)
     if ledger.is_claimed(conn, key):
         _skip(conn, job, now_text, batch, f"fire time {scheduled} UTC already claimed (key {key})")
         return

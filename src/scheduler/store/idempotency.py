@@ -41,15 +41,14 @@ def is_claimed(conn: sqlite3.Connection, key: str) -> bool:
     return row is not None and row["status"] == "claimed"
 
 
-def claimed_before_clock_step(conn: sqlite3.Connection, key: str, now_text: str) -> bool:
-    """The key was claimed at a wall time later than now: only a wall clock stepped back since
-    can do that. The same wall instant then names a new occurrence, an hour (or whatever the
-    step was) after the one that fired under the old clock, and may run."""
-    row = conn.execute(
-        "SELECT 1 FROM idempotency_ledger WHERE key = ? AND status = 'claimed' AND claimed_at > ?",
-        (key, now_text),
-    ).fetchone()
-    return row is not None
+def release_claimed_after(conn: sqlite3.Connection, now_text: str) -> int:
+    """Release keys claimed at a wall time later than now: only a wall clock stepped back since
+    can do that, and the instants they name will come round again as new occurrences."""
+    return conn.execute(
+        "UPDATE idempotency_ledger SET status = 'released', released_at = ? "
+        "WHERE status = 'claimed' AND claimed_at > ?",
+        (now_text, now_text),
+    ).rowcount
 
 
 def claim(

@@ -117,9 +117,12 @@ def shift_back_after_clock_step(
     """The wall clock was stepped back by ``seconds``: every future instant the daemon computed
     from the old clock (cron fire times, retry and delivery due times) lies that much too far
     ahead. Bring each back by the step (never before now), cron jobs onto their own grid, so
-    nothing waits out the step. Returns how many rows moved."""
+    nothing waits out the step; and release the ledger keys claimed under the old clock in the
+    stretch of wall time that now comes round again, so jobs keep their cadence through it.
+    Returns how many rows changed."""
     moved = 0
     with db.transaction() as conn:
+        moved += ledger.release_claimed_after(conn, now_text)
         jobs = conn.execute(
             "SELECT * FROM jobs WHERE enabled = 1 AND parent_id IS NULL AND schedule_kind = 'cron' "
             "AND schedule_cron IS NOT NULL AND next_run_at > ?",
@@ -143,3 +146,13 @@ def shift_back_after_clock_step(
                              (_earlier_by(row["due"], seconds, now_text), row["id"]))
             moved += len(rows)
     return moved
+
+
+def latest_recorded_instant(db: Database) -> str | None:
+    """The latest wall time any run or ledger claim was recorded at: later than now means the
+    clock was stepped back while no daemon watched it."""
+    value = db.scalar(
+        "SELECT MAX(t) FROM (SELECT MAX(started_at) AS t FROM runs "
+        "UNION ALL SELECT MAX(claimed_at) FROM idempotency_ledger)"
+    )
+    return None if value is None else str(value)
