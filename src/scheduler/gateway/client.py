@@ -41,6 +41,7 @@ import httpx
 
 from scheduler import __version__, logs
 from scheduler.errors import ConfigError, SchedulerError, ValidationError
+from scheduler.textutil import js_regex
 
 SESSION_KEY_HEADER = "x-openclaw-session-key"
 AGENT_ID_HEADER = "x-openclaw-agent-id"
@@ -51,8 +52,10 @@ WRITE_SCOPE = "operator.write"
 
 #: Statuses that mean "try again later" rather than "this request is wrong".
 BUSY_STATUSES = frozenset({429, 503, 529})
-#: The reference's ``isDrainError`` patterns (features.md §4.8).
-DRAIN_PATTERN = re.compile(r"gateway\s+is\s+draining|new\s+tasks\s+are\s+not\s+accepted", re.IGNORECASE)
+#: The reference's ``isDrainError`` patterns (features.md §4.8), as JavaScript regex sources: the
+#: one definition, also used by the reply verdicts (``strategies/reply.py``).
+DRAIN_SOURCES = (r"gateway\s+is\s+draining", r"new\s+tasks\s+are\s+not\s+accepted")
+DRAIN_PATTERN = js_regex("|".join(DRAIN_SOURCES))
 #: Session namespaces the gateway keeps for itself; a chat-completions key using one gets a 400.
 RESERVED_SESSION_NAMESPACES = ("subagent", "cron", "acp")
 
