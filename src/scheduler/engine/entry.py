@@ -7,7 +7,12 @@ so the service manager restarts the daemon.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scheduler.config import Settings
 
 
 def daemon_main() -> int:
@@ -18,8 +23,7 @@ def daemon_main() -> int:
         from scheduler.config import load_settings
 
         settings = load_settings()
-        token = settings.gateway_token.get_secret_value() if settings.gateway_token else ""
-        logs.configure(debug=settings.debug, secrets=[token])
+        logs.configure(debug=settings.debug, secrets=_secrets_to_redact(settings))
         from scheduler.engine.daemon import run_daemon
 
         return run_daemon(settings)
@@ -36,3 +40,16 @@ def daemon_main() -> int:
         sys.stderr.write("openclaw-scheduler: internal error, daemon stopped\n")
         traceback.print_exc()
         return 70
+
+
+def _secrets_to_redact(settings: Settings) -> list[str]:
+    """Every credential the daemon holds: the token (variable or file) and the URL's password."""
+    from urllib.parse import urlsplit
+
+    from scheduler.gateway.client import resolve_token
+
+    env_token = settings.gateway_token.get_secret_value() if settings.gateway_token else None
+    secrets = [resolve_token(env_token, settings.gateway_token_path) or ""]
+    with contextlib.suppress(ValueError):  # unparsable: the gateway client refuses it in one line
+        secrets.append(urlsplit(settings.gateway_url).password or "")
+    return [secret for secret in secrets if secret]
