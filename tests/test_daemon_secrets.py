@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from conftest import query, wait_until
+import pytest
+
+from conftest import query, shell_job, wait_until
 from fakegateway import CHAT, FakeGateway
 
 TOKEN = "tok-7f3a9c-never-shown"
@@ -50,3 +54,36 @@ def test_every_log_line_is_json_and_no_credential_reaches_it(cli, daemon, db_pat
     # The token, not the URL's credentials, authenticated the turn: it took the header.
     assert run["status"] == "ok", run["error_message"]
     assert gateway.requests_to(CHAT)[0].headers["authorization"] == f"Bearer {TOKEN}"
+
+
+def _reads_of_daemon_environ(out: Path) -> str:
+    # Three ways a job could read its parent's environment; each writes what it saw.
+    return (f"cat /proc/$PPID/environ > {out}.cat; "
+            f"tr '\\0' '\\n' < /proc/$PPID/environ > {out}.tr; "
+            f"echo \"allowed=$ALLOWED_TOKEN token=$OPENCLAW_GATEWAY_TOKEN other=$MY_DB_PASSWORD\"")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc and prctl are Linux")
+def test_a_shell_job_cannot_read_the_token_from_the_daemon(cli, daemon, db_path, tmp_path) -> None:
+    out = tmp_path / "environ"
+    d = daemon(env={"OPENCLAW_GATEWAY_TOKEN": TOKEN, "MY_DB_PASSWORD": OTHER_SECRET,
+                    "ALLOWED_TOKEN": ALLOWED_VALUE, "SCHEDULER_SHELL_ENV_ALLOW": "ALLOWED_TOKEN",
+                    "SCHEDULER_DEBUG": "1"})
+    job = add(cli, shell_job(payload_message=_reads_of_daemon_environ(out), delete_after_run=0), "--in", "1s")
+    (run,) = wait_until(lambda: finished(db_path, job["id"]), timeout=20)
+    own_view = Path(f"/proc/{d.pid}/environ").read_bytes()
+    assert d.stop() == 0
+
+    seen = {kind: Path(f"{out}.{kind}").read_bytes() for kind in ("cat", "tr")}
+    if os.geteuid() == 0:
+        # root may still open the file: what it shows must no longer hold the secrets.
+        assert b"SCHEDULER_DB=" in seen["cat"] and b"SCHEDULER_DB=" in seen["tr"]
+    for text in (*seen.values(), own_view, run["shell_stdout"].encode(), *(s.encode() for s in d.lines)):
+        assert TOKEN.encode() not in text
+        assert OTHER_SECRET.encode() not in text
+    # What the allow-list passes still reaches the job; the token never does.
+    assert run["shell_stdout"].strip() == f"allowed={ALLOWED_VALUE} token= other="
+    (hardened,) = d.events("daemon.hardened")
+    assert hardened["dumpable"] is False and hardened["environ_block_wiped"] is True
+    assert {"OPENCLAW_GATEWAY_TOKEN", "MY_DB_PASSWORD"} <= set(hardened["cleared_variables"])
+    assert "ALLOWED_TOKEN" not in hardened["cleared_variables"]

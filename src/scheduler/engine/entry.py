@@ -1,4 +1,4 @@
-"""The daemon's process entry: read the settings, set up logging, run until stopped.
+"""The daemon's process entry: read the settings, set up logging, harden the process, run.
 
 ``python -m scheduler`` (no arguments) and ``openclaw-scheduler start`` both come here. A problem
 a user can fix is one line on stderr and its exit code; a bug keeps its traceback and exits 70,
@@ -24,6 +24,7 @@ def daemon_main() -> int:
 
         settings = load_settings()
         logs.configure(debug=settings.debug, secrets=_secrets_to_redact(settings))
+        _harden(settings)
         from scheduler.engine.daemon import run_daemon
 
         return run_daemon(settings)
@@ -53,3 +54,15 @@ def _secrets_to_redact(settings: Settings) -> list[str]:
     with contextlib.suppress(ValueError):  # unparsable: the gateway client refuses it in one line
         secrets.append(urlsplit(settings.gateway_url).password or "")
     return [secret for secret in secrets if secret]
+
+
+def _harden(settings: Settings) -> None:
+    from scheduler import logs
+    from scheduler.engine.hardening import harden_process
+
+    done = harden_process(settings.shell_env_allow)
+    # Debug only: a daemon that stops at start (lock held, bad database) says one line, not two.
+    logs.get("scheduler.daemon").debug(
+        "daemon.hardened", cleared_variables=list(done.cleared),
+        environ_block_wiped=done.environ_block_wiped, dumpable=done.dumpable,
+    )
