@@ -87,3 +87,24 @@ def test_a_shell_job_cannot_read_the_token_from_the_daemon(cli, daemon, db_path,
     assert hardened["dumpable"] is False and hardened["environ_block_wiped"] is True
     assert {"OPENCLAW_GATEWAY_TOKEN", "MY_DB_PASSWORD"} <= set(hardened["cleared_variables"])
     assert "ALLOWED_TOKEN" not in hardened["cleared_variables"]
+
+
+SHADOWS = ("json", "uuid", "secrets", "sqlite3", "httpx")
+
+
+def test_modules_in_the_working_directory_are_not_imported(cli, daemon, db_path, tmp_path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    marker = tmp_path / "imported"
+    for name in SHADOWS:
+        (workdir / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write({name!r} + '\\n')\n")
+    monkeypatch.chdir(workdir)  # the daemon and the CLI inherit it
+
+    d = daemon(env={"OPENCLAW_GATEWAY_TOKEN": TOKEN})
+    job = add(cli, shell_job(payload_message="pwd", delete_after_run=0), "--in", "1s")
+    (run,) = wait_until(lambda: finished(db_path, job["id"]), timeout=20)
+    assert d.stop() == 0
+
+    assert run["status"] == "ok" and run["shell_stdout"].strip() == str(workdir)
+    assert not marker.exists(), f"imported from the working directory: {marker.read_text().split()}"
