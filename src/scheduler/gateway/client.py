@@ -151,10 +151,17 @@ class _Answer:
 
     @property
     def text(self) -> str:
+        return self.text_of(self.body)
+
+    def excerpt(self, size: int) -> str:
+        """The text of the body's first ``size`` bytes (a 16 MiB body is not decoded for 200 characters)."""
+        return self.text_of(self.body[:size])
+
+    def text_of(self, data: bytearray) -> str:
         try:
-            return self.body.decode(self.charset or "utf-8", errors="replace")
+            return data.decode(self.charset or "utf-8", errors="replace")
         except LookupError:  # a charset Python does not know
-            return self.body.decode("utf-8", errors="replace")
+            return data.decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True)
@@ -612,7 +619,6 @@ class GatewayClient:
             status=status, gateway_message="",
         )
 
-
     def _raise_for_status(self, answer: _Answer, what: str) -> None:
         status = answer.status
         if 200 <= status < 300:
@@ -635,7 +641,8 @@ class GatewayClient:
         try:
             return json.loads(answer.body)
         except (ValueError, RecursionError):
-            excerpt = self._scrub(_one_line(answer.text[:200])) or "(empty body)"
+            # Scrubbed before it is cut, so no part of a token survives at the cut.
+            excerpt = _one_line(self._scrub(answer.excerpt(1024)), 200) or "(empty body)"
             raise GatewayRejected(
                 f"gateway answered {what} ({answer.status}) with a body that is not JSON: {excerpt}",
                 status=answer.status, gateway_message=excerpt,
