@@ -5,7 +5,8 @@ It behaves like the real gateway 2026.9.6 where the scheduler can tell (openclaw
 keys, reserved namespaces refused, no ``x-openclaw-session-key`` response header unless
 ``echo_session_key``); ``POST /tools/invoke`` with ``sessions_list`` (the
 ``result.details.sessions`` shape) and ``message`` (deliveries recorded); 401 on a wrong or
-missing token when one is configured.
+missing token when one is configured. :meth:`Reply.streamed` answers with a body sent piece by
+piece: endless, huge, or stalling, as a runaway server would.
 
 Every request is recorded. Behaviour is scripted per endpoint (``"/health"``,
 ``"/v1/chat/completions"``, ``"/tools/invoke"``, or ``"tool:<name>"`` for one tool) with a queue
@@ -25,7 +26,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -68,6 +69,12 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     drop: bool = False  # close the connection without answering (after ``delay_s``)
+    #: Send the body as these pieces instead of ``body``: chunked, or raw after a Content-Length
+    #: of ``content_length`` (which may promise more than is sent).
+    chunks: Iterable[bytes] | None = None
+    content_length: int | None = None
+    #: After the body, keep the connection open without a word until the gateway goes down.
+    hold_open: bool = False
 
     @classmethod
     def error(cls, status: int, message: str, type_: str = "api_error", **kwargs: Any) -> Reply:
@@ -77,6 +84,12 @@ class Reply:
     @classmethod
     def dropped(cls, delay_s: float = 0.0) -> Reply:
         return cls(drop=True, delay_s=delay_s)
+
+    @classmethod
+    def streamed(cls, chunks: Iterable[bytes], *, status: int = 200, content_length: int | None = None,
+                 hold_open: bool = False) -> Reply:
+        """A body written piece by piece (``itertools.repeat(piece)`` never ends)."""
+        return cls(status, chunks=chunks, content_length=content_length, hold_open=hold_open)
 
 
 Script = Reply | Callable[[RecordedRequest], "Reply | None"]
@@ -306,7 +319,41 @@ class FakeGateway:
             with contextlib.suppress(OSError):
                 handler.connection.shutdown(socket.SHUT_RDWR)
             return
-        self._write(handler, reply)
+        if reply.chunks is not None:
+            self._write_streamed(handler, reply, stopped)
+        else:
+            self._write(handler, reply)
+
+    @staticmethod
+    def _write_streamed(handler: BaseHTTPRequestHandler, reply: Reply, stopped: threading.Event) -> None:
+        assert reply.chunks is not None
+        chunked = reply.content_length is None
+        headers = {"Content-Type": "application/json", **reply.headers}
+        if chunked:
+            headers["Transfer-Encoding"] = "chunked"
+        else:
+            headers["Content-Length"] = str(reply.content_length)
+        try:
+            handler.send_response(reply.status)
+            for name, value in headers.items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            for piece in reply.chunks:
+                if stopped.is_set():
+                    break
+                if chunked:
+                    handler.wfile.write(f"{len(piece):x}\r\n".encode())
+                handler.wfile.write(piece)
+                if chunked:
+                    handler.wfile.write(b"\r\n")
+            if reply.hold_open:
+                stopped.wait(60)
+            elif chunked:
+                handler.wfile.write(b"0\r\n\r\n")
+            handler.wfile.flush()
+        except OSError:
+            pass  # the client stopped reading and closed the connection: what the tests want
+        handler.close_connection = True
 
     @staticmethod
     def _write(handler: BaseHTTPRequestHandler, reply: Reply) -> None:

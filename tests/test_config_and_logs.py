@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,21 @@ import structlog
 from scheduler import logs
 from scheduler.config import load_settings
 from scheduler.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def stdlib_logging() -> Iterator[None]:
+    """Put the logging module back as it was after a test that configures our logs."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    library_levels = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, value in library_levels.items():
+        logging.getLogger(name).setLevel(value)
+    logging.captureWarnings(False)
+    structlog.reset_defaults()
 
 
 def test_defaults_match_the_reference(tmp_path: Path) -> None:
@@ -99,6 +116,45 @@ def test_logs_redact_secret_fields_and_values() -> None:
     assert record["error"] == f"request failed with header Bearer {logs.REDACTED}"
     assert record["nested"] == {"detail": f"{logs.REDACTED}!"}
     structlog.reset_defaults()
+
+
+def test_logs_redact_credentials_in_any_url() -> None:
+    stream, log = _capture([])
+    log.info("event", url="https://ops:pa55@gw.example:8443/v1", note="see http://t0ken@host/x and http://plain/")
+    text = stream.getvalue()
+    assert "pa55" not in text and "t0ken" not in text
+    record = json.loads(text)
+    assert record["url"] == "https://[redacted]@gw.example:8443/v1"
+    assert record["note"] == "see http://[redacted]@host/x and http://plain/"
+    structlog.reset_defaults()
+
+
+def test_redact_url() -> None:
+    assert logs.redact_url("http://u:p@127.0.0.1:1/x?y=a@b") == "http://[redacted]@127.0.0.1:1/x?y=a@b"
+    assert logs.redact_url("http://127.0.0.1:1/a@b") == "http://127.0.0.1:1/a@b"
+    assert logs.redact_url("mail a@b.c") == "mail a@b.c"
+
+
+def test_stdlib_records_become_our_json_events_and_httpx_info_is_silent() -> None:
+    stream = io.StringIO()
+    logs.configure(secrets=["tok-abcdef"], json_lines=True, stream=stream)
+    logging.getLogger("httpx").info("HTTP Request: GET http://u:pw@127.0.0.1:1/health")
+    logging.getLogger("asyncio").warning("Task %s was slow, token tok-abcdef", "t1")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logging.getLogger("scheduler.strategies.shell").exception("shell run heartbeat failed")
+    logs.get("t").info("ours", field=1)
+
+    lines = stream.getvalue().splitlines()
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert [r["event"] for r in records][:2] == ["Task t1 was slow, token [redacted]",
+                                                 "shell run heartbeat failed"]
+    assert records[0]["level"] == "warning" and records[0]["logger"] == "asyncio"
+    assert "RuntimeError: boom" in records[1]["exception"]
+    assert records[2]["event"] == "ours" and records[2]["field"] == 1
+    assert len(records) == 3  # httpx's per-request line is not there
+    assert not any("HTTP Request" in line for line in lines)
 
 
 def test_daemon_reports_an_unwritable_database_directory_in_one_line(tmp_path: Path) -> None:

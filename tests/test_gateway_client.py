@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import itertools
+import json
 import socket
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -16,6 +20,8 @@ import pytest
 from fakegateway import CHAT, HEALTH, INVOKE, FakeGateway, RecordedRequest, Reply, fake_gateway
 from scheduler.errors import ConfigError, SchedulerError, ValidationError
 from scheduler.gateway.client import (
+    HEALTH_TIMEOUT_S,
+    MAX_REPLY_BYTES,
     ChatReply,
     GatewayBusy,
     GatewayClient,
@@ -33,6 +39,7 @@ from scheduler.gateway.client import (
 __all__ = ["fake_gateway"]  # a fixture, imported for pytest to find by name
 
 TOKEN = "tok-9f8e7d6c5b4a-SECRET"
+MiB = 1024 * 1024
 
 
 @pytest.fixture
@@ -315,6 +322,162 @@ async def test_wait_until_reachable(fake_gateway: FakeGateway, client: GatewayCl
     loop = asyncio.get_running_loop()
     loop.call_later(0.3, fake_gateway.up)
     assert await client.wait_until_reachable(timeout_s=5, interval_s=0.1)
+
+
+async def test_health_never_answered_is_false_within_its_documented_timeout(
+        fake_gateway: FakeGateway, client: GatewayClient) -> None:
+    # A gateway that accepts the connection and never answers.
+    fake_gateway.script(HEALTH, Reply(200, {"ok": True}, delay_s=60))
+    assert HEALTH_TIMEOUT_S <= 3
+    assert await asyncio.wait_for(client.health(), timeout=60) is False
+
+
+async def test_health_does_not_read_the_body(fake_gateway: FakeGateway, client: GatewayClient) -> None:
+    # The status says it all: a body that promises much and never comes does not hold it up.
+    fake_gateway.script(HEALTH, Reply.streamed([b"{"], content_length=100 * MiB, hold_open=True))
+    assert await client.health(timeout_s=10) is True
+
+
+# -- reply size ----------------------------------------------------------------------------------
+
+
+def _completion_of(size: int) -> bytes:
+    """A valid chat completion of exactly ``size`` bytes."""
+    def encode(content: str) -> bytes:
+        return json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
+
+    return encode("x" * (size - len(encode(""))))
+
+
+def _peak_bytes_while(call: Any) -> Any:
+    """(result or exception, peak traced bytes) of awaiting ``call()``."""
+    async def run() -> tuple[BaseException | None, int]:
+        tracemalloc.start()
+        try:
+            try:
+                await call()
+            except BaseException as exc:  # handed to the test to judge
+                error: BaseException | None = exc
+            else:
+                error = None
+            return error, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    return run()
+
+
+def test_default_reply_limit_is_16_mib() -> None:
+    assert MAX_REPLY_BYTES == 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+async def test_a_reply_of_the_limit_is_read_and_one_byte_more_fails(fake_gateway: FakeGateway,
+                                                                    declared: bool) -> None:
+    limit = 64 * 1024
+
+    def reply(size: int) -> Reply:
+        body = _completion_of(size)
+        return Reply(200, body) if declared else Reply.streamed([body[:1000], body[1000:]])
+
+    async with GatewayClient(fake_gateway.url, None, max_reply_bytes=limit) as gw:
+        fake_gateway.script(CHAT, reply(limit), reply(limit + 1))
+        assert len((await _chat(gw)).content) > limit - 100
+        with pytest.raises(GatewayRejected) as info:
+            await _chat(gw)
+    assert str(info.value) == (
+        f"gateway reply to the agent turn exceeded {limit} bytes (64 KiB), the most the scheduler "
+        "reads of one reply; the rest was not read"
+    )
+    assert info.value.status == 200
+
+
+async def test_an_endless_reply_fails_with_the_reason_and_memory_stays_bounded(
+        fake_gateway: FakeGateway) -> None:
+    limit = 1 * MiB
+    fake_gateway.script(CHAT, Reply.streamed(itertools.repeat(b"x" * 65536)))
+    async with GatewayClient(fake_gateway.url, None, max_reply_bytes=limit) as gw:
+        error, peak = await _peak_bytes_while(lambda: _chat(gw, timeout_s=60))
+    assert isinstance(error, GatewayRejected), error
+    assert "exceeded 1048576 bytes (1 MiB)" in str(error)
+    assert peak < 8 * limit, peak
+
+
+async def test_a_huge_reply_stops_at_the_default_limit(fake_gateway: FakeGateway,
+                                                       client: GatewayClient) -> None:
+    fake_gateway.script(CHAT, Reply.streamed(itertools.repeat(b" " * 65536, 40 * 16)))  # 40 MiB
+    error, peak = await _peak_bytes_while(lambda: _chat(client, timeout_s=60))
+    assert isinstance(error, GatewayRejected), error
+    assert "exceeded 16777216 bytes (16 MiB)" in str(error)
+    assert peak < 24 * MiB, peak
+
+
+async def test_a_declared_length_over_the_limit_fails_before_reading(fake_gateway: FakeGateway) -> None:
+    fake_gateway.script(CHAT, Reply.streamed([b"{"], content_length=100 * MiB, hold_open=True))
+    async with GatewayClient(fake_gateway.url, None, max_reply_bytes=MiB) as gw:
+        with pytest.raises(GatewayRejected, match="exceeded 1048576 bytes"):
+            await _chat(gw, timeout_s=30)
+
+
+async def test_a_huge_tool_reply_fails_the_call(fake_gateway: FakeGateway) -> None:
+    fake_gateway.script(INVOKE, Reply.streamed(itertools.repeat(b"[" * 65536)))
+    async with GatewayClient(fake_gateway.url, None, max_reply_bytes=MiB) as gw:
+        with pytest.raises(GatewayRejected, match="reply to the sessions_list tool call exceeded"):
+            await gw.sessions_list(timeout_s=30)
+        fake_gateway.script(INVOKE, Reply.streamed(itertools.repeat(b"[" * 65536)))
+        with pytest.raises(GatewayRejected, match="reply to the message tool call exceeded"):
+            await gw.send_message(text="hi", channel=None, target=None)
+
+
+async def test_a_huge_error_reply_keeps_its_status_and_only_its_start_is_read(
+        fake_gateway: FakeGateway, client: GatewayClient) -> None:
+    body = b"upstream exploded " + b"x" * (40 * MiB)
+    fake_gateway.script(CHAT, Reply.streamed([body[i:i + 65536] for i in range(0, len(body), 65536)],
+                                             status=500))
+    error, peak = await _peak_bytes_while(lambda: _chat(client, timeout_s=60))
+    assert isinstance(error, GatewayRejected), error
+    assert error.status == 500
+    assert error.gateway_message.startswith("upstream exploded xxx")
+    assert peak < 50 * MiB  # the 40 MiB body itself is held by the test; the client adds little
+
+
+async def test_deeply_nested_json_is_rejected_not_raised(fake_gateway: FakeGateway,
+                                                         client: GatewayClient) -> None:
+    fake_gateway.script(CHAT, Reply(200, b"[" * 200_000 + b"]" * 200_000))
+    with pytest.raises(GatewayRejected, match="not JSON"):
+        await _chat(client)
+
+
+# -- credentials in the URL ----------------------------------------------------------------------
+
+
+async def test_url_credentials_go_as_basic_auth_and_never_into_the_shown_url(
+        fake_gateway: FakeGateway) -> None:
+    url = fake_gateway.url.replace("http://", "http://ops%40home:s3cr%2Ft-pass@")
+    async with GatewayClient(url, None) as gw:
+        assert "s3cr" not in repr(gw) and "s3cr" not in gw.base_url
+        assert gw.base_url == fake_gateway.url
+        await _chat(gw)
+        assert await gw.health()
+    expected = "Basic " + base64.b64encode(b"ops@home:s3cr/t-pass").decode()
+    assert [r.headers.get("authorization") for r in fake_gateway.requests] == [expected, expected]
+
+
+async def test_a_token_wins_over_url_credentials(secured: FakeGateway) -> None:
+    url = secured.url.replace("http://", "http://ops:s3cret-pass@")
+    async with GatewayClient(url, TOKEN) as gw:
+        assert (await _chat(gw)).content == "CANNED-REPLY"
+    assert secured.chats[0].headers["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_an_invalid_url_with_credentials_is_refused_without_showing_them() -> None:
+    with pytest.raises(ConfigError) as info:
+        GatewayClient("http://user:pa55/word@127.0.0.1:1", None)
+    assert "pa55" not in str(info.value)
+    assert "percent-encode" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        GatewayClient("ftp://user:pa55word@example", None)
+    assert "pa55word" not in str(info.value)
 
 
 # -- tools ---------------------------------------------------------------------------------------

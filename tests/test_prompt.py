@@ -11,24 +11,28 @@ from typing import Any
 
 import pytest
 
-from scheduler.strategies.prompt import (
+from scheduler.gateway.channels import (
     CHANNEL_LIMITS,
     DEFAULT_CHANNEL_LIMIT,
-    KIND_PRIORITY,
-    SENTINELS,
     TELEGRAM_MAX_MESSAGE_LENGTH,
-    ReplyVerdict,
-    build_prompt,
-    build_trigger_context,
     channel_limit,
     chunk_message,
-    detect_transient_error,
+    split_message_for_channel,
+)
+from scheduler.strategies.prompt import (
+    KIND_PRIORITY,
+    build_prompt,
+    build_trigger_context,
     extract_shell_result,
+    select_injectable_messages,
+)
+from scheduler.strategies.reply import (
+    SENTINELS,
+    ReplyVerdict,
+    detect_transient_error,
     interpret_reply,
     is_drain_error,
     matches_sentinel,
-    select_injectable_messages,
-    split_message_for_channel,
 )
 
 JOB: dict[str, Any] = {"id": "job-1", "name": "Daily report", "payload_message": "Summarise the inbox."}

@@ -16,11 +16,11 @@ from datetime import timedelta
 from typing import Any
 
 from scheduler.errors import SchedulerError
+from scheduler.gateway.channels import channel_limit, chunk_message
 from scheduler.gateway.client import GatewayBusy, GatewayClient
 from scheduler.store import messages
 from scheduler.store.asyncdb import AsyncDatabase
 from scheduler.store.db import Row
-from scheduler.strategies.prompt import channel_limit, chunk_message
 from scheduler.timeutil import from_sqlite, sqlite_now, to_sqlite, utcnow
 
 # Seconds before retry n of a delivery: 5 s, 15 s, 45 s, … capped at an hour.

@@ -2,7 +2,10 @@
 
 One :class:`GatewayClient` per daemon holds one pooled ``httpx.AsyncClient``. It never follows
 redirects and never reads proxy settings from the environment. Each call has a hard deadline:
-the whole request, connect to last byte, is wrapped in ``asyncio.timeout``.
+the whole request, connect to last byte, is wrapped in ``asyncio.timeout``; a health check's is
+:data:`HEALTH_TIMEOUT_S`. Reply bodies are read as they arrive and never beyond
+:data:`MAX_REPLY_BYTES`: a longer reply fails the call, so a runaway or hostile server cannot
+fill the daemon's memory.
 
 Failures come back as four exception classes, so the engine can choose what to do:
 
@@ -10,12 +13,15 @@ Failures come back as four exception classes, so the engine can choose what to d
   timeout, connection dropped). The job is deferred, not failed.
 * :class:`GatewayBusy`: HTTP 429/503/529, or a drain message (``gateway is draining``,
   ``new tasks are not accepted``) in any failed response or error. Carries ``retry_after_s``.
-* :class:`GatewayRejected`: any other non-2xx status, a 2xx reply that is not JSON, or a tool
-  reply with ``"ok": false``. Carries ``status`` and the gateway's own message.
+* :class:`GatewayRejected`: any other non-2xx status, a 2xx reply that is not JSON or is longer
+  than :data:`MAX_REPLY_BYTES`, or a tool reply with ``"ok": false``. Carries ``status`` and the
+  gateway's own message.
 * :class:`GatewayTimeout`: the call went past its hard timeout.
 
 The token never appears in a message, a ``repr`` or a log field. Any copy of it that the gateway
-echoes back is replaced with ``[redacted]`` before it goes into an exception.
+echoes back is replaced with ``[redacted]`` before it goes into an exception. A ``user:password@``
+in the gateway URL is sent as HTTP basic auth when there is no token (a token takes the
+``Authorization`` header) and is never part of a URL this client shows or logs.
 
 This client follows the real gateway 2026.9.6 where it differs from the reference's contract:
 ``model`` is always the agent target ``openclaw:<agent>``, a provider model goes in the
@@ -25,22 +31,24 @@ This client follows the real gateway 2026.9.6 where it differs from the referenc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
 from scheduler import __version__, logs
 from scheduler.errors import ConfigError, SchedulerError, ValidationError
+from scheduler.textutil import js_regex
 
 SESSION_KEY_HEADER = "x-openclaw-session-key"
 AGENT_ID_HEADER = "x-openclaw-agent-id"
@@ -51,12 +59,23 @@ WRITE_SCOPE = "operator.write"
 
 #: Statuses that mean "try again later" rather than "this request is wrong".
 BUSY_STATUSES = frozenset({429, 503, 529})
-#: The reference's ``isDrainError`` patterns (features.md §4.8).
-DRAIN_PATTERN = re.compile(r"gateway\s+is\s+draining|new\s+tasks\s+are\s+not\s+accepted", re.IGNORECASE)
+#: The reference's ``isDrainError`` patterns (features.md §4.8), as JavaScript regex sources: the
+#: one definition, also used by the reply verdicts (``strategies/reply.py``).
+DRAIN_SOURCES = (r"gateway\s+is\s+draining", r"new\s+tasks\s+are\s+not\s+accepted")
+DRAIN_PATTERN = js_regex("|".join(DRAIN_SOURCES))
 #: Session namespaces the gateway keeps for itself; a chat-completions key using one gets a 400.
 RESERVED_SESSION_NAMESPACES = ("subagent", "cron", "acp")
 
+#: The most bytes read of one successful reply (a chat completion, a tool result): 16 MiB. A longer
+#: reply fails the call with GatewayRejected and the rest is never read.
+MAX_REPLY_BYTES = 16 * 1024 * 1024
+#: How long a health check may take, connect to last byte. The gateway answers /health in
+#: milliseconds; one that accepts connections but never answers costs no more than this.
+HEALTH_TIMEOUT_S = 3.0
+
 _CONNECT_TIMEOUT_S = 10.0
+# Of an error reply only the start is read: enough for the gateway's message and a drain check.
+_ERROR_BODY_BYTES = 64 * 1024
 _EXCERPT_CHARS = 500
 _REDACTED = "[redacted]"
 # Printable ASCII and no whitespace: what can safely go into an HTTP header as a token.
@@ -115,6 +134,34 @@ class GatewayTimeout(GatewayError):
     def __init__(self, message: str, *, timeout_s: float | None = None) -> None:
         super().__init__(message)
         self.timeout_s = timeout_s
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A reply as read: its status, headers and body (bounded, see ``GatewayClient._read_body``)."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytearray  # as read, not copied: a reply near the limit is held once
+    charset: str | None
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def text(self) -> str:
+        return self.text_of(self.body)
+
+    def excerpt(self, size: int) -> str:
+        """The text of the body's first ``size`` bytes (a 16 MiB body is not decoded for 200 characters)."""
+        return self.text_of(self.body[:size])
+
+    def text_of(self, data: bytearray) -> str:
+        try:
+            return data.decode(self.charset or "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know
+            return data.decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True)
@@ -270,6 +317,65 @@ def _reply_content(data: Mapping[str, Any]) -> str:
     return ""
 
 
+def _size_text(size: int) -> str:
+    """``16 MiB``, ``64 KiB`` or ``900 bytes``: a byte count a person reads at a glance."""
+    for unit, factor in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if size >= factor:
+            return f"{size / factor:g} {unit}"
+    return f"{size} bytes"
+
+
+def _declared_length(response: httpx.Response) -> int | None:
+    try:
+        return int(response.headers["content-length"])
+    except (KeyError, ValueError):
+        return None
+
+
+async def _read_at_most(response: httpx.Response, limit: int) -> bytearray:
+    """The body's first ``limit`` bytes, read chunk by chunk; the rest is left unread."""
+    buffer = bytearray()
+    # aiter_bytes is an async generator; closing it at once releases the stream when we stop early.
+    pieces = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+    async with contextlib.aclosing(pieces) as chunks:
+        async for chunk in chunks:
+            buffer += chunk[: limit - len(buffer)]
+            if len(buffer) >= limit:
+                break
+    return buffer
+
+
+def _parse_gateway_url(base_url: str) -> httpx.URL:
+    """The gateway URL, or a ConfigError that never echoes a ``user:password`` part."""
+    has_userinfo = "@" in base_url
+    try:
+        url = httpx.URL(base_url.strip())
+    except (httpx.InvalidURL, TypeError) as exc:
+        if has_userinfo:  # the parser's message may quote part of the password
+            raise ConfigError(
+                "OPENCLAW_GATEWAY_URL is not a valid URL (not shown: it has a user:password part); "
+                "percent-encode any '@', '/', '?' or '#' in the user name or password"
+            ) from None
+        raise ConfigError(f"OPENCLAW_GATEWAY_URL {base_url!r} is not a valid URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(
+            f"OPENCLAW_GATEWAY_URL {logs.redact_url(base_url)!r} must be an http:// or https:// URL "
+            "with a host"
+        )
+    return url
+
+
+def _basic_auth(url: httpx.URL, token: str | None, shown_url: str) -> httpx.BasicAuth | None:
+    """Credentials in the URL as HTTP basic auth, unless a bearer token takes that header."""
+    if not (url.username or url.password):
+        return None
+    if token:
+        _log.warning("gateway.url_credentials_unused", url=shown_url,
+                     reason="a gateway token is set and takes the Authorization header")
+        return None
+    return httpx.BasicAuth(url.username, url.password)
+
+
 def _check_header(name: str, value: str) -> str:
     if not _HEADER_CHARS.fullmatch(value):
         raise ValidationError(f"{name} value {value!r} must be printable ASCII")
@@ -280,30 +386,30 @@ class GatewayClient:
     """The scheduler's connection to one OpenClaw gateway. Close it with :meth:`aclose`."""
 
     def __init__(self, base_url: str, token: str | None, *,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        try:
-            url = httpx.URL(base_url.strip())
-        except (httpx.InvalidURL, TypeError) as exc:
-            raise ConfigError(f"OPENCLAW_GATEWAY_URL {base_url!r} is not a valid URL: {exc}") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ConfigError(
-                f"OPENCLAW_GATEWAY_URL {base_url!r} must be an http:// or https:// URL with a host"
-            )
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
+        url = _parse_gateway_url(base_url)
         if token is not None and token and not _TOKEN_CHARS.fullmatch(token):
             raise ConfigError(
                 "the gateway token contains spaces or non-ASCII characters and cannot be sent in a "
                 "header; check OPENCLAW_GATEWAY_TOKEN or the token file"
             )
         self._token = token or None
-        # For messages: the URL without any user:password part.
-        self._display_url = str(url.copy_with(username=None, password=None)).rstrip("/")
+        self._max_reply_bytes = max_reply_bytes
+        # The URL without any user:password part: the one requests, messages and logs carry
+        # (httpx would log the full URL); the credentials travel as an auth header instead.
+        bare_url = url.copy_with(username=None, password=None)
+        self._display_url = str(bare_url).rstrip("/")
         self._http = httpx.AsyncClient(
-            base_url=url,
+            base_url=bare_url,
+            auth=_basic_auth(url, self._token, self._display_url),
             transport=transport,
             trust_env=False,
             follow_redirects=False,
             timeout=httpx.Timeout(30.0),
-            headers={"user-agent": f"openclaw-scheduler-python/{__version__}"},
+            # identity: a compressed reply could expand far beyond what was read off the wire.
+            headers={"user-agent": f"openclaw-scheduler-python/{__version__}",
+                     "accept-encoding": "identity"},
         )
 
     def __repr__(self) -> str:
@@ -329,14 +435,18 @@ class GatewayClient:
 
     # -- endpoints ---------------------------------------------------------------------------
 
-    async def health(self, timeout_s: float = 5) -> bool:
-        """``GET /health``: True on a 2xx answer, False on anything else (never raises)."""
+    async def health(self, timeout_s: float = HEALTH_TIMEOUT_S) -> bool:
+        """``GET /health``: True on a 2xx answer within ``timeout_s``, else False.
+
+        Never raises (only cancellation passes through); the body is not read.
+        """
         try:
-            response = await self._send("GET", "/health", what="the health check",
-                                        headers=self._auth_headers(), timeout_s=timeout_s)
+            answer = await self._send("GET", "/health", what="the health check",
+                                      headers=self._auth_headers(), timeout_s=timeout_s,
+                                      read_body=False)
         except Exception:
             return False
-        return response.is_success
+        return answer.is_success
 
     async def wait_until_reachable(self, timeout_s: float = 30, interval_s: float = 2) -> bool:
         """Poll ``/health`` until any HTTP answer arrives (the reference's ``waitForGateway``).
@@ -351,7 +461,7 @@ class GatewayClient:
             try:
                 await self._send("GET", "/health", what="the health check",
                                  headers=self._auth_headers(),
-                                 timeout_s=min(interval_s, 5.0, remaining))
+                                 timeout_s=min(interval_s, 5.0, remaining), read_body=False)
             except GatewayError:
                 pass
             else:
@@ -379,21 +489,21 @@ class GatewayClient:
             "stream": False,
         }
         what = "the agent turn"
-        response = await self._send("POST", "/v1/chat/completions", what=what, headers=headers,
-                                    json_body=body, timeout_s=timeout_s)
-        self._raise_for_status(response, what)
-        data = self._json(response, what)
+        answer = await self._send("POST", "/v1/chat/completions", what=what, headers=headers,
+                                  json_body=body, timeout_s=timeout_s)
+        self._raise_for_status(answer, what)
+        data = self._json(answer, what)
         if not isinstance(data, dict):
             raise GatewayRejected(
                 f"gateway answered {what} with JSON that is not a chat completion",
-                status=response.status_code, gateway_message="",
+                status=answer.status, gateway_message="",
             )
         usage = data.get("usage")
         model = data.get("model")
         return ChatReply(
             content=_reply_content(data),
             usage=usage if isinstance(usage, dict) else None,
-            session_key=response.headers.get(SESSION_KEY_HEADER) or session_key,
+            session_key=answer.headers.get(SESSION_KEY_HEADER) or session_key,
             model=model if isinstance(model, str) else None,
         )
 
@@ -401,16 +511,16 @@ class GatewayClient:
                      timeout_s: float = 30) -> Any:
         """Run a gateway tool: ``POST /tools/invoke``; returns the parsed JSON reply."""
         what = f"the {tool} tool call"
-        response = await self._send(
+        answer = await self._send(
             "POST", "/tools/invoke", what=what, headers=self._auth_headers(),
             json_body={"tool": tool, "args": args, "sessionKey": session_key}, timeout_s=timeout_s,
         )
-        self._raise_for_status(response, what)
-        data = self._json(response, what)
+        self._raise_for_status(answer, what)
+        data = self._json(answer, what)
         if isinstance(data, dict) and data.get("ok") is False:
             detail = self._scrub(gateway_error_message(json.dumps(data))) or "(no error message)"
-            raise GatewayRejected(f"gateway rejected {what} ({response.status_code}): {detail}",
-                                  status=response.status_code, gateway_message=detail)
+            raise GatewayRejected(f"gateway rejected {what} ({answer.status}): {detail}",
+                                  status=answer.status, gateway_message=detail)
         return data
 
     async def sessions_list(self, *, timeout_s: float = 30, **args: Any) -> list[dict[str, Any]]:
@@ -447,14 +557,16 @@ class GatewayClient:
         return text.replace(self._token, _REDACTED) if self._token else text
 
     async def _send(self, method: str, path: str, *, what: str, headers: dict[str, str],
-                    timeout_s: float, json_body: Any = None) -> httpx.Response:
-        """The request with a hard deadline; transport failures mapped to gateway errors."""
+                    timeout_s: float, json_body: Any = None, read_body: bool = True) -> _Answer:
+        """The request and its (bounded) reply within a hard deadline; failures mapped to
+        gateway errors. With ``read_body`` false only the status and headers are taken."""
         timeout = httpx.Timeout(timeout_s, connect=min(_CONNECT_TIMEOUT_S, timeout_s / 2))
         started = time.monotonic()
         try:
             async with asyncio.timeout(timeout_s):
-                response = await self._http.request(method, path, headers=headers, json=json_body,
-                                                    timeout=timeout)
+                async with self._http.stream(method, path, headers=headers, json=json_body,
+                                             timeout=timeout) as response:
+                    body = await self._read_body(response, what) if read_body else bytearray()
         except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout):
             _log.debug("gateway.request_timeout", method=method, path=path, timeout_s=timeout_s)
             raise GatewayTimeout(f"gateway did not finish {what} within {timeout_s:g}s (hard timeout)",
@@ -482,17 +594,39 @@ class GatewayClient:
             raise GatewayError(f"could not send {what} to the gateway at {self._display_url}: {reason}") \
                 from None
         _log.debug("gateway.request", method=method, path=path, status=response.status_code,
-                   elapsed_ms=round((time.monotonic() - started) * 1000))
-        return response
+                   bytes=len(body), elapsed_ms=round((time.monotonic() - started) * 1000))
+        return _Answer(response.status_code, response.headers, body, response.charset_encoding)
 
-    def _raise_for_status(self, response: httpx.Response, what: str) -> None:
-        status = response.status_code
+    async def _read_body(self, response: httpx.Response, what: str) -> bytearray:
+        """A success's body up to the reply limit (past it the call fails); an error's start."""
+        if not response.is_success:
+            return await _read_at_most(response, _ERROR_BODY_BYTES)
+        limit = self._max_reply_bytes
+        declared = _declared_length(response)
+        if declared is not None and declared > limit:
+            raise self._too_large(response.status_code, what)
+        body = await _read_at_most(response, limit + 1)  # one byte more tells "longer than"
+        if len(body) > limit:
+            raise self._too_large(response.status_code, what)
+        return body
+
+    def _too_large(self, status: int, what: str) -> GatewayRejected:
+        limit = self._max_reply_bytes
+        _log.warning("gateway.reply_too_large", what=what, status=status, limit_bytes=limit)
+        return GatewayRejected(
+            f"gateway reply to {what} exceeded {limit} bytes ({_size_text(limit)}), the most the "
+            "scheduler reads of one reply; the rest was not read",
+            status=status, gateway_message="",
+        )
+
+    def _raise_for_status(self, answer: _Answer, what: str) -> None:
+        status = answer.status
         if 200 <= status < 300:
             return
-        body = self._scrub(response.text)
+        body = self._scrub(answer.text)
         detail = gateway_error_message(body) or "(empty response body)"
         if status in BUSY_STATUSES or DRAIN_PATTERN.search(body):
-            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            retry_after = parse_retry_after(answer.headers.get("retry-after"))
             state = "draining" if DRAIN_PATTERN.search(body) else "busy"
             suffix = f"; retry after {retry_after:g}s" if retry_after is not None else ""
             raise GatewayBusy(f"gateway is {state} ({status}) and did not take {what}: {detail}{suffix}",
@@ -503,12 +637,13 @@ class GatewayClient:
         raise GatewayRejected(f"gateway rejected {what} ({status}): {detail}{hint}", status=status,
                               gateway_message=detail)
 
-    def _json(self, response: httpx.Response, what: str) -> Any:
+    def _json(self, answer: _Answer, what: str) -> Any:
         try:
-            return response.json()
-        except ValueError:
-            excerpt = self._scrub(_one_line(response.text[:200])) or "(empty body)"
+            return json.loads(answer.body)
+        except (ValueError, RecursionError):
+            # Scrubbed before it is cut, so no part of a token survives at the cut.
+            excerpt = _one_line(self._scrub(answer.excerpt(1024)), 200) or "(empty body)"
             raise GatewayRejected(
-                f"gateway answered {what} ({response.status_code}) with a body that is not JSON: {excerpt}",
-                status=response.status_code, gateway_message=excerpt,
+                f"gateway answered {what} ({answer.status}) with a body that is not JSON: {excerpt}",
+                status=answer.status, gateway_message=excerpt,
             ) from None

@@ -34,7 +34,8 @@ from scheduler.store import runs as run_store
 from scheduler.store.asyncdb import AsyncDatabase
 from scheduler.store.db import Row
 from scheduler.strategies.base import DeferRun, Outcome
-from scheduler.strategies.prompt import build_prompt, interpret_reply
+from scheduler.strategies.prompt import build_prompt
+from scheduler.strategies.reply import interpret_reply
 from scheduler.timeutil import sqlite_now
 
 # Waits between attempts while the gateway is busy and names no Retry-After: 5 s, 10 s, … 60 s.

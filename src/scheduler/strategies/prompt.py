@@ -1,10 +1,9 @@
-"""Agent prompts and agent replies: the text contract between the scheduler and its agents.
+"""Agent prompts: the text the scheduler sends its agents.
 
-Port of the reference's ``buildJobPrompt`` (features §4.6), ``prompt-context.js`` (trigger
-context), ``dispatcher-utils.js`` (sentinels §4.7, transient/drain detection §4.8), the reply
-interpretation of ``executeAgent`` (§4.2 step 8) and ``gateway.js`` message chunking (§8.5).
-Agents depend on the exact wording, so every user-visible string here matches the reference
-character for character.
+Port of the reference's ``buildJobPrompt`` (features §4.6) and ``prompt-context.js`` (trigger
+context). Agents depend on the exact wording, so every user-visible string here matches the
+reference character for character. What a reply means is ``strategies/reply.py``; splitting a
+result for a channel is ``gateway/channels.py``.
 
 Pure functions over plain mappings: no database access. Callers pass the rows they loaded
 (jobs, runs, messages) as dicts or ``sqlite3.Row``-like mappings.
@@ -18,9 +17,6 @@ Differences from the reference, all deliberate:
   ``Parent run error:`` as intended.
 * Lengths (``[:500]``, ``[:5000]`` …) count Unicode code points where JavaScript counts UTF-16
   code units; identical for text in the Basic Multilingual Plane.
-* Chunking never splits a character (the reference can split a surrogate pair), never emits an
-  empty part, and always keeps ``prefix + part`` within the limit (the reference's 256-byte floor
-  can exceed small limits).
 * Pending messages are chosen and ordered by the caller (the reference's ``getInbox``); see
   :func:`select_injectable_messages`. §17 #12 (job results being swallowed by injection) is the
   caller's selection concern.
@@ -29,30 +25,14 @@ Differences from the reference, all deliberate:
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import Any, Final
 
-# -- JavaScript string semantics --------------------------------------------------------------
+from scheduler.textutil import js_trim, utf8_len
 
-# Characters JavaScript's String.prototype.trim() and the regex class \s treat as whitespace.
-_JS_WHITESPACE: Final = (
-    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
-    "\u2028\u2029\u202f\u205f\u3000\ufeff"
-)
-# The same set as the body of a regex character class.
-_JS_WS_CLASS: Final = (
-    r"\t\n\x0b\x0c\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-)
-_JS_S: Final = f"[{_JS_WS_CLASS}]"
-# JavaScript's "." without the s flag: anything but a line terminator.
-_JS_DOT: Final = "[^\n\r\u2028\u2029]"
-
-
-def _js_trim(text: str) -> str:
-    return text.strip(_JS_WHITESPACE)
+# -- JavaScript rendering of database values ----------------------------------------------------
 
 
 def _js_str(value: Any) -> str:
@@ -73,7 +53,7 @@ def _text(value: Any) -> str:
 
 def _has_text(value: Any) -> bool:
     """JavaScript ``value?.trim()`` truthiness for a text column."""
-    return isinstance(value, str) and _js_trim(value) != ""
+    return isinstance(value, str) and js_trim(value) != ""
 
 
 def _or_none(value: Any) -> Any:
@@ -187,8 +167,8 @@ def _shell_result_from_columns(run: Mapping[str, Any]) -> _ShellResult:
         stderr=stderr,
         stdout_path=_or_none(run.get("shell_stdout_path")),
         stderr_path=_or_none(run.get("shell_stderr_path")),
-        stdout_bytes=stdout_bytes if stdout_bytes is not None else _utf8_len(stdout),
-        stderr_bytes=stderr_bytes if stderr_bytes is not None else _utf8_len(stderr),
+        stdout_bytes=stdout_bytes if stdout_bytes is not None else utf8_len(stdout),
+        stderr_bytes=stderr_bytes if stderr_bytes is not None else utf8_len(stderr),
         error_message=_or_none(run.get("error_message")),
     )
 
@@ -299,7 +279,7 @@ def build_trigger_context(
             ("stdout", shell.stdout, shell.stdout_path, shell.stdout_bytes),
             ("stderr", shell.stderr, shell.stderr_path, shell.stderr_bytes),
         ):
-            if _js_trim(text):
+            if js_trim(text):
                 lines.append(f"{stream}:")
                 lines.append(_truncate_stream(text, TRIGGER_STREAM_LIMIT))
             if path:
@@ -462,226 +442,3 @@ def build_prompt(
     payload = job.get("payload_message")
     parts.append("\n" + ("" if payload is None else _js_str(payload)))
     return "\n".join(parts), meta
-
-
-# -- Sentinels (§4.7) ---------------------------------------------------------------------------
-
-SENTINELS: Final = ("HEARTBEAT_OK", "NO_FLUSH", "IDEMPOTENT_SKIP", "TASK_FAILED")
-# Sentinels that suppress delivery (status stays ok).
-SUPPRESSING_SENTINELS: Final = frozenset({"HEARTBEAT_OK", "NO_FLUSH", "IDEMPOTENT_SKIP"})
-FAILURE_SENTINEL: Final = "TASK_FAILED"
-
-
-def matches_sentinel(content: str | None, token: str) -> bool:
-    """Whether the trimmed reply starts with ``token`` followed by end, whitespace or ``:``."""
-    if not content:
-        return False
-    pattern = re.escape(token) + rf"(?:\Z|[{_JS_WS_CLASS}:])"
-    return re.match(pattern, _js_trim(content)) is not None
-
-
-# -- Transient / drain errors (§4.8) ------------------------------------------------------------
-
-TRANSIENT_SCAN_CHARS: Final = 500
-
-# The reference's patterns, with JavaScript's \s and "." spelled out; compiled ASCII +
-# IGNORECASE so \b, \d and case folding behave like a JavaScript regex without the u flag.
-_TRANSIENT_SOURCES: Final = (
-    r"\btemporarily overloaded\b",
-    r"\bservice\s+(?:is\s+)?unavailable\b",
-    r"\brate\s*limit(?:ed|s?)?\b",
-    r"\btoo\s+many\s+requests\b",
-    r"\b5[0-9]{2}\b\s+(?:internal\s+)?server\s+error\b",
-    r"\bgateway\s+timeout\b",
-    r"\bbad\s+gateway\b",
-    r"\bmodel\s+(?:is\s+)?(?:overloaded|unavailable)\b",
-    r"\bAPI\s+(?:error|unavailable|timeout)\b",
-    r"\bcapacity\s+(?:exceeded|limit)\b",
-    r"\bretry\s+(?:after|later|in\s+\d)\b",
-    r"\bcontext\s+(?:length|window)\s+exceeded\b",
-    r"\btoken\s+limit\s+exceeded\b",
-    r"gateway\s+is\s+draining",
-    r"new\s+tasks\s+are\s+not\s+accepted",
-    r"gateway.*draining.*restart",
-)
-_DRAIN_SOURCES: Final = (
-    r"gateway\s+is\s+draining",
-    r"new\s+tasks\s+are\s+not\s+accepted",
-)
-
-
-def _compile_js(source: str) -> re.Pattern[str]:
-    translated = source.replace(r"\s", _JS_S).replace(".*", f"{_JS_DOT}*")
-    return re.compile(translated, re.ASCII | re.IGNORECASE)
-
-
-TRANSIENT_ERROR_PATTERNS: Final = tuple(_compile_js(source) for source in _TRANSIENT_SOURCES)
-DRAIN_PATTERNS: Final = tuple(_compile_js(source) for source in _DRAIN_SOURCES)
-
-
-def detect_transient_error(content: str | None) -> bool:
-    """Whether the first 500 characters of the trimmed reply look like a gateway/model error."""
-    if not content:
-        return False
-    trimmed = _js_trim(content)
-    if not trimmed:
-        return False
-    head = trimmed[:TRANSIENT_SCAN_CHARS]
-    return any(pattern.search(head) for pattern in TRANSIENT_ERROR_PATTERNS)
-
-
-def is_drain_error(message: str | None) -> bool:
-    """Whether an exception message says the gateway is draining (restart pending)."""
-    trimmed = _js_trim("" if message is None else str(message))
-    if not trimmed:
-        return False
-    return any(pattern.search(trimmed) for pattern in DRAIN_PATTERNS)
-
-
-# -- Reply interpretation (§4.2 step 8) ---------------------------------------------------------
-
-SUMMARY_LIMIT: Final = 5000
-TASK_FAILED_MESSAGE: Final = "Agent signalled TASK_FAILED"
-TRANSIENT_MESSAGE: Final = "Transient error in agent reply"
-ANNOUNCE_MODES: Final = frozenset({"announce", "announce-always"})
-
-
-@dataclass(frozen=True)
-class ReplyVerdict:
-    """What an agent's reply means for its run.
-
-    ``deliver`` is whether the reply is announced: mode ``announce`` only when the run is not ok,
-    ``announce-always`` unless HEARTBEAT_OK / NO_FLUSH / IDEMPOTENT_SKIP matched, ``none`` (or any
-    other mode) never, and never for a blank reply. An error reply is announced with the
-    soft-fail prefix, which the caller adds (it knows whether a retry follows).
-    """
-
-    status: Literal["ok", "error"]
-    error_message: str | None
-    sentinel: str | None
-    deliver: bool
-    summary: str
-    keep_idempotency_key: bool
-
-
-def interpret_reply(content: str | None, delivery_mode: str | None) -> ReplyVerdict:
-    """Interpret an agent's final reply like the reference's ``executeAgent``."""
-    text = content or ""
-    sentinel = next((token for token in SENTINELS if matches_sentinel(text, token)), None)
-    task_failed = sentinel == FAILURE_SENTINEL
-    transient = detect_transient_error(text)
-    status: Literal["ok", "error"] = "error" if task_failed or transient else "ok"
-    error_message = None
-    if status == "error":
-        error_message = TASK_FAILED_MESSAGE if task_failed else TRANSIENT_MESSAGE
-
-    deliver = (
-        delivery_mode in ANNOUNCE_MODES
-        and sentinel not in SUPPRESSING_SENTINELS
-        and not (delivery_mode == "announce" and status == "ok")
-        and bool(_js_trim(text))
-    )
-    return ReplyVerdict(
-        status=status,
-        error_message=error_message,
-        sentinel=sentinel,
-        deliver=deliver,
-        summary=text[:SUMMARY_LIMIT],
-        keep_idempotency_key=status == "ok",
-    )
-
-
-# -- Delivery chunking (§8.5) -------------------------------------------------------------------
-
-TELEGRAM_MAX_MESSAGE_LENGTH: Final = 4096
-# Per-channel limits in UTF-8 bytes; channels not listed are sent as one part.
-CHANNEL_LIMITS: Final[Mapping[str, int]] = MappingProxyType({"telegram": TELEGRAM_MAX_MESSAGE_LENGTH})
-DEFAULT_CHANNEL_LIMIT: Final[int | None] = None
-# Bytes the reference reserves for the "[i/N] " prefix (enough up to N = 9999).
-_PREFIX_RESERVE: Final = 12
-_MAX_CHAR_BYTES: Final = 4
-
-
-def _char_bytes(char: str) -> int:
-    code = ord(char)
-    if code > 0xFFFF:
-        return 4
-    if code > 0x7FF:
-        return 3
-    if code > 0x7F:
-        return 2
-    return 1
-
-
-def _utf8_len(text: str) -> int:
-    return len(text.encode("utf-8", "surrogatepass"))
-
-
-def _prefix(index: int, total: int) -> str:
-    return f"[{index}/{total}] "
-
-
-def _split(text: str, budget: int) -> list[str]:
-    """Parts of at most ``budget`` UTF-8 bytes, cut at a newline or space in the window's second half."""
-    parts: list[str] = []
-    length = len(text)
-    pos = 0
-    while pos < length:
-        used = 0
-        end = pos
-        while end < length:
-            size = _char_bytes(text[end])
-            if used + size > budget:
-                break
-            used += size
-            end += 1
-        if end == length:
-            parts.append(text[pos:])
-            break
-        half = (end - pos) * 0.5
-        split_at = text.rfind("\n", pos, end + 1)
-        if split_at - pos < half:
-            split_at = text.rfind(" ", pos, end + 1)
-        if split_at - pos < half:
-            split_at = end
-        part = text[pos:split_at].rstrip(_JS_WHITESPACE)
-        if part:
-            parts.append(part)
-        pos = split_at
-        while pos < length and text[pos] in _JS_WHITESPACE:
-            pos += 1
-    return parts
-
-
-def chunk_message(text: str, limit: int | None) -> list[str]:
-    """Split ``text`` into parts of at most ``limit`` UTF-8 bytes each, prefix included.
-
-    A text within the limit (or any text when ``limit`` is None) is one part without prefix.
-    Otherwise the parts are cut at the last newline (else space) in the second half of each
-    window, else hard at the limit, with surrounding whitespace trimmed, and each is prefixed
-    ``[i/N] ``. As in the reference, 12 bytes
-    are reserved for the prefix (more when N needs it), so Telegram parts match the reference's.
-    Raises ValueError when ``limit`` leaves no room for a character after the prefix.
-    """
-    if limit is None or _utf8_len(text) <= limit:
-        return [text]
-    reserve = _PREFIX_RESERVE
-    while True:
-        budget = limit - reserve
-        if budget < _MAX_CHAR_BYTES:
-            raise ValueError(f"chunk limit {limit} is too small for prefixed parts")
-        parts = _split(text, budget)
-        needed = len(_prefix(len(parts), len(parts)))
-        if needed <= reserve:
-            return [_prefix(index, len(parts)) + part for index, part in enumerate(parts, start=1)]
-        reserve = needed
-
-
-def channel_limit(channel: str | None) -> int | None:
-    """The size limit (UTF-8 bytes) of ``channel``, or None when it takes any length."""
-    return CHANNEL_LIMITS.get(channel or "", DEFAULT_CHANNEL_LIMIT)
-
-
-def split_message_for_channel(channel: str | None, text: str) -> list[str]:
-    """The parts sent to ``channel``: chunked to its limit, or the whole text when it has none."""
-    return chunk_message(text, channel_limit(channel))
