@@ -260,3 +260,30 @@ def test_status_reads_the_daemon_state(cli, daemon) -> None:
     assert code == 0 and out["daemon"]["running"] and out["daemon"]["state"] == "serving"
     assert d.stop() == 0
     assert json.loads(json.dumps(cli("status")[1]))["daemon"]["running"] is False
+
+
+# -- the maintenance cadences the docs name ---------------------------------------------------------
+
+
+def test_expired_ledger_entries_are_pruned_at_start(cli, daemon, db, db_path) -> None:
+    assert cli("jobs", "list")[0] == 0  # creates the database
+    write(db_path, "INSERT INTO idempotency_ledger (key, job_id, run_id, status, claimed_at, expires_at) "
+          "VALUES ('old-key', 'j', 'r', 'released', '2020-01-01 00:00:00', '2020-01-08 00:00:00')")
+    d = daemon()
+    d.wait_for_event("prune.done", timeout=10)
+    assert db("SELECT * FROM idempotency_ledger WHERE key = 'old-key'") == []
+    assert d.stop() == 0
+
+
+def test_a_message_another_process_queued_goes_out_within_the_delivery_cadence(
+    cli, daemon, db, db_path, fake_gateway
+) -> None:
+    d = daemon(env={"OPENCLAW_GATEWAY_URL": fake_gateway.url, "SCHEDULER_MESSAGE_DELIVERY_MS": "5000"})
+    d.wait_for_event("gateway.up", timeout=10)
+    time.sleep(1)  # the sender is idle now
+    write(db_path, "INSERT INTO messages (id, from_agent, to_agent, kind, body, channel, delivery_to, "
+          "status, created_at, metadata) VALUES ('m1', 'scheduler', '@outbound', 'result', "
+          "'hello from elsewhere', 'telegram', '12345', 'pending', datetime('now'), '{}')")
+    wait_until(lambda: db("SELECT 1 FROM messages WHERE id = 'm1' AND status = 'delivered'"),
+               timeout=9, message="the message delivered within the 5 s cadence")
+    assert d.stop() == 0

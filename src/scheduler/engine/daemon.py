@@ -30,8 +30,8 @@ from scheduler.errors import SchedulerError, StoreCorruptError, StoreError, Stor
 from scheduler.gateway.client import GatewayClient, resolve_token
 from scheduler.logs import get as get_logger
 from scheduler.store import claims as claim_store
+from scheduler.store import idempotency, recovery
 from scheduler.store import queue as queue_store
-from scheduler.store import recovery
 from scheduler.store import runs as run_store
 from scheduler.store.asyncdb import AsyncDatabase
 from scheduler.store.claims import Claim
@@ -330,7 +330,8 @@ class Daemon:
 
     async def _serve(self) -> None:
         sender = OutboundSender(
-            self.db, self.gateway, self.deliveries_ready, get_logger("scheduler.delivery")
+            self.db, self.gateway, self.deliveries_ready, get_logger("scheduler.delivery"),
+            idle_check_s=self.settings.message_delivery_ms / 1000,
         )
         supervisor = Supervisor(self.log, self._helper_died, stopping=self.stopping.is_set)
         # The recorder holds run endings in memory: if it dies, stop (they are crash-recovered).
@@ -342,6 +343,7 @@ class Daemon:
         supervisor.start("run-heartbeat", self._beat_running_runs, OnFailure.RESTART)
         supervisor.start("run-health", self._check_run_health, OnFailure.RESTART)
         supervisor.start("clock", self._watch_clock, OnFailure.RESTART)
+        supervisor.start("prune", self._prune, OnFailure.RESTART)
         try:
             await self._run_loop()
             await self._drain()
@@ -705,6 +707,24 @@ class Daemon:
                 self.log.warning("clock.shift_failed", error=str(exc), retry_in_s=CLOCK_CHECK_S)
                 continue
             behind = 0.0
+
+    async def _prune(self) -> None:
+        """At start and then every SCHEDULER_PRUNE_MS: delete expired idempotency-ledger entries
+        and checkpoint the WAL (PASSIVE: never waits for readers), as the reference's prune
+        phase does."""
+        interval = self.settings.prune_ms / 1000
+        first = True
+        while True:
+            if not first:
+                await asyncio.sleep(interval)
+            first = False
+            try:
+                pruned = await self.db.run(idempotency.prune, sqlite_now())
+                await self.db.run(Database.checkpoint, "PASSIVE")
+            except SchedulerError as exc:
+                self.log.warning("prune.failed", error=str(exc))
+                continue
+            self.log.info("prune.done", ledger_entries=pruned)
 
     # -- database trouble --------------------------------------------------------------------
 

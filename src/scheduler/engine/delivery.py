@@ -27,7 +27,6 @@ from scheduler.timeutil import from_sqlite, sqlite_now, to_sqlite, utcnow
 RETRY_BASE_S = 5
 RETRY_FACTOR = 3
 RETRY_CAP_S = 3600
-IDLE_CHECK_S = 30.0
 
 
 def retry_delay_s(attempt: int, retry_after_s: float | None = None) -> float:
@@ -36,8 +35,12 @@ def retry_delay_s(attempt: int, retry_after_s: float | None = None) -> float:
 
 
 class OutboundSender:
-    def __init__(self, db: AsyncDatabase, client: GatewayClient, ready: asyncio.Event, log: Any) -> None:
+    def __init__(self, db: AsyncDatabase, client: GatewayClient, ready: asyncio.Event, log: Any,
+                 *, idle_check_s: float = 15.0) -> None:
         self.db = db
+        # A result is sent as soon as it is recorded (``ready``); this bounds how late a due
+        # retry, or a message another process wrote, is noticed.
+        self.idle_check_s = idle_check_s
         self.client = client
         self.ready = ready
         self.log = log
@@ -57,8 +60,8 @@ class OutboundSender:
     async def _until_next(self) -> float:
         nxt = await self.db.run(messages.next_outbound_at)
         if nxt is None:
-            return IDLE_CHECK_S
-        return max(0.05, min(IDLE_CHECK_S, (from_sqlite(nxt) - utcnow()).total_seconds()))
+            return self.idle_check_s
+        return max(0.05, min(self.idle_check_s, (from_sqlite(nxt) - utcnow()).total_seconds()))
 
     async def _send_due(self) -> None:
         for message in await self.db.run(messages.due_outbound, sqlite_now()):

@@ -1,1 +1,0 @@
-src/scheduler/store/schema.sql
