@@ -28,7 +28,7 @@ import os
 import signal
 import time
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from scheduler.logs import get as get_logger
@@ -103,7 +103,7 @@ def _read_process(entry: Path, pid: int) -> ProcessInfo | None:
 
 
 def snapshot(proc: Path = PROC) -> dict[int, ProcessInfo]:
-    """Every process we can see, except this one; empty without ``/proc``."""
+    """Every process we can see, except this one and init; empty without ``/proc``."""
     try:
         names = os.listdir(proc)
     except OSError:
@@ -196,33 +196,54 @@ def end_processes(
     links survive long enough to be followed and nothing forks while it is being killed. Returns
     ``{pid: run id}`` of the processes signalled. Blocking; bounded by ``within_s``.
     """
-    leaders = dict(leaders or {})
-    run_ids = frozenset(run_ids)
     if not run_ids and not leaders and not known:
         return {}
-    deadline = time.monotonic() + within_s
-    stopped: dict[int, str] = {}
-    for _ in range(_MAX_STOP_ROUNDS):
-        fresh = {p: r for p, r in _live_members(run_ids, leaders, known, proc).items()
-                 if p not in stopped}
-        if not fresh:
-            break
-        stopped.update({p: r for p, r in fresh.items() if _signal(p, signal.SIGSTOP)})
-        if time.monotonic() >= deadline:
-            break
-    if not stopped:
-        return {}
-    for pid in stopped:
-        _signal(pid, signal.SIGKILL)
-    while time.monotonic() < deadline:
-        left = _live_members(run_ids, leaders, known, proc)
-        if not left:
-            break
-        for pid, run in left.items():
-            if _signal(pid, signal.SIGKILL):
-                stopped[pid] = run
-        time.sleep(_KILL_RECHECK_S)
-    return stopped
+    hunt = _Hunt(frozenset(run_ids), dict(leaders or {}), known, proc, time.monotonic() + within_s)
+    hunt.freeze()
+    if hunt.signalled:
+        hunt.kill_until_gone()
+    return hunt.signalled
+
+
+@dataclass
+class _Hunt:
+    """One :func:`end_processes` call: what to look for, and what was found and signalled."""
+
+    run_ids: frozenset[str]
+    leaders: dict[int, str]
+    known: Known | None
+    proc: Path
+    deadline: float
+    signalled: dict[int, str] = field(default_factory=dict)
+    tried: set[int] = field(default_factory=set)  # includes those we may not signal (EPERM)
+
+    def look(self) -> dict[int, str]:
+        return _live_members(self.run_ids, self.leaders, self.known, self.proc)
+
+    def freeze(self) -> None:
+        """SIGSTOP every member, and look again, until a look finds nobody new."""
+        for _ in range(_MAX_STOP_ROUNDS):
+            fresh = {p: r for p, r in self.look().items() if p not in self.tried}
+            if not fresh:
+                return
+            self.tried.update(fresh)
+            self.signalled.update({p: r for p, r in fresh.items() if _signal(p, signal.SIGSTOP)})
+            if time.monotonic() >= self.deadline:
+                return
+
+    def kill_until_gone(self) -> None:
+        for pid in self.signalled:
+            _signal(pid, signal.SIGKILL)
+        while time.monotonic() < self.deadline:
+            # Dying processes still show for a moment; those we may not signal are not waited for.
+            left = {p: r for p, r in self.look().items() if p in self.signalled or p not in self.tried}
+            if not left:
+                return
+            for pid, run_id in left.items():
+                self.tried.add(pid)
+                if _signal(pid, signal.SIGKILL):
+                    self.signalled[pid] = run_id
+            time.sleep(_KILL_RECHECK_S)
 
 
 class DeferredSweeper:
@@ -259,12 +280,6 @@ class DeferredSweeper:
                 log_leftovers_killed(end_processes(batch, within_s=0.5, proc=self.proc),
                                      when="at shutdown")
             raise
-
-    async def flush(self) -> None:
-        """Sweep everything queued now (tests; an orderly stop)."""
-        batch, self._pending = self._pending, set()
-        if batch:
-            self.killed = await asyncio.to_thread(end_processes, batch, proc=self.proc)
 
 
 def log_leftovers_killed(killed: Mapping[int, str], *, when: str) -> None:
