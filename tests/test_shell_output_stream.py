@@ -3,6 +3,7 @@ the configured cap, noted), the reference's columns for small outputs, and a ful
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -191,3 +192,28 @@ def test_a_full_disk_keeps_the_head_and_reports_the_error(tmp_path: Path) -> Non
     assert outcome["stdout"].startswith("0123456789\n0123456789")
     assert "[stdout capture limit reached: kept 65536 of 5000000 bytes]" in outcome["stdout"]
     assert not (artifacts / "runs" / "full" / "stdout.txt").exists()  # no misleading partial file
+
+
+async def test_a_cancelled_run_leaves_no_artifact_file(tmp_path: Path) -> None:
+    limits = OutputLimits()
+    spec = ArtifactSpec(tmp_path / "artifacts", "cancelled", limits.offload_threshold, 1024**3)
+    file = spec.path_for("stdout")
+    task = asyncio.create_task(run_shell_command(
+        "yes abc | head -c 200000; sleep 30", shell=SHELL, timeout_s=60, env=ENV, run_id="cancelled",
+        capture_limit_bytes=head_limit(limits), artifacts=spec, kill_grace_s=0.2))
+    for _ in range(500):
+        if _size_at_least(file, 200_000):
+            break
+        await asyncio.sleep(0.02)
+    assert _size_at_least(file, 200_000), "the stream was not written while the command ran"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not _size_at_least(file, 0)
+
+
+def _size_at_least(path: Path, size: int) -> bool:
+    try:
+        return path.stat().st_size >= size
+    except FileNotFoundError:
+        return False

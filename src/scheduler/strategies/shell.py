@@ -153,11 +153,13 @@ def _killpg(pgid: int, sig: signal.Signals) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
+    if pgid <= 0:  # 0 would ask about our own group
+        return False
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    return pgid > 0
+    return True
 
 
 async def _wait_done(future: asyncio.Future[None], timeout_s: float | None) -> bool:
@@ -287,8 +289,9 @@ async def run_shell_command(
     """Run ``shell -c command`` in a new session and wait for it, its processes and its pipes.
 
     ``run_id`` (else ``SCHEDULER_RUN_ID`` from ``env``, else a fresh UUID) goes into the child's
-    environment as ``SCHEDULER_RUN_ID``; it is how the run's processes are found when it ends. After a clean
-    exit, a ``sweeper`` lets the hunt for escaped processes be batched with other runs'.
+    environment as ``SCHEDULER_RUN_ID``; it is how the run's processes are found when it ends.
+    After a clean exit, a ``sweeper`` lets the hunt for escaped processes be batched with other
+    runs'. With ``artifacts``, each stream goes to its file as it arrives (:mod:`shell_capture`).
     Spawn failures are returned as ``spawn_error``; a cancellation of the calling task kills
     everything (TERM, ``kill_grace_s``, KILL), reaps the shell and re-raises ``CancelledError``.
     Raises ``ValueError`` for a non-positive ``timeout_s`` or ``heartbeat_interval_s`` or a
@@ -324,21 +327,12 @@ async def run_shell_command(
     beat: asyncio.Task[None] | None = None
     if heartbeat is not None:
         beat = asyncio.create_task(_heartbeat_loop(heartbeat, heartbeat_interval_s))
-
-    timed_out = False
-    finished = False
     try:
-        try:
-            if await _wait_done(protocol.exited, timeout_s):
-                await run.end_after_exit(sweeper)
-            else:
-                timed_out = True
-                await run.terminate(kill_grace_s, "timeout")
-            await _wait_done(protocol.finished, max(kill_grace_s, _MIN_PIPE_DRAIN_S))
-            finished = True
-        except asyncio.CancelledError:
-            await _cancel(run, kill_grace_s)
-            raise
+        timed_out = await _see_through(run, timeout_s, kill_grace_s, sweeper)
+    except BaseException:
+        for stream in protocol.streams.values():  # cancelled: nothing will record the files
+            stream.discard()
+        raise
     finally:
         # Closes the pipes (a process that escaped every search may still hold them) and, should
         # the shell somehow still be running, kills it.
@@ -346,12 +340,28 @@ async def run_shell_command(
         if beat is not None:
             beat.cancel()
             await asyncio.wait({beat})
-        if not finished:  # cancelled: nothing will record the files
-            for stream in protocol.streams.values():
-                stream.discard()
-    stored = {fd: stream.close() for fd, stream in protocol.streams.items()}
+    return _result(run, transport.get_returncode(), timed_out, started)
 
-    returncode = transport.get_returncode()
+
+async def _see_through(run: _Run, timeout_s: float, kill_grace_s: float,
+                       sweeper: DeferredSweeper | None) -> bool:
+    """Wait for the shell (up to ``timeout_s``), end every process of the run, let the pipes
+    drain. Returns whether it timed out."""
+    timed_out = False
+    try:
+        if await _wait_done(run.protocol.exited, timeout_s):
+            await run.end_after_exit(sweeper)
+        else:
+            timed_out = True
+            await run.terminate(kill_grace_s, "timeout")
+        await _wait_done(run.protocol.finished, max(kill_grace_s, _MIN_PIPE_DRAIN_S))
+    except asyncio.CancelledError:
+        await _cancel(run, kill_grace_s)
+        raise
+    return timed_out
+
+
+def _result(run: _Run, returncode: int | None, timed_out: bool, started: float) -> ShellProcessResult:
     exit_code: int | None = None
     signal_name: str | None = None
     if returncode is not None:
@@ -359,7 +369,8 @@ async def run_shell_command(
             signal_name = _signal_name(-returncode)
         else:
             exit_code = returncode
-    out, err = protocol.streams[_STDOUT_FD], protocol.streams[_STDERR_FD]
+    out, err = run.protocol.streams[_STDOUT_FD], run.protocol.streams[_STDERR_FD]
+    stdout_artifact, stderr_artifact = out.close(), err.close()
     return ShellProcessResult(
         exit_code=exit_code,
         signal=signal_name,
@@ -373,8 +384,8 @@ async def run_shell_command(
         spawn_error=None,
         started_monotonic=started,
         finished_monotonic=time.monotonic(),
-        stdout_artifact=stored[_STDOUT_FD],
-        stderr_artifact=stored[_STDERR_FD],
+        stdout_artifact=stdout_artifact,
+        stderr_artifact=stderr_artifact,
     )
 
 
