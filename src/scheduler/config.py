@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     shell: str = Field(default_factory=_default_shell, validation_alias="SCHEDULER_SHELL")
     debug: bool = Field(False, validation_alias="SCHEDULER_DEBUG")
     max_concurrency: int = Field(64, ge=1, le=10000, validation_alias="SCHEDULER_MAX_CONCURRENCY")
+    # Per stream of one shell run: bytes kept in its artifact file; the rest is counted, noted, dropped.
+    max_output_bytes: int = Field(1024**3, ge=1, le=2**62, validation_alias="SCHEDULER_MAX_OUTPUT_BYTES")
     shell_env_allow: Annotated[tuple[str, ...], NoDecode] = Field(
         (), validation_alias="SCHEDULER_SHELL_ENV_ALLOW"
     )

@@ -1,11 +1,15 @@
-"""Run one shell job's command as a child process group.
+"""Run one shell job's command as a child process group, and end every process it started.
 
 Differences from the reference (``dispatcher-shell.js``), on purpose:
 
-* the child runs in its own session / process group, and every exit path (normal exit, timeout,
-  cancellation) ends with ``SIGKILL`` to that group, so no grandchild outlives the run (§17 #34);
-* a timeout sends ``SIGTERM`` to the whole group, waits ``kill_grace_s``, then ``SIGKILL``;
-* output beyond ``capture_limit_bytes`` is counted and discarded instead of killing the child;
+* the child runs in its own session / process group, with ``SCHEDULER_RUN_ID`` in its environment;
+  every exit path (normal exit, timeout, cancellation) ends with SIGKILL to that group and to
+  every process still carrying the run id or descending from the run (:mod:`process_tree`), so
+  no grandchild outlives the run, not even one that left the group with ``setsid`` (§17 #34);
+* a timeout sends ``SIGTERM`` to the whole group, waits ``kill_grace_s``, then kills everything;
+* memory holds at most ``capture_limit_bytes`` of each stream; with an :class:`ArtifactSpec` the
+  rest goes to the run's artifact file as it arrives (:mod:`shell_capture`), otherwise it is
+  counted and discarded; the child is never killed for writing too much;
 * the environment is built by the caller, normally from :func:`scrubbed_environment`, so the
   gateway bearer token and other secrets are not inherited (§17 #32).
 
@@ -24,19 +28,40 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+
+from scheduler.strategies.process_tree import (
+    RUN_ID_VARIABLE,
+    DeferredSweeper,
+    Known,
+    current_members,
+    end_processes,
+    log_leftovers_killed,
+)
+from scheduler.strategies.shell_capture import ArtifactSpec, StoredArtifact, StreamCapture
+from scheduler.strategies.shell_env import (
+    GATEWAY_TOKEN_VAR,
+    SECRET_NAME_PARTS,
+    is_secret_name,
+    scrubbed_environment,
+)
 
 logger = logging.getLogger(__name__)
 
-GATEWAY_TOKEN_VAR = "OPENCLAW_GATEWAY_TOKEN"
-SECRET_NAME_PARTS = ("TOKEN", "SECRET", "PASSWORD", "KEY")
-
+DEFAULT_CAPTURE_LIMIT = 64 * 1024 * 1024
 _STDOUT_FD = 1
 _STDERR_FD = 2
 # After the group is dead, how long to keep waiting for the pipes to reach EOF. Only a process that
 # left the group (setsid) and kept the pipes open can make this wait run out.
 _MIN_PIPE_DRAIN_S = 1.0
+# A shell that exited cleanly closes its pipes at the same instant; if they are still open this
+# much later, something outside the group holds them and is hunted down at once.
+_PIPE_CHECK_S = 0.25
+# The process hunt at a timeout or a cancellation; at a forced stop, less.
+_SWEEP_S = 2.0
+_FORCED_SWEEP_S = 0.5
 
 # Cleanups that outlived a second cancellation; kept referenced until they finish.
 _background_cleanups: set[asyncio.Task[None]] = set()
@@ -47,30 +72,16 @@ def default_shell() -> str:
     return "/bin/zsh" if sys.platform == "darwin" else "/bin/bash"
 
 
-def is_secret_name(name: str) -> bool:
-    upper = name.upper()
-    return name == GATEWAY_TOKEN_VAR or any(part in upper for part in SECRET_NAME_PARTS)
-
-
-def scrubbed_environment(environ: Mapping[str, str], allow: Iterable[str] = ()) -> dict[str, str]:
-    """Copy ``environ`` without the gateway token and secret-looking variables.
-
-    A variable is dropped when it is ``OPENCLAW_GATEWAY_TOKEN`` or its upper-cased name contains
-    one of :data:`SECRET_NAME_PARTS`. Names listed in ``allow`` (exact, case-sensitive) are kept
-    whatever they look like, except the gateway token, which no allow-list passes on.
-    """
-    allowed = frozenset(allow) - {GATEWAY_TOKEN_VAR}
-    return {name: value for name, value in environ.items() if name in allowed or not is_secret_name(name)}
-
-
 @dataclass(frozen=True)
 class ShellProcessResult:
     """What happened to one shell process.
 
     ``exit_code`` is set when the shell exited by itself (or after catching a signal);
     ``signal`` (e.g. ``"SIGTERM"``) when it was killed by a signal. ``stdout``/``stderr`` hold at
-    most the capture limit; ``*_total_bytes`` count everything the command wrote. When the shell
-    could not be started, ``spawn_error`` is set, ``exit_code`` is ``None`` and ``pid`` is 0.
+    most the capture limit (the head of each stream); ``*_total_bytes`` count everything the
+    command wrote; ``*_artifact`` says what became of the stream's file when an
+    :class:`ArtifactSpec` was given (``None`` otherwise). When the shell could not be started,
+    ``spawn_error`` is set, ``exit_code`` is ``None`` and ``pid`` is 0.
     :func:`run_shell_command` never returns ``cancelled=True`` (it re-raises the cancellation);
     the field lets a caller record a run that was cancelled.
     """
@@ -87,6 +98,8 @@ class ShellProcessResult:
     spawn_error: str | None
     started_monotonic: float
     finished_monotonic: float
+    stdout_artifact: StoredArtifact | None = None
+    stderr_artifact: StoredArtifact | None = None
 
     @property
     def stdout_capture_cut(self) -> bool:
@@ -101,29 +114,24 @@ class ShellProcessResult:
     def duration_s(self) -> float:
         return self.finished_monotonic - self.started_monotonic
 
+    def artifact(self, label: str) -> StoredArtifact | None:
+        return self.stdout_artifact if label == "stdout" else self.stderr_artifact
+
 
 class _CaptureProtocol(asyncio.SubprocessProtocol):
-    """Keeps the first ``limit`` bytes of stdout and stderr, counts the rest, never applies
-    back-pressure (so the child never blocks on a full pipe)."""
+    """Hands stdout and stderr to a :class:`StreamCapture` each; never applies back-pressure (so
+    the child never blocks on a full pipe)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
-        self._limit = limit
-        self.buffers: dict[int, bytearray] = {_STDOUT_FD: bytearray(), _STDERR_FD: bytearray()}
-        self.totals: dict[int, int] = {_STDOUT_FD: 0, _STDERR_FD: 0}
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int, spec: ArtifactSpec | None) -> None:
+        self.streams = {_STDOUT_FD: StreamCapture("stdout", limit, spec),
+                        _STDERR_FD: StreamCapture("stderr", limit, spec)}
         self.exited: asyncio.Future[None] = loop.create_future()
         self.finished: asyncio.Future[None] = loop.create_future()
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
-        size = len(data)
-        self.totals[fd] = self.totals.get(fd, 0) + size
-        buffer = self.buffers.get(fd)
-        if buffer is None:
-            return
-        room = self._limit - len(buffer)
-        if room >= size:
-            buffer += data
-        elif room > 0:
-            buffer += data[:room]
+        stream = self.streams.get(fd)
+        if stream is not None:
+            stream.feed(data)
 
     def process_exited(self) -> None:
         if not self.exited.done():
@@ -144,6 +152,16 @@ def _killpg(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
+def _group_alive(pgid: int) -> bool:
+    if pgid <= 0:  # 0 would ask about our own group
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
 async def _wait_done(future: asyncio.Future[None], timeout_s: float | None) -> bool:
     """Wait for ``future`` without cancelling it; True if it completed in time."""
     if future.done():
@@ -152,13 +170,51 @@ async def _wait_done(future: asyncio.Future[None], timeout_s: float | None) -> b
     return future in done
 
 
-async def _terminate_group(pgid: int, exited: asyncio.Future[None], grace_s: float) -> None:
-    """SIGTERM the group, give the shell ``grace_s`` to exit, SIGKILL the group, reap the shell."""
-    if not exited.done():
-        _killpg(pgid, signal.SIGTERM)
-        await _wait_done(exited, max(0.0, grace_s))
-    _killpg(pgid, signal.SIGKILL)
-    await _wait_done(exited, None)
+@dataclass(frozen=True)
+class _Run:
+    """The handles for ending one run's processes."""
+
+    pid: int  # the shell: its pid numbers the run's session and process group
+    run_id: str
+    protocol: _CaptureProtocol
+
+    async def end_everything(self, when: str, known: Known | None = None) -> None:
+        """SIGKILL the group and every process of the run (frozen first, see process_tree)."""
+        killed = await asyncio.to_thread(end_processes, {self.run_id}, {self.pid: self.run_id},
+                                         known=known, within_s=_SWEEP_S)
+        _killpg(self.pid, signal.SIGKILL)  # where /proc is missing, the group is all we can reach
+        killed.pop(self.pid, None)
+        log_leftovers_killed(killed, when=when)
+
+    def end_everything_now(self) -> None:
+        """The same, blocking and with a shorter bound: for a second cancellation."""
+        _killpg(self.pid, signal.SIGKILL)
+        killed = end_processes({self.run_id}, {self.pid: self.run_id}, within_s=_FORCED_SWEEP_S)
+        killed.pop(self.pid, None)
+        log_leftovers_killed(killed, when="forced stop")
+
+    async def terminate(self, grace_s: float, when: str) -> None:
+        """SIGTERM the group, give the shell ``grace_s`` to exit, end everything, reap the shell.
+        The run's processes are noted first: once the shell dies, its children lose their parent
+        link, and one that also left the session and cleared its environment would be lost."""
+        known: Known | None = None
+        if not self.protocol.exited.done():
+            known = await asyncio.to_thread(current_members, {self.run_id}, {self.pid: self.run_id})
+            _killpg(self.pid, signal.SIGTERM)
+            await _wait_done(self.protocol.exited, max(0.0, grace_s))
+        await self.end_everything(when, known)
+        await _wait_done(self.protocol.exited, None)
+
+    async def end_after_exit(self, sweeper: DeferredSweeper | None) -> None:
+        """The shell exited by itself. Anything left in its group, or holding its pipes, is hunted
+        at once; otherwise the run is queued for the sweeper's next pass (a ``/proc`` pass per
+        run would cost more than a short run itself)."""
+        if _group_alive(self.pid) or not await _wait_done(self.protocol.finished, _PIPE_CHECK_S):
+            await self.end_everything("exit")
+        elif sweeper is not None:
+            sweeper.add(self.run_id)
+        else:
+            await self.end_everything("exit")
 
 
 async def _heartbeat_loop(heartbeat: Callable[[], Awaitable[None]], interval_s: float) -> None:
@@ -188,26 +244,24 @@ def _spawn_error_text(shell: str, cwd: str | None, exc: BaseException) -> str:
     return f"Cannot start shell {shell}: {exc}"
 
 
-async def run_shell_command(
-    command: str,
-    *,
-    shell: str,
-    timeout_s: float,
-    env: Mapping[str, str],
-    cwd: str | None = None,
-    capture_limit_bytes: int = 64 * 1024 * 1024,
-    kill_grace_s: float = 2.0,
-    on_spawn: Callable[[int], None] | None = None,
-    heartbeat: Callable[[], Awaitable[None]] | None = None,
-    heartbeat_interval_s: float = 15.0,
-) -> ShellProcessResult:
-    """Run ``shell -c command`` in a new session and wait for it, its group and its pipes.
+def _spawn_failure(shell: str, cwd: str | None, exc: BaseException, started: float) -> ShellProcessResult:
+    return ShellProcessResult(
+        exit_code=None,
+        signal=None,
+        timed_out=False,
+        cancelled=False,
+        stdout=b"",
+        stderr=b"",
+        stdout_total_bytes=0,
+        stderr_total_bytes=0,
+        pid=0,
+        spawn_error=_spawn_error_text(shell, cwd, exc),
+        started_monotonic=started,
+        finished_monotonic=time.monotonic(),
+    )
 
-    Spawn failures are returned as ``spawn_error``; a cancellation of the calling task kills the
-    group (TERM, ``kill_grace_s``, KILL), reaps the shell and re-raises ``CancelledError``.
-    Raises ``ValueError`` for a non-positive ``timeout_s`` or ``heartbeat_interval_s`` or a
-    negative ``capture_limit_bytes``.
-    """
+
+def _check_arguments(timeout_s: float, heartbeat_interval_s: float, capture_limit_bytes: int) -> None:
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
     if not heartbeat_interval_s > 0:
@@ -215,79 +269,99 @@ async def run_shell_command(
     if capture_limit_bytes < 0:
         raise ValueError(f"capture_limit_bytes must not be negative, got {capture_limit_bytes!r}")
 
+
+async def run_shell_command(
+    command: str,
+    *,
+    shell: str,
+    timeout_s: float,
+    env: Mapping[str, str],
+    cwd: str | None = None,
+    capture_limit_bytes: int = DEFAULT_CAPTURE_LIMIT,
+    artifacts: ArtifactSpec | None = None,
+    run_id: str | None = None,
+    sweeper: DeferredSweeper | None = None,
+    kill_grace_s: float = 2.0,
+    on_spawn: Callable[[int], None] | None = None,
+    heartbeat: Callable[[], Awaitable[None]] | None = None,
+    heartbeat_interval_s: float = 15.0,
+) -> ShellProcessResult:
+    """Run ``shell -c command`` in a new session and wait for it, its processes and its pipes.
+
+    ``run_id`` (else ``SCHEDULER_RUN_ID`` from ``env``, else a fresh UUID) goes into the child's
+    environment as ``SCHEDULER_RUN_ID``; it is how the run's processes are found when it ends.
+    After a clean exit, a ``sweeper`` lets the hunt for escaped processes be batched with other
+    runs'. With ``artifacts``, each stream goes to its file as it arrives (:mod:`shell_capture`).
+    Spawn failures are returned as ``spawn_error``; a cancellation of the calling task kills
+    everything (TERM, ``kill_grace_s``, KILL), reaps the shell and re-raises ``CancelledError``.
+    Raises ``ValueError`` for a non-positive ``timeout_s`` or ``heartbeat_interval_s`` or a
+    negative ``capture_limit_bytes``.
+    """
+    _check_arguments(timeout_s, heartbeat_interval_s, capture_limit_bytes)
+    run_id = run_id or env.get(RUN_ID_VARIABLE) or str(uuid.uuid4())
     loop = asyncio.get_running_loop()
     started = time.monotonic()
     try:
         transport, protocol = await loop.subprocess_exec(
-            lambda: _CaptureProtocol(loop, capture_limit_bytes),
+            lambda: _CaptureProtocol(loop, capture_limit_bytes, artifacts),
             shell,
             "-c",
             command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=dict(env),
+            env={**env, RUN_ID_VARIABLE: run_id},
             cwd=cwd,
             start_new_session=True,
         )
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
-        return ShellProcessResult(
-            exit_code=None,
-            signal=None,
-            timed_out=False,
-            cancelled=False,
-            stdout=b"",
-            stderr=b"",
-            stdout_total_bytes=0,
-            stderr_total_bytes=0,
-            pid=0,
-            spawn_error=_spawn_error_text(shell, cwd, exc),
-            started_monotonic=started,
-            finished_monotonic=time.monotonic(),
-        )
+        return _spawn_failure(shell, cwd, exc, started)
 
-    pid = transport.get_pid()  # == process group id: start_new_session makes it a group leader
+    run = _Run(pid=transport.get_pid(), run_id=run_id, protocol=protocol)
     if on_spawn is not None:
         try:
-            on_spawn(pid)
+            on_spawn(run.pid)
         except Exception:
             logger.exception("shell run on_spawn callback failed; the run continues")
 
     beat: asyncio.Task[None] | None = None
     if heartbeat is not None:
         beat = asyncio.create_task(_heartbeat_loop(heartbeat, heartbeat_interval_s))
-
-    timed_out = False
     try:
-        try:
-            if not await _wait_done(protocol.exited, timeout_s):
-                timed_out = True
-                await _terminate_group(pid, protocol.exited, kill_grace_s)
-            # The shell is gone; anything left in its group (background jobs) goes with it.
-            _killpg(pid, signal.SIGKILL)
-            await _wait_done(protocol.finished, max(kill_grace_s, _MIN_PIPE_DRAIN_S))
-        except asyncio.CancelledError:
-            cleanup = asyncio.ensure_future(_terminate_group(pid, protocol.exited, kill_grace_s))
-            try:
-                await asyncio.shield(cleanup)
-            except asyncio.CancelledError:
-                # Cancelled again while cleaning up: no more grace.
-                _killpg(pid, signal.SIGKILL)
-                if not cleanup.done():
-                    _background_cleanups.add(cleanup)
-                    cleanup.add_done_callback(_background_cleanups.discard)
-                raise
-            _killpg(pid, signal.SIGKILL)
-            raise
+        timed_out = await _see_through(run, timeout_s, kill_grace_s, sweeper)
+    except BaseException:
+        for stream in protocol.streams.values():  # cancelled: nothing will record the files
+            stream.discard()
+        raise
     finally:
-        # Closes the pipes (a process that escaped the group may still hold them) and, should the
-        # shell somehow still be running, kills it.
+        # Closes the pipes (a process that escaped every search may still hold them) and, should
+        # the shell somehow still be running, kills it.
         transport.close()
         if beat is not None:
             beat.cancel()
             await asyncio.wait({beat})
+    return _result(run, transport.get_returncode(), timed_out, started)
 
-    returncode = transport.get_returncode()
+
+async def _see_through(run: _Run, timeout_s: float, kill_grace_s: float,
+                       sweeper: DeferredSweeper | None) -> bool:
+    """Wait for the shell (up to ``timeout_s``), end every process of the run, let the pipes
+    drain. Returns whether it timed out."""
+    timed_out = False
+    try:
+        if await _wait_done(run.protocol.exited, timeout_s):
+            await run.end_after_exit(sweeper)
+        else:
+            timed_out = True
+            await run.terminate(kill_grace_s, "timeout")
+        await _wait_done(run.protocol.finished, max(kill_grace_s, _MIN_PIPE_DRAIN_S))
+    except asyncio.CancelledError:
+        await _cancel(run, kill_grace_s)
+        raise
+    return timed_out
+
+
+def _result(run: _Run, returncode: int | None, timed_out: bool, started: float) -> ShellProcessResult:
     exit_code: int | None = None
     signal_name: str | None = None
     if returncode is not None:
@@ -295,17 +369,49 @@ async def run_shell_command(
             signal_name = _signal_name(-returncode)
         else:
             exit_code = returncode
+    out, err = run.protocol.streams[_STDOUT_FD], run.protocol.streams[_STDERR_FD]
+    stdout_artifact, stderr_artifact = out.close(), err.close()
     return ShellProcessResult(
         exit_code=exit_code,
         signal=signal_name,
         timed_out=timed_out,
         cancelled=False,
-        stdout=bytes(protocol.buffers[_STDOUT_FD]),
-        stderr=bytes(protocol.buffers[_STDERR_FD]),
-        stdout_total_bytes=protocol.totals[_STDOUT_FD],
-        stderr_total_bytes=protocol.totals[_STDERR_FD],
-        pid=pid,
+        stdout=bytes(out.head),
+        stderr=bytes(err.head),
+        stdout_total_bytes=out.total,
+        stderr_total_bytes=err.total,
+        pid=run.pid,
         spawn_error=None,
         started_monotonic=started,
         finished_monotonic=time.monotonic(),
+        stdout_artifact=stdout_artifact,
+        stderr_artifact=stderr_artifact,
     )
+
+
+async def _cancel(run: _Run, grace_s: float) -> None:
+    """End everything of a cancelled run, even if the caller cancels again meanwhile."""
+    cleanup = asyncio.ensure_future(run.terminate(grace_s, "cancel"))
+    try:
+        await asyncio.shield(cleanup)
+    except asyncio.CancelledError:
+        # Cancelled again while cleaning up: no more grace.
+        run.end_everything_now()
+        if not cleanup.done():
+            _background_cleanups.add(cleanup)
+            cleanup.add_done_callback(_background_cleanups.discard)
+        raise
+
+
+__all__ = [
+    "DEFAULT_CAPTURE_LIMIT",
+    "GATEWAY_TOKEN_VAR",
+    "SECRET_NAME_PARTS",
+    "ArtifactSpec",
+    "ShellProcessResult",
+    "StoredArtifact",
+    "default_shell",
+    "is_secret_name",
+    "run_shell_command",
+    "scrubbed_environment",
+]

@@ -8,12 +8,20 @@ from pathlib import Path
 
 from scheduler.store.db import Row
 from scheduler.strategies.base import Outcome
-from scheduler.strategies.shell import run_shell_command, scrubbed_environment
+from scheduler.strategies.process_tree import DeferredSweeper
+from scheduler.strategies.shell import DEFAULT_CAPTURE_LIMIT, run_shell_command, scrubbed_environment
+from scheduler.strategies.shell_capture import ArtifactSpec
 from scheduler.strategies.shell_output import OutputLimits, normalize_shell_result
 
-# Set in every shell run's environment (and so inherited by everything it starts).
-RUN_ID_VARIABLE = "SCHEDULER_RUN_ID"
+# Set in every shell run's environment (and so inherited by everything it starts). The run id
+# also finds the run's processes when it ends, and after a crash (engine/orphans.py).
 JOB_ID_VARIABLE = "SCHEDULER_JOB_ID"
+DEFAULT_MAX_OUTPUT_BYTES = 1024**3
+
+
+def head_limit(limits: OutputLimits) -> int:
+    """Bytes of each stream kept in memory: what the stored column and the excerpt can hold."""
+    return min(max(limits.store, limits.excerpt), DEFAULT_CAPTURE_LIMIT)
 
 
 class ShellJobStrategy:
@@ -24,27 +32,34 @@ class ShellJobStrategy:
         artifacts_dir: Path,
         env_allow: Iterable[str] = (),
         environ: Mapping[str, str] | None = None,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     ) -> None:
         self.shell = shell
         self.artifacts_dir = artifacts_dir
+        self.max_output_bytes = max_output_bytes
         # Computed once: the daemon's environment minus secrets (reference defect §17 #32).
         self.env = scrubbed_environment(os.environ if environ is None else environ, env_allow)
+        self.sweeper = DeferredSweeper()
 
     async def execute(self, job: Row, run: Row) -> Outcome:
         timeout_ms = int(run["run_timeout_ms"] or job["run_timeout_ms"] or 300000)
-        # The ids let the command know its run, and let a later daemon find this run's
-        # processes should this one be killed (engine/orphans.py).
-        env = {**self.env, RUN_ID_VARIABLE: str(run["id"]), JOB_ID_VARIABLE: str(job["id"])}
+        run_id = str(run["id"])
+        limits = OutputLimits.from_job(job)
         result = await run_shell_command(
             str(job["payload_message"]),
             shell=self.shell,
             timeout_s=timeout_ms / 1000,
-            env=env,
+            env={**self.env, JOB_ID_VARIABLE: str(job["id"])},
+            run_id=run_id,
+            sweeper=self.sweeper,
+            capture_limit_bytes=head_limit(limits),
+            artifacts=ArtifactSpec(self.artifacts_dir, run_id, limits.offload_threshold,
+                                   self.max_output_bytes),
         )
         fields = normalize_shell_result(
             result,
-            limits=OutputLimits.from_job(job),
-            run_id=str(run["id"]),
+            limits=limits,
+            run_id=run_id,
             artifacts_dir=self.artifacts_dir,
             timeout_ms=timeout_ms,
         )

@@ -1,12 +1,15 @@
 """Turn a :class:`ShellProcessResult` into the run columns the reference persists (§4.5).
 
 Behaviour follows the reference's ``normalizeShellResult``: UTF-8 text, outputs above the offload
-threshold written to ``<artifacts>/runs/<run_id>/stdout.txt|stderr.txt``, stored columns trimmed
+threshold kept in ``<artifacts>/runs/<run_id>/stdout.txt|stderr.txt``, stored columns trimmed
 and truncated at a character boundary with the ``\\n...[truncated]`` suffix, a preview made of
 ``stdout:``/``stderr:`` blocks, and the same error messages. Additions:
 
-* a run whose output exceeded the in-memory capture limit says so in the stored text, the preview
-  and the artifact file, and counts as truncated;
+* the artifact file is normally written while the command runs (:mod:`shell_capture`); for a
+  result without one (no :class:`ArtifactSpec` was given) it is written here from memory;
+* a run whose output was not kept in full (beyond the artifact cap, or beyond the in-memory head
+  when no file could hold the rest) says so in the stored text, the preview and the artifact
+  file, and counts as truncated;
 * ``*_bytes`` are the number of bytes the command wrote (not only what was kept);
 * artifact directories are created 0700 and files 0600;
 * a failed artifact write never raises: the output stays in the (store-limit) columns and the OS
@@ -18,6 +21,7 @@ Image markers (``[IMAGE:/path]`` lines, §4.4) are not extracted here.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import os
@@ -27,6 +31,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from scheduler.strategies.shell import ShellProcessResult
+from scheduler.strategies.shell_capture import (
+    StoredArtifact,
+    capture_note,
+    ensure_private_dir,
+    open_private_file,
+    safe_run_id,
+)
 
 ShellRunStatus = Literal["ok", "error", "timeout", "cancelled"]
 
@@ -38,9 +49,6 @@ DEFAULT_STORE_LIMIT = 65536
 DEFAULT_EXCERPT_LIMIT = 2000
 DEFAULT_SUMMARY_LIMIT = 5000
 DEFAULT_OFFLOAD_THRESHOLD = 65536
-
-_DIR_MODE = 0o700
-_FILE_MODE = 0o600
 
 
 def _limit_value(raw: Any, default: int) -> int:
@@ -125,12 +133,15 @@ def truncate_utf8(text: str, limit_bytes: int, *, suffix: str = TRUNCATION_SUFFI
     return result.text, result.truncated
 
 
-def _truncate(text: str, limit_bytes: int, suffix: str = TRUNCATION_SUFFIX) -> _Truncated:
+def _truncate(
+    text: str, limit_bytes: int, suffix: str = TRUNCATION_SUFFIX, *, more: bool = False
+) -> _Truncated:
+    """``more``: ``text`` is only the head of the output, so it is cut (and says so) even if short."""
     stripped = text.strip()
     if not stripped:
         return _Truncated("", False)
     encoded = stripped.encode("utf-8", "replace")
-    if len(encoded) <= limit_bytes:
+    if len(encoded) <= limit_bytes and not more:
         return _Truncated(stripped, False)
     target = max(0, limit_bytes - utf8_len(suffix))
     # Decoding a byte prefix of valid UTF-8 with "ignore" drops only a character cut in half.
@@ -138,43 +149,17 @@ def _truncate(text: str, limit_bytes: int, suffix: str = TRUNCATION_SUFFIX) -> _
     return _Truncated(head + suffix, True)
 
 
-def _capture_note(label: str, result_bytes: int, total_bytes: int) -> str:
-    return f"[{label} capture limit reached: kept {result_bytes} of {total_bytes} bytes]"
-
-
-def _stored(text: str, limit_bytes: int, capture_note: str | None) -> _Truncated:
+def _stored(text: str, limit_bytes: int, note_text: str | None, *, more: bool) -> _Truncated:
     """The stored column: truncated to the limit; ends with the capture note when output was lost."""
-    if capture_note is None:
-        return _truncate(text, limit_bytes)
-    note = "\n" + capture_note
+    if note_text is None:
+        return _truncate(text, limit_bytes, more=more)
+    note = "\n" + note_text
     head = _truncate(text, max(0, limit_bytes - utf8_len(note)))
-    return _Truncated(head.text + note if head.text else capture_note, True)
-
-
-def _ensure_private_dir(path: Path) -> None:
-    """Create ``path`` and any missing parents with mode 0700 (existing directories are left alone)."""
-    missing: list[Path] = []
-    current = path
-    while not current.is_dir():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, _DIR_MODE)
-        except FileExistsError:
-            if not directory.is_dir():
-                raise
-
-
-def _safe_run_id(run_id: str) -> bool:
-    return bool(run_id) and run_id not in (".", "..") and not any(c in run_id for c in "/\\\x00")
+    return _Truncated(head.text + note if head.text else note_text, True)
 
 
 def _write_artifact(path: Path, data: bytes) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags, _FILE_MODE)
+    fd = open_private_file(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -186,34 +171,64 @@ def _write_artifact(path: Path, data: bytes) -> None:
 
 
 def _offload(
-    label: str, text: str, capture_note: str | None, run_id: str, artifacts_dir: Path
+    label: str, text: str, note: str | None, run_id: str, artifacts_dir: Path
 ) -> tuple[str | None, str | None]:
     """Write ``text`` to the run's artifact file. Returns ``(path, error)``; one of them is None
     (both are None when there is nothing but whitespace to write, as in the reference)."""
     if not text.strip():
         return None, None
-    if not _safe_run_id(run_id):
+    if not safe_run_id(run_id):
         return None, f"{label} offload failed: run id {run_id!r} cannot name a directory"
     run_dir = Path(os.path.abspath(artifacts_dir)) / "runs" / run_id
     path = run_dir / f"{label}.txt"
-    content = text if capture_note is None else f"{text.rstrip(chr(10))}\n{capture_note}\n"
+    content = text if note is None else f"{text.rstrip(chr(10))}\n{note}\n"
     try:
-        _ensure_private_dir(run_dir)
+        ensure_private_dir(run_dir)
         _write_artifact(path, content.encode("utf-8", "replace"))
     except OSError as exc:
         return None, f"{label} offload failed: {exc}"
     return str(path), None
 
 
+def _decode_head(raw: bytes) -> str:
+    """Decode the head of a longer stream: a character cut in half at its end is dropped."""
+    return codecs.getincrementaldecoder("utf-8")("replace").decode(raw, final=False)
+
+
+def _offload_from_memory(
+    label: str, text: str, kept: int, total: int, limits: OutputLimits, run_id: str, artifacts_dir: Path
+) -> tuple[str | None, str | None, str | None]:
+    """``(path, capture note, offload error)`` for a stream held in memory only: written to its
+    artifact file now if it is above the threshold."""
+    note = capture_note(label, kept, total) if total > kept else None
+    if total <= limits.offload_threshold:
+        return None, note, None
+    path, error = _offload(label, text, note, run_id, artifacts_dir)
+    return path, note, error
+
+
+def _streamed(
+    label: str, artifact: StoredArtifact, kept_in_memory: int, total: int
+) -> tuple[str | None, str | None, str | None]:
+    """``(path, capture note, offload error)`` for a stream written to its file as it arrived. Output
+    is lost (and noted) beyond the file's cap, or beyond the head when the file failed."""
+    if artifact.path is not None:
+        kept = artifact.kept_bytes
+        return artifact.path, capture_note(label, kept, total) if total > kept else None, None
+    if artifact.error is not None and total > kept_in_memory:
+        return None, capture_note(label, kept_in_memory, total), artifact.error
+    return None, None, artifact.error
+
+
 def _output_block(
-    label: str, excerpt: _Truncated, path: str | None, total_bytes: int, capture_note: str | None
+    label: str, excerpt: _Truncated, path: str | None, total_bytes: int, note: str | None
 ) -> str:
     lines: list[str] = []
     if excerpt.text:
         lines.append(f"{label}:")
         lines.append(excerpt.text)
-    if capture_note is not None:
-        lines.append(capture_note)
+    if note is not None:
+        lines.append(note)
     if path is not None:
         lines.append(f"[{label} offloaded: {path} ({total_bytes} bytes)]")
     return "\n".join(lines)
@@ -257,17 +272,20 @@ def normalize_shell_result(
     blocks: list[str] = []
     offload_errors: list[str] = []
     for label, raw, reported_total in streams:
-        text = raw.decode("utf-8", "replace")
         total = max(reported_total, len(raw))
-        note = _capture_note(label, len(raw), total) if total > len(raw) else None
-        path: str | None = None
-        if total > limits.offload_threshold:
-            path, offload_error = _offload(label, text, note, run_id, artifacts_dir)
-            if offload_error is not None:
-                offload_errors.append(offload_error)
+        more = total > len(raw)  # raw is only the head of what the command wrote
+        text = _decode_head(raw) if more else raw.decode("utf-8", "replace")
+        artifact = result.artifact(label)
+        if artifact is None:
+            path, note, offload_error = _offload_from_memory(label, text, len(raw), total, limits,
+                                                             run_id, artifacts_dir)
+        else:
+            path, note, offload_error = _streamed(label, artifact, len(raw), total)
+        if offload_error is not None:
+            offload_errors.append(offload_error)
         store_limit = min(limits.store, limits.excerpt) if path is not None else limits.store
-        stored[label] = _stored(text, store_limit, note)
-        excerpts[label] = _truncate(text, limits.excerpt)
+        stored[label] = _stored(text, store_limit, note, more=more)
+        excerpts[label] = _truncate(text, limits.excerpt, more=more)
         paths[label] = path
         totals[label] = total
         block = _output_block(label, excerpts[label], path, total, note)

@@ -19,10 +19,13 @@ from typing import Any
 
 from scheduler.store.db import Row
 from scheduler.strategies.base import Outcome
+from scheduler.strategies.process_tree import DeferredSweeper
 from scheduler.strategies.shell import run_shell_command, scrubbed_environment
 from scheduler.timeutil import from_sqlite, utcnow
 
 CHECK_TIMEOUT_CAP_MS = 60_000
+# A check prints a verdict, not a log: this much of each stream is kept, the rest only counted.
+CHECK_OUTPUT_LIMIT = 1024 * 1024
 TERMINAL_STATUSES = frozenset({"done", "error", "interrupted", "spawn-warning"})
 _DETAIL_KEYS = ("deliveryText", "lastReply", "error", "summary")
 
@@ -98,14 +101,17 @@ class WatchdogStrategy:
                  environ: Mapping[str, str] | None = None) -> None:
         self.shell = shell
         self.env = scrubbed_environment(os.environ if environ is None else environ, env_allow)
+        self.sweeper = DeferredSweeper()
 
     async def execute(self, job: Row, run: Row) -> Outcome:
         command = str(job["watchdog_check_cmd"] or "")
         if not command:
             return Outcome("error", {"error_message": "Watchdog job missing watchdog_check_cmd"})
         timeout_ms = min(int(job["run_timeout_ms"] or 300_000), CHECK_TIMEOUT_CAP_MS)
+        # The run id in the check's environment lets every process it starts be found and ended.
         result = await run_shell_command(command, shell=self.shell, timeout_s=timeout_ms / 1000,
-                                         env=self.env)
+                                         env=self.env, run_id=str(run["id"]), sweeper=self.sweeper,
+                                         capture_limit_bytes=CHECK_OUTPUT_LIMIT)
         stdout = result.stdout.decode("utf-8", "replace").strip()
         stderr = result.stderr.decode("utf-8", "replace").strip()
         elapsed = elapsed_minutes(job["watchdog_started_at"])
