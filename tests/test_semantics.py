@@ -220,30 +220,7 @@ def test_at_most_once_at_job_is_disabled_after_a_crash(db: Database) -> None:
     assert job_after["enabled"] == 0 and job_after["last_status"] == "crashed"
 
 
-# -- pools, misfire, overlap -----------------------------------------------------------------------
-
-
-def test_resource_pool_runs_one_job_at_a_time(db: Database) -> None:
-    a = add_job(db, name="a", resource_pool="gpu")
-    b = add_job(db, name="b", resource_pool="gpu")
-    batch = claim(db)
-    assert len(batch.claims) == 1
-    assert len(batch.skipped) == 1 and "resource pool 'gpu' busy" in batch.skipped[0]["error_message"]
-    assert {batch.claims[0].job["id"], batch.skipped[0]["job_id"]} == {a["id"], b["id"]}
-
-
-def test_queued_run_waits_for_a_busy_pool_instead_of_being_dropped(db: Database) -> None:
-    add_job(db, name="holder", resource_pool="gpu")
-    waiter = add_job(db, name="waiter", resource_pool="gpu", enabled=False)
-    holder_claim = claim(db).claims[0]
-    row = queue.enqueue_dispatch(db, waiter["id"], "manual", NOW_TEXT)
-    assert row is not None
-    batch = claim(db)
-    assert batch.claims == [] and batch.postponed == 1
-    pending = db.query_one("SELECT * FROM job_dispatch_queue WHERE id = ?", (row["id"],))
-    assert pending is not None and pending["status"] == "pending" and pending["scheduled_for"] == at(1)
-    finish(db, holder_claim, "ok")
-    assert [c.job["id"] for c in claim(db, at(1)).claims] == [waiter["id"]]
+# -- misfire, overlap (pools: test_pools.py) --------------------------------------------------
 
 
 @pytest.mark.parametrize(("late_s", "runs"), [(30, True), (120, False)])
