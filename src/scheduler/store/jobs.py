@@ -8,6 +8,7 @@ from functools import lru_cache
 from typing import Any
 
 from scheduler.errors import NotFoundError, ValidationError
+from scheduler.store import claims
 from scheduler.store.db import Database, Row
 from scheduler.store.migrations import _expected_columns
 
@@ -75,7 +76,8 @@ def list_jobs(db: Database, job_type: str | None = None) -> list[Row]:
 
 
 def update_job(db: Database, job_id: str, columns: Mapping[str, Any], now_text: str) -> Row:
-    """Apply a validated patch; ``updated_at`` is stamped. Raises NotFoundError."""
+    """Apply a validated patch; ``updated_at`` is stamped. A patch that disables the job also
+    cancels its pending retries and chained runs, in the same transaction. Raises NotFoundError."""
     _check_columns(columns, allow_immutable=False)
     values = {**columns, "updated_at": now_text}
     assignments = ", ".join(f"{name} = ?" for name in values)
@@ -89,6 +91,9 @@ def update_job(db: Database, job_id: str, columns: Mapping[str, Any], now_text: 
             )
             if cursor.rowcount == 0:
                 raise NotFoundError(f"Job not found: {job_id}")
+            if "enabled" in columns and not columns["enabled"]:
+                # Its pending retries and chained runs go with the disable, not when they fall due.
+                claims.cancel_queued_runs_of_disabled_job(conn, job_id, now_text)
     except sqlite3.IntegrityError as exc:
         raise _explain_integrity(exc) from None
     return require_job(db, job_id)
