@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import query
+from conftest import query, shell_job, wait_until
 from scheduler.errors import ValidationError
 from scheduler.models.job import new_job_row, validate_job_spec
 from scheduler.store import claims as claim_store
@@ -367,3 +367,156 @@ def test_two_processes_never_exceed_a_pools_capacity(tmp_path: Path) -> None:
     assert len(claimed) == 3
     waiting = query(db_path, "SELECT COUNT(*) AS n FROM job_dispatch_queue WHERE status = 'pending'")
     assert waiting[0]["n"] + sum(1 for c in claimed if c["dispatch_id"]) == 6
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+
+
+def test_pools_commands_set_list_and_remove(cli) -> None:
+    code, _, _, err = cli("jobs", "add", shell_job(name="a", resource_pool="gpu", schedule_cron="0 0 1 1 *"))
+    assert code == 0, err
+    assert cli("pools", "list")[1] == {"ok": True, "pools": [
+        {"name": "gpu", "capacity": 1, "configured": False, "jobs": 1, "running": 0, "waiting": 0}
+    ]}
+    code, out, _, _ = cli("pools", "set", "gpu", "2")
+    assert (code, out) == (0, {"ok": True, "pool": "gpu", "capacity": 2, "previous_capacity": 1})
+    assert cli("pools", "set", "gpu", "3")[1]["previous_capacity"] == 2
+    code, _, stdout, _ = cli("pools", "list", json_mode=False)
+    assert code == 0 and stdout.split("\n")[2].split() == ["gpu", "3", "True", "1", "0", "0"]
+    code, out, _, _ = cli("pools", "remove", "gpu")
+    assert (code, out) == (0, {"ok": True, "pool": "gpu", "removed": True, "capacity": 1})
+    assert cli("pools", "list")[1]["pools"][0]["capacity"] == 1
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (("pools", "set", "gpu", "0"), "capacity must be >= 1"),
+    (("pools", "set", "gpu", "two"), "capacity must be a whole number"),
+    (("pools", "set", "gpu", "10001"), "pool capacity must be a whole number from 1 to 10000"),
+    (("pools", "set", "gpu", "9" * 5000), "capacity must be a whole number"),
+    (("pools", "set", "\x1b[2J", "2"), "pool name must be 1-128 printable characters"),
+    (("pools", "set", "gpu"), "usage: openclaw-scheduler pools set <name> <capacity>"),
+    (("pools", "set", "gpu", "2", "3"), "unexpected argument '3'"),
+    (("pools", "remove", "gpu"), "No capacity is set for pool 'gpu'; it already has the default, 1"),
+    (("pools",), "missing subcommand for pools"),
+])
+def test_pools_bad_input_is_one_clear_line(cli, args: tuple[str, ...], says: str) -> None:
+    code, _, stdout, stderr = cli(*args, json_mode=False)
+    assert code != 0 and stdout == ""
+    assert stderr.count("\n") == 1 and says in stderr, stderr
+    assert "\x1b" not in stderr and "Traceback" not in stderr
+    assert cli("pools", "list")[1] == {"ok": True, "pools": []}  # nothing written
+
+
+# -- the daemon ------------------------------------------------------------------------------------
+
+
+def add(cli, *options: str, **fields: Any) -> dict[str, Any]:
+    """``jobs add`` a shell job that keeps its runs (an at-job is disabled, not deleted, after)."""
+    code, out, stdout, stderr = cli("jobs", "add", shell_job(**{"delete_after_run": 0, **fields}), *options)
+    assert code == 0, stdout + stderr
+    job: dict[str, Any] = out["job"]
+    return job
+
+
+def soon(seconds: int) -> str:
+    """A whole-second UTC instant ``seconds`` from now, for ``--at``."""
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).replace(microsecond=0).isoformat()
+
+
+def turn_taker(name: str, work: Path) -> str:
+    """A run that notes how many runs of the pool are inside at once, then holds its place until
+    the test opens the gate."""
+    inside, gate = work / "inside", work / "gate"
+    return (f"mkdir -p {inside}; touch {inside}/{name}; echo {name} $(ls {inside} | wc -l) >> {work}/log; "
+            f"while [ ! -e {gate} ]; do sleep 0.05; done; rm {inside}/{name}")
+
+
+def entries(work: Path) -> list[tuple[str, int]]:
+    lines = (work / "log").read_text().split("\n") if (work / "log").exists() else []
+    return [(line.split()[0], int(line.split()[1])) for line in lines if line.strip()]
+
+
+def run_counts(db_path: Path) -> dict[str, int]:
+    rows = query(db_path, "SELECT status, COUNT(*) AS n FROM runs GROUP BY status")
+    return {row["status"]: row["n"] for row in rows}
+
+
+def test_at_jobs_due_together_in_a_pool_run_one_after_another(cli, daemon, db_path, tmp_path) -> None:
+    d = daemon()
+    when = soon(3)
+    names = [f"turn-{n}" for n in range(3)]
+    for name in names:
+        add(cli, "--at", when, name=name, resource_pool="gpu", payload_message=turn_taker(name, tmp_path))
+    manual = add(cli, name="manual", resource_pool="gpu", schedule_cron="0 0 1 1 *",
+                 payload_message=turn_taker("manual", tmp_path))
+    wait_until(lambda: run_counts(db_path) == {"running": 1}, timeout=20, message="one run holds the pool")
+    code, _, _, err = cli("jobs", "run", manual["id"])
+    assert code == 0, err
+    status = wait_until(lambda: [p for p in cli("status")[1]["pools"] if p["waiting"] == 3],
+                        timeout=10, message="three waiting in status")
+    assert status == [{"name": "gpu", "capacity": 1, "configured": False, "jobs": 4, "running": 1,
+                       "waiting": 3}]
+    assert "Pool:     'gpu' 1/1 running, 3 waiting" in cli("status", json_mode=False)[2]
+    assert run_counts(db_path) == {"running": 1}  # the others wait: not started, not skipped
+
+    (tmp_path / "gate").touch()
+    wait_until(lambda: run_counts(db_path) == {"ok": 4}, timeout=30, message="all four ran")
+    assert d.stop() == 0
+    ran = entries(tmp_path)
+    assert sorted(name for name, _ in ran) == sorted([*names, "manual"])
+    assert [inside for _, inside in ran] == [1, 1, 1, 1]  # never two at once
+    assert ran[-1][0] == "manual"  # queued last, served last
+
+
+def test_capacity_two_overlaps_two_and_the_third_waits(cli, daemon, db_path, tmp_path) -> None:
+    assert cli("pools", "set", "gpu", "2")[0] == 0
+    d = daemon()
+    when = soon(3)
+    for n in range(3):
+        add(cli, "--at", when, name=f"pair-{n}", resource_pool="gpu",
+            payload_message=turn_taker(f"pair-{n}", tmp_path))
+    wait_until(lambda: run_counts(db_path) == {"running": 2}, timeout=20, message="two runs in the pool")
+    pools_now = wait_until(lambda: cli("status")[1]["pools"], timeout=10, message="busy pool in status")
+    assert pools_now == [{"name": "gpu", "capacity": 2, "configured": True, "jobs": 3, "running": 2,
+                          "waiting": 1}]
+    assert sorted(inside for _, inside in entries(tmp_path)) == [1, 2]  # the two overlap
+
+    (tmp_path / "gate").touch()
+    wait_until(lambda: run_counts(db_path) == {"ok": 3}, timeout=30, message="all three ran")
+    assert d.stop() == 0
+    assert max(inside for _, inside in entries(tmp_path)) == 2
+
+
+def test_a_waiter_past_its_misfire_grace_is_skipped_with_the_reason_by_the_daemon(
+    cli, daemon, db_path, tmp_path
+) -> None:
+    d = daemon()
+    holder = add(cli, "--at", soon(3), name="holder", resource_pool="gpu", payload_message="sleep 5")
+    waiter = add(cli, "--at", soon(4), name="waiter", resource_pool="gpu", misfire_grace_s=1,
+                 payload_message=f"echo ran >> {tmp_path}/waiter")
+    skipped = d.wait_for_event("run.skipped", lambda e: e["job_id"] == waiter["id"], timeout=20)
+    assert "beyond misfire_grace_s 1, waiting for resource pool 'gpu' (1 of 1 running)" in skipped["reason"]
+    d.wait_for_event("run.finished", lambda e: e["job_id"] == holder["id"], timeout=20)
+    assert d.stop() == 0
+    waiter_runs = query(db_path, "SELECT status FROM runs WHERE job_id = ?", (waiter["id"],))
+    assert [r["status"] for r in waiter_runs] == ["skipped"]
+    assert not (tmp_path / "waiter").exists()
+
+
+def test_a_waiting_at_job_still_runs_once_after_the_daemon_is_killed(cli, daemon, db_path, tmp_path) -> None:
+    d = daemon()
+    holder = add(cli, "--at", soon(3), name="holder", resource_pool="gpu",
+                 payload_message=turn_taker("holder", tmp_path))
+    waiter = add(cli, "--at", soon(4), name="waiter", resource_pool="gpu",
+                 payload_message=f"echo ran >> {tmp_path}/waiter")
+    wait_until(lambda: run_counts(db_path) == {"running": 1}, timeout=20, message="the holder runs")
+    wait_until(lambda: cli("status")[1]["pools"][0]["waiting"] == 1, timeout=10, message="waiter due")
+    d.kill()
+
+    again = daemon()
+    again.wait_for_event("run.finished", lambda e: e["job_id"] == waiter["id"], timeout=20)
+    (tmp_path / "gate").touch()  # in case the holder's process outlived its daemon
+    assert again.stop() == 0
+    runs = {r["job_id"]: r["status"] for r in query(db_path, "SELECT job_id, status FROM runs")}
+    assert runs == {holder["id"]: "crashed", waiter["id"]: "ok"}
+    assert (tmp_path / "waiter").read_text() == "ran\n"
