@@ -76,60 +76,94 @@ AT_ALREADY_RAN = (
 _DUE_OCCURRENCE = (
     "j.enabled = 1 AND j.parent_id IS NULL AND j.next_run_at IS NOT NULL AND " + AT_ALREADY_RAN
 )
+# One probe of idx_runs_running_job, made only for the rows that get this far.
 _OWN_RUN_ACTIVE = "EXISTS (SELECT 1 FROM runs own WHERE own.job_id = j.id AND own.status = 'running')"
 _POLICY = "COALESCE(j.overlap_policy, 'skip')"
+# A queue row of a job whose own run is active waits for that run under overlap `queue`.
+_ROW_WAITS_FOR_OWN_RUN = f"({_POLICY} = 'queue' AND {_OWN_RUN_ACTIVE})"
+
+
+@dataclass(frozen=True)
+class _PoolWaitSql:
+    """SQL for "this due work waits for its pool", given the pools that are full now.
+
+    Due work whose pool is full waits until its misfire grace runs out (then it is skipped),
+    unless the overlap policy decides first: a fire time of a job whose own run is active is
+    skipped or counted under `skip`/`queue`; a queue row of such a job is cancelled under `skip`.
+    claim_due and next_due_at share these conditions, so the loop never wakes for work that
+    would only wait again; _occurrence_waits and _row_waits decide the same per item, with the
+    pool counts of the claim in progress. The full pools are computed once and bound as
+    parameters (each condition takes ``full``): while no pool is full, the conditions are a
+    plain false and the queries cost what they did before pools could wait.
+    """
+
+    full: list[str]
+    occurrence: str = "0"
+    row: str = "0"
+    in_full: str = "0"  # the job's pool is full, in a form an index can serve
+
+    @classmethod
+    def build(cls, full: list[str]) -> _PoolWaitSql:
+        if not full:
+            return cls(full)
+        in_pools = f"j.resource_pool IN ({', '.join('?' for _ in full)})"
+        in_full = f"COALESCE({in_pools}, 0)"
+        decided_at_once = (
+            f"((j.enabled = 0 AND q.dispatch_kind != 'manual') OR ({_POLICY} = 'skip' AND {_OWN_RUN_ACTIVE}))"
+        )
+        return cls(
+            full,
+            occurrence=f"({in_full} AND NOT ({_POLICY} != 'allow' AND {_OWN_RUN_ACTIVE}))",
+            row=f"(NOT {decided_at_once} AND NOT {_ROW_WAITS_FOR_OWN_RUN} AND {in_full})",
+            in_full=in_pools,
+        )
+
+
+def _past_grace(due: str) -> str:
+    """SQL, one ``?`` for now: work due at ``due`` has waited beyond the job's misfire grace."""
+    return f"(j.misfire_grace_s IS NOT NULL AND datetime({due}, '+' || j.misfire_grace_s || ' seconds') < ?)"
 
 
 def _grace_deadline(due: str) -> str:
-    """SQL: the first whole second at which work due at ``due`` is past the job's misfire grace
-    (NULL without a grace: it may wait as long as it takes)."""
-    return (
-        "CASE WHEN j.misfire_grace_s IS NULL THEN NULL "
-        f"ELSE datetime({due}, '+' || (j.misfire_grace_s + 1) || ' seconds') END"
-    )
-
-
-# When due work can be acted on. Due work whose pool is full waits until its grace runs out (then
-# it is skipped), unless the overlap policy decides first: a fire time of a job whose own run is
-# active is skipped or queued by overlap_policy, and a queue row of such a job is cancelled under
-# `skip` or waits for that run under `queue`. claim_due and next_due_at read the same expressions,
-# so the loop never wakes for work that would only wait again. Python mirrors them per item
-# (_occurrence_waits, _row_waits), with the pool counts of the claim in progress.
-_OCCURRENCE_ACTIONABLE_AT = (
-    f"CASE WHEN {pools.full_sql('j')} AND NOT ({_POLICY} != 'allow' AND {_OWN_RUN_ACTIVE}) "
-    f"THEN {_grace_deadline('j.next_run_at')} ELSE j.next_run_at END"
-)
-_ROW_ACTIONABLE_AT = (
-    "CASE WHEN j.enabled = 0 AND q.dispatch_kind != 'manual' THEN q.scheduled_for "
-    f"WHEN {_POLICY} = 'skip' AND {_OWN_RUN_ACTIVE} THEN q.scheduled_for "
-    f"WHEN {_POLICY} = 'queue' AND {_OWN_RUN_ACTIVE} THEN NULL "
-    f"WHEN {pools.full_sql('j')} THEN {_grace_deadline('q.scheduled_for')} "
-    "ELSE q.scheduled_for END"
-)
+    """SQL: the first whole second at which work due at ``due`` is past the job's misfire grace."""
+    return f"datetime({due}, '+' || (j.misfire_grace_s + 1) || ' seconds')"
 
 
 def next_due_at(db: Database, targets: Collection[str]) -> str | None:
     """The earliest instant at which work this daemon can run needs it: due work not waiting for
     a pool, or a waiter's misfire grace running out. (A pool that frees wakes the loop anyway.)"""
     where, params = _target_filter(targets)
-    # Jobs without a pool apart: MIN over next_run_at alone stays cheap for the many.
-    free_due = db.scalar(
-        f"SELECT MIN(j.next_run_at) FROM jobs j WHERE {_DUE_OCCURRENCE} "
-        f"AND NULLIF(j.resource_pool, '') IS NULL AND {where}",
-        params,
-    )
-    pooled_due = db.scalar(
-        f"SELECT MIN({_OCCURRENCE_ACTIONABLE_AT}) FROM jobs j WHERE {_DUE_OCCURRENCE} "
-        f"AND j.resource_pool IS NOT NULL AND j.resource_pool != '' AND {where}",
-        params,
-    )
-    queue_due = db.scalar(
-        f"SELECT MIN({_ROW_ACTIONABLE_AT}) FROM job_dispatch_queue q JOIN jobs j ON j.id = q.job_id "
-        f"WHERE q.status = 'pending' AND {where}",
-        params,
-    )
-    candidates = [t for t in (free_due, pooled_due, queue_due) if t is not None]
-    return min(candidates) if candidates else None
+    waits = _PoolWaitSql.build(pools.full_pools(db))
+    candidates = [
+        db.scalar(
+            f"SELECT MIN(j.next_run_at) FROM jobs j WHERE {_DUE_OCCURRENCE} AND {where} "
+            f"AND NOT {waits.occurrence}",
+            [*params, *waits.full],
+        ),
+        db.scalar(
+            "SELECT MIN(q.scheduled_for) FROM job_dispatch_queue q JOIN jobs j ON j.id = q.job_id "
+            f"WHERE q.status = 'pending' AND {where} AND NOT {_ROW_WAITS_FOR_OWN_RUN} "
+            f"AND NOT {waits.row}",
+            [*params, *waits.full],
+        ),
+    ]
+    if waits.full:  # when a waiter's grace runs out (waiters are jobs of full pools)
+        candidates += [
+            db.scalar(
+                f"SELECT MIN({_grace_deadline('j.next_run_at')}) FROM jobs j WHERE {waits.in_full} "
+                f"AND {_DUE_OCCURRENCE} AND {where} AND j.misfire_grace_s IS NOT NULL "
+                f"AND {waits.occurrence}",
+                [*waits.full, *params, *waits.full],
+            ),
+            db.scalar(
+                f"SELECT MIN({_grace_deadline('q.scheduled_for')}) FROM job_dispatch_queue q "
+                f"JOIN jobs j ON j.id = q.job_id WHERE q.status = 'pending' AND {where} "
+                f"AND j.misfire_grace_s IS NOT NULL AND {waits.row}",
+                [*params, *waits.full],
+            ),
+        ]
+    due = [t for t in candidates if t is not None]
+    return min(due) if due else None
 
 
 def jobs_without_strategy(db: Database, targets: Collection[str]) -> list[Row]:
@@ -419,21 +453,24 @@ class _Due:
     row: Row | None = None
 
 
-def _due_work(conn: sqlite3.Connection, now_text: str, limit: int, targets: Collection[str]) -> list[_Due]:
+def _due_work(conn: sqlite3.Connection, now_text: str, limit: int, targets: Collection[str],
+              waits: _PoolWaitSql) -> list[_Due]:
     """Up to ``limit`` occurrences and ``limit`` queue rows that can be acted on now, in the order
     they fell due: first due, first served, whatever their kind."""
     where, params = _target_filter(targets)
     jobs = conn.execute(
         f"SELECT j.* FROM jobs j WHERE {_DUE_OCCURRENCE} AND j.next_run_at <= ? AND {where} "
-        f"AND ({_OCCURRENCE_ACTIONABLE_AT}) <= ? ORDER BY j.next_run_at, j.created_at, j.id LIMIT ?",
-        [now_text, *params, now_text, limit],
+        f"AND (NOT {waits.occurrence} OR {_past_grace('j.next_run_at')}) "
+        "ORDER BY j.next_run_at LIMIT ?",
+        [now_text, *params, *waits.full, now_text, limit],
     ).fetchall()
     rows = conn.execute(
         "SELECT q.* FROM job_dispatch_queue q "
         f"JOIN jobs j ON j.id = q.job_id WHERE q.status = 'pending' AND q.scheduled_for <= ? "
-        f"AND {where} AND ({_ROW_ACTIONABLE_AT}) <= ? "
-        "ORDER BY q.scheduled_for, q.created_at, q.id LIMIT ?",
-        [now_text, *params, now_text, limit],
+        f"AND {where} AND NOT {_ROW_WAITS_FOR_OWN_RUN} "
+        f"AND (NOT {waits.row} OR {_past_grace('q.scheduled_for')}) "
+        "ORDER BY q.scheduled_for, q.created_at LIMIT ?",
+        [now_text, *params, *waits.full, now_text, limit],
     ).fetchall()
     work = [_Due(job["next_run_at"], job["created_at"], job) for job in jobs]
     for row in rows:
@@ -453,7 +490,7 @@ def claim_due(
         return batch
     with db.transaction() as conn:
         load = pools.PoolLoad(conn)
-        for item in _due_work(conn, now_text, limit, targets):
+        for item in _due_work(conn, now_text, limit, targets, _PoolWaitSql.build(load.full())):
             if len(batch.claims) >= limit:
                 break
             if item.row is None:

@@ -21,19 +21,24 @@ MAX_CAPACITY = 10_000
 MAX_NAME_LENGTH = 128  # the same limit as the job field resource_pool
 
 
-def _pool_of(alias: str) -> str:
-    return f"NULLIF({alias}.resource_pool, '')"
+# Running runs per pool. It walks the pooled jobs (idx_jobs_pool; CROSS JOIN keeps that order)
+# and their running runs (idx_runs_running_job), so its cost grows with the pooled jobs, not
+# with everything that runs.
+_RUNNING_PER_POOL = (
+    "SELECT pj.resource_pool AS pool, COUNT(*) AS running FROM jobs pj CROSS JOIN runs pr "
+    "WHERE pj.resource_pool IS NOT NULL AND pj.resource_pool != '' AND pr.job_id = pj.id "
+    "AND pr.status = 'running' GROUP BY pj.resource_pool"
+)
+_FULL_POOLS = (
+    f"SELECT pool FROM ({_RUNNING_PER_POOL}) WHERE running >= COALESCE("
+    f"(SELECT pc.capacity FROM resource_pools pc WHERE pc.name = pool), {DEFAULT_CAPACITY}) "
+    "ORDER BY pool"
+)
 
 
-def full_sql(alias: str = "j") -> str:
-    """SQL that is true when the pool of job ``alias`` has no free place (false without a pool)."""
-    pool = _pool_of(alias)
-    return (
-        f"({pool} IS NOT NULL AND (SELECT COUNT(*) FROM runs pr JOIN jobs pj ON pj.id = pr.job_id "
-        f"WHERE pr.status = 'running' AND pj.resource_pool = {pool}) >= "
-        f"COALESCE((SELECT pc.capacity FROM resource_pools pc WHERE pc.name = {pool}), "
-        f"{DEFAULT_CAPACITY}))"
-    )
+def full_pools(db: Database) -> list[str]:
+    """The pools with no free place now (only work of these can be waiting for a pool)."""
+    return [str(row["pool"]) for row in db.query(_FULL_POOLS)]
 
 
 @dataclass
@@ -50,17 +55,17 @@ class PoolLoad:
 
     def _load(self) -> dict[str, int]:
         if self._running is None:
-            rows = self.conn.execute(
-                "SELECT j.resource_pool AS pool, COUNT(*) AS n FROM runs r JOIN jobs j ON j.id = r.job_id "
-                "WHERE r.status = 'running' AND NULLIF(j.resource_pool, '') IS NOT NULL "
-                "GROUP BY j.resource_pool"
-            ).fetchall()
-            self._running = {row["pool"]: int(row["n"]) for row in rows}
+            rows = self.conn.execute(_RUNNING_PER_POOL).fetchall()
+            self._running = {row["pool"]: int(row["running"]) for row in rows}
             self._capacity = {
                 row["name"]: int(row["capacity"])
                 for row in self.conn.execute("SELECT name, capacity FROM resource_pools").fetchall()
             }
         return self._running
+
+    def full(self) -> list[str]:
+        """The pools with no free place, as this transaction began."""
+        return sorted(pool for pool in self._load() if not self.has_room(pool))
 
     def running(self, pool: str) -> int:
         return self._load().get(pool, 0)
