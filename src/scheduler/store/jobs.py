@@ -8,7 +8,6 @@ from functools import lru_cache
 from typing import Any
 
 from scheduler.errors import NotFoundError, ValidationError
-from scheduler.store import claims
 from scheduler.store.db import Database, Row
 from scheduler.store.migrations import _expected_columns
 
@@ -93,7 +92,10 @@ def update_job(db: Database, job_id: str, columns: Mapping[str, Any], now_text: 
                 raise NotFoundError(f"Job not found: {job_id}")
             if "enabled" in columns and not columns["enabled"]:
                 # Its pending retries and chained runs go with the disable, not when they fall due.
-                claims.cancel_queued_runs_of_disabled_job(conn, job_id, now_text)
+                # (Imported here: `jobs list` and the other readers never need the claim code.)
+                from scheduler.store.claims import cancel_queued_runs_of_disabled_job
+
+                cancel_queued_runs_of_disabled_job(conn, job_id, now_text)
     except sqlite3.IntegrityError as exc:
         raise _explain_integrity(exc) from None
     return require_job(db, job_id)
