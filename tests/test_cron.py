@@ -455,6 +455,28 @@ def test_question_mark_is_a_wildcard() -> None:
     assert fires("0 0 1 * ?", "UTC", "2026-01-15T00:00", 2) == midnights([date(2026, 2, 1), date(2026, 3, 1)])
 
 
+# --- where croner 10 (the reference's library) contradicts its own documentation ----------------
+# docs/differences.md lists these for users migrating from the reference.
+
+
+def test_question_mark_in_day_of_month_keeps_the_day_of_week_restriction() -> None:
+    # Under croner 10, `?` in one day field makes `0 9 ? * MON` fire every day; here, as croner
+    # documents it, `?` means "any" and the job fires on Mondays only.
+    mondays = [utc(f"2026-{day}T09:00") for day in ("03-02", "03-09", "03-16", "03-23", "03-30")]
+    assert walk("0 9 ? * MON", "UTC", "2026-02-23T09:00", 5) == mondays
+    assert fires("0 9 ? * MON", "Europe/Berlin", "2026-03-03T00:00", 1) == [utc("2026-03-09T08:00")]
+
+
+def test_the_first_of_a_month_after_a_short_month_is_not_skipped() -> None:
+    # `0 0 1,31 * *` fires on every 1st and every 31st. croner 10 skips the 1st of a month that
+    # follows a month without a 31st; here every 1st is kept.
+    want = midnights([d for d in days_between(date(2026, 1, 2), date(2027, 1, 2)) if d.day in (1, 31)])
+    assert len(want) == 19  # twelve 1sts and seven 31sts
+    assert walk("0 0 1,31 * *", "UTC", "2026-01-01T00:00", len(want)) == want
+    assert fires("0 0 1,31 * *", "UTC", "2026-04-01T00:00", 2) == [utc("2026-05-01T00:00"),
+                                                                    utc("2026-05-31T00:00")]
+
+
 def test_leap_day_and_rare_but_valid_expressions() -> None:
     assert fires("0 0 29 2 *", "UTC", "2026-01-01T00:00", 2) == midnights(
         [date(2028, 2, 29), date(2032, 2, 29)]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,21 +120,20 @@ def test_disabling_a_job_cancels_its_pending_retry(cli, daemon, db, tmp_path) ->
     assert first["retry_at"] is not None
     code, _, stdout, stderr = cli("jobs", "disable", job["id"])
     assert code == 0, stdout + stderr
-    (pending,) = db("SELECT * FROM job_dispatch_queue WHERE job_id = ?", (job["id"],))
-    assert pending["status"] == "pending"
-
-    runs = wait_until(
-        lambda: (r := runs_of(db, job["id"])) and len(r) == 2 and r,
-        timeout=10, message="the retry's turn",
-    )
-    assert d.stop() == 0
+    # Cancelled by the disable itself, before the retry falls due, with a record.
+    (cancelled,) = db("SELECT * FROM job_dispatch_queue WHERE job_id = ?", (job["id"],))
+    assert cancelled["status"] == "cancelled" and cancelled["dispatch_kind"] == "retry"
+    runs = runs_of(db, job["id"])
     assert [r["status"] for r in runs] == ["error", "skipped"]
     skipped = runs[1]
-    assert "disabled" in skipped["error_message"]
-    assert skipped["dispatch_queue_id"] == pending["id"]
-    assert db("SELECT status FROM job_dispatch_queue WHERE id = ?", (pending["id"],)) == [
-        {"status": "cancelled"}
-    ]
+    assert skipped["error_message"] == "job disabled; queued retry run cancelled"
+    assert skipped["dispatch_queue_id"] == cancelled["id"]
+
+    # The retry's turn comes and goes: nothing runs.
+    due = datetime.strptime(first["retry_at"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+    time.sleep(max(0.0, due - time.time()) + 1.0)
+    assert d.stop() == 0
+    assert [r["status"] for r in runs_of(db, job["id"])] == ["error", "skipped"]
     assert out.read_text() == "x\n"  # the retry never executed
     assert db("SELECT enabled FROM jobs WHERE id = ?", (job["id"],)) == [{"enabled": 0}]
 

@@ -113,15 +113,32 @@ def test_no_retry_when_the_backlog_is_full(db: Database) -> None:
     assert done.job is not None and done.job["consecutive_errors"] == 1
 
 
-def test_retry_of_a_disabled_job_is_cancelled_with_a_record(db: Database) -> None:
+def test_disabling_a_job_cancels_its_pending_retry_at_once(db: Database) -> None:
     job = add_job(db, max_retries=1)
     done = finish(db, claim(db).claims[0], "error")
     assert done.retry is not None
+    manual = queue.enqueue_dispatch(db, job["id"], "manual", at(10))
+    assert manual is not None
     job_store.update_job(db, job["id"], {"enabled": 0}, NOW_TEXT)
+    # Cancelled by the disable itself, long before the retry would fall due.
+    assert db.scalar("SELECT status FROM job_dispatch_queue WHERE id = ?", (done.retry["id"],)) == "cancelled"
+    skipped = db.query("SELECT error_message, dispatch_queue_id FROM runs WHERE status = 'skipped'")
+    assert skipped == [{"error_message": "job disabled; queued retry run cancelled",
+                        "dispatch_queue_id": done.retry["id"]}]
+    # A manual run still runs on a disabled job; nothing else is left to cancel.
+    batch = claim(db, at(30))
+    assert [c.dispatch_id for c in batch.claims] == [manual["id"]] and batch.skipped == []
+
+
+def test_a_retry_row_of_a_disabled_job_is_still_cancelled_when_it_falls_due(db: Database) -> None:
+    job = add_job(db, enabled=False)
+    # Written by other software while the job was disabled (the disable found nothing to cancel).
+    row = queue.enqueue_dispatch(db, job["id"], "retry", at(30))
+    assert row is not None
     batch = claim(db, at(30))
     assert batch.claims == []
     assert [r["error_message"] for r in batch.skipped] == ["job disabled; queued retry run cancelled"]
-    assert db.scalar("SELECT status FROM job_dispatch_queue WHERE id = ?", (done.retry["id"],)) == "cancelled"
+    assert db.scalar("SELECT status FROM job_dispatch_queue WHERE id = ?", (row["id"],)) == "cancelled"
 
 
 def test_failed_at_job_stays_until_its_last_retry(db: Database) -> None:
@@ -220,30 +237,7 @@ def test_at_most_once_at_job_is_disabled_after_a_crash(db: Database) -> None:
     assert job_after["enabled"] == 0 and job_after["last_status"] == "crashed"
 
 
-# -- pools, misfire, overlap -----------------------------------------------------------------------
-
-
-def test_resource_pool_runs_one_job_at_a_time(db: Database) -> None:
-    a = add_job(db, name="a", resource_pool="gpu")
-    b = add_job(db, name="b", resource_pool="gpu")
-    batch = claim(db)
-    assert len(batch.claims) == 1
-    assert len(batch.skipped) == 1 and "resource pool 'gpu' busy" in batch.skipped[0]["error_message"]
-    assert {batch.claims[0].job["id"], batch.skipped[0]["job_id"]} == {a["id"], b["id"]}
-
-
-def test_queued_run_waits_for_a_busy_pool_instead_of_being_dropped(db: Database) -> None:
-    add_job(db, name="holder", resource_pool="gpu")
-    waiter = add_job(db, name="waiter", resource_pool="gpu", enabled=False)
-    holder_claim = claim(db).claims[0]
-    row = queue.enqueue_dispatch(db, waiter["id"], "manual", NOW_TEXT)
-    assert row is not None
-    batch = claim(db)
-    assert batch.claims == [] and batch.postponed == 1
-    pending = db.query_one("SELECT * FROM job_dispatch_queue WHERE id = ?", (row["id"],))
-    assert pending is not None and pending["status"] == "pending" and pending["scheduled_for"] == at(1)
-    finish(db, holder_claim, "ok")
-    assert [c.job["id"] for c in claim(db, at(1)).claims] == [waiter["id"]]
+# -- misfire, overlap (pools: test_pools.py) --------------------------------------------------
 
 
 @pytest.mark.parametrize(("late_s", "runs"), [(30, True), (120, False)])

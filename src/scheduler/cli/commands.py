@@ -426,6 +426,55 @@ def alias_remove(ctx: Context) -> int:
     return 0
 
 
+# -- resource pools -------------------------------------------------------------------------------
+
+
+def pools_list(ctx: Context) -> int:
+    from scheduler.store.status import pool_overview
+
+    ctx.no_extra(0, "pools list")
+    rows = pool_overview(ctx.db, to_sqlite(utcnow()))
+    ctx.out.emit({"ok": True, "pools": rows},
+                 lambda: table(rows, ["name", "capacity", "configured", "jobs", "running", "waiting"]))
+    return 0
+
+
+def pools_set(ctx: Context) -> int:
+    from scheduler.store import pools
+
+    usage = "pools set <name> <capacity>"
+    name = pools.check_name(ctx.positional(0, usage))
+    capacity = pools.check_capacity(_positive_int(ctx.positional(1, usage), "capacity"))
+    ctx.no_extra(2, usage)
+    previous = pools.get_capacity(ctx.db, name)
+    pools.set_capacity(ctx.db, name, capacity, to_sqlite(utcnow()))
+    was = pools.DEFAULT_CAPACITY if previous is None else previous
+    ctx.out.emit({"ok": True, "pool": name, "capacity": capacity, "previous_capacity": was},
+                 f"Pool {name!r}: capacity {capacity} (was {was})")
+    return 0
+
+
+def pools_remove(ctx: Context) -> int:
+    from scheduler.errors import NotFoundError
+    from scheduler.store import pools
+
+    name = ctx.positional(0, "pools remove <name>")
+    ctx.no_extra(1, "pools remove <name>")
+    if not pools.remove(ctx.db, name):
+        raise NotFoundError(
+            f"No capacity is set for pool {name!r}; it already has the default, {pools.DEFAULT_CAPACITY}"
+        )
+    ctx.out.emit({"ok": True, "pool": name, "removed": True, "capacity": pools.DEFAULT_CAPACITY},
+                 f"Pool {name!r}: capacity back to the default, {pools.DEFAULT_CAPACITY}")
+    return 0
+
+
+def _pool_lines(busy: list[dict[str, Any]]) -> list[str]:
+    """``status`` lines for the pools with work running or waiting."""
+    return [f"Pool:     {p['name']!r} {p['running']}/{p['capacity']} running, {p['waiting']} waiting"
+            for p in busy]
+
+
 # -- status, version, schema, cron --------------------------------------------------------------
 
 
@@ -457,6 +506,7 @@ def status(ctx: Context) -> int:
             f"Dispatch: {budgets.get('pending_dispatches', 0)} pending, "
             f"{budgets.get('overlap_queued_dispatches', 0)} overlap-queued",
             f"Next:     {nxt['name']} at {nxt['next_run_at']} UTC" if nxt else "Next:     -",
+            *_pool_lines(data["pools"]),
         ]
         sys.stdout.write("\n".join(lines) + "\n")
 
@@ -542,6 +592,9 @@ COMMANDS: dict[tuple[str, str | None], Handler] = {
     ("idem", "check"): idem_check,
     ("idem", "release"): idem_release,
     ("idem", "prune"): idem_prune,
+    ("pools", "list"): pools_list,
+    ("pools", "set"): pools_set,
+    ("pools", "remove"): pools_remove,
     ("status", None): status,
     ("version", None): version,
     ("schema", None): schema,

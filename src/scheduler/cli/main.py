@@ -41,6 +41,11 @@ Runs:
 Delivery aliases (a job's delivery_to "@name" resolves through these):
   alias list | alias add <name> <channel> <target> [description] | alias remove <name>
 
+Resource pools (jobs naming one pool take turns; capacity 1 unless set):
+  pools list                              pools with capacity, jobs, running and waiting runs
+  pools set <name> <capacity>             let up to <capacity> runs of the pool run at once
+  pools remove <name>                     forget the capacity (back to 1)
+
 Idempotency ledger:
   idem status <job-id>                    newest keys claimed for a job's runs
   idem check <key> | idem release <key>   inspect, or release a key so its work may run again

@@ -3,8 +3,13 @@
 A claim is atomic against the CLI and against any other process on the same file: an occurrence
 is taken once (compare-and-set on ``next_run_at``, then the idempotency ledger), a queue row once
 (``pending`` → ``claimed``), and the run row and ledger entry exist before anything starts.
-Every occurrence that is not run leaves a ``skipped`` run that says why (overlap, resource
-pool, misfire grace, an already claimed key, a disabled job): never a silent drop.
+Every occurrence that is not run leaves a ``skipped`` run that says why (overlap, misfire grace,
+an already claimed key, a disabled job): never a silent drop.
+
+Work whose resource pool is full *waits*: nothing is written for it, so an occurrence keeps its
+``next_run_at`` and a queue row its ``scheduled_for``, and the pool's next free place goes to the
+work that fell due first, occurrences and queue rows alike. A waiter is not due for the loop
+(``next_due_at``) until its misfire grace runs out; a run that ends wakes the loop to look again.
 """
 
 from __future__ import annotations
@@ -13,20 +18,16 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Literal
 
 from scheduler.store import idempotency as ledger
-from scheduler.store import queue
+from scheduler.store import pools, queue
 from scheduler.store.db import Database, Row
-from scheduler.timeutil import from_sqlite, to_sqlite
+from scheduler.timeutil import from_sqlite
 
 Source = Literal["cron", "at", "manual", "retry", "chain"]
 NextFire = Callable[[Row], str | None]
-Verdict = Literal["run", "skip", "queue", "full", "wait"]
-
-# How often a queue row is re-checked while its job or pool is busy.
-BUSY_RECHECK_S = 1
+Verdict = Literal["run", "skip", "queue", "full"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,12 @@ class Claim:
 class ClaimBatch:
     claims: list[Claim] = field(default_factory=list)
     skipped: list[Row] = field(default_factory=list)
-    postponed: int = 0
+    waiting: int = 0  # due work left untouched: its pool is full, or its own job's run is active
+
+    @property
+    def postponed(self) -> int:
+        """The older name of ``waiting`` (the engine's debug line still uses it)."""
+        return self.waiting
 
 
 # The pseudo-target that stands for watchdog jobs, whatever their session_target.
@@ -63,27 +69,101 @@ def _target_filter(targets: Collection[str]) -> tuple[str, list[str]]:
 
 # An at-job whose occurrence already ran is not due even if next_run_at says so: the reference
 # stamps last_run_at this way to hold the at-path while a retry of the occurrence is queued.
-_AT_ALREADY_RAN = (
+AT_ALREADY_RAN = (
     "NOT (j.schedule_kind = 'at' AND j.schedule_at IS NOT NULL AND j.last_run_at IS NOT NULL "
     "AND j.last_run_at >= j.schedule_at)"
 )
+_DUE_OCCURRENCE = (
+    "j.enabled = 1 AND j.parent_id IS NULL AND j.next_run_at IS NOT NULL AND " + AT_ALREADY_RAN
+)
+# One probe of idx_runs_running_job, made only for the rows that get this far.
+_OWN_RUN_ACTIVE = "EXISTS (SELECT 1 FROM runs own WHERE own.job_id = j.id AND own.status = 'running')"
+_POLICY = "COALESCE(j.overlap_policy, 'skip')"
+# A queue row of a job whose own run is active waits for that run under overlap `queue`.
+_ROW_WAITS_FOR_OWN_RUN = f"({_POLICY} = 'queue' AND {_OWN_RUN_ACTIVE})"
+
+
+@dataclass(frozen=True)
+class _PoolWaitSql:
+    """SQL for "this due work waits for its pool", given the pools that are full now.
+
+    Due work whose pool is full waits until its misfire grace runs out (then it is skipped),
+    unless the overlap policy decides first: a fire time of a job whose own run is active is
+    skipped or counted under `skip`/`queue`; a queue row of such a job is cancelled under `skip`.
+    claim_due and next_due_at share these conditions, so the loop never wakes for work that
+    would only wait again; _occurrence_waits and _row_waits decide the same per item, with the
+    pool counts of the claim in progress. The full pools are computed once and bound as
+    parameters (each condition takes ``full``): while no pool is full, the conditions are a
+    plain false and the queries cost what they did before pools could wait.
+    """
+
+    full: list[str]
+    occurrence: str = "0"
+    row: str = "0"
+    in_full: str = "0"  # the job's pool is full, in a form an index can serve
+
+    @classmethod
+    def build(cls, full: list[str]) -> _PoolWaitSql:
+        if not full:
+            return cls(full)
+        in_pools = f"j.resource_pool IN ({', '.join('?' for _ in full)})"
+        in_full = f"COALESCE({in_pools}, 0)"
+        decided_at_once = (
+            f"((j.enabled = 0 AND q.dispatch_kind != 'manual') OR ({_POLICY} = 'skip' AND {_OWN_RUN_ACTIVE}))"
+        )
+        return cls(
+            full,
+            occurrence=f"({in_full} AND NOT ({_POLICY} != 'allow' AND {_OWN_RUN_ACTIVE}))",
+            row=f"(NOT {decided_at_once} AND NOT {_ROW_WAITS_FOR_OWN_RUN} AND {in_full})",
+            in_full=in_pools,
+        )
+
+
+def _past_grace(due: str) -> str:
+    """SQL, one ``?`` for now: work due at ``due`` has waited beyond the job's misfire grace."""
+    return f"(j.misfire_grace_s IS NOT NULL AND datetime({due}, '+' || j.misfire_grace_s || ' seconds') < ?)"
+
+
+def _grace_deadline(due: str) -> str:
+    """SQL: the first whole second at which work due at ``due`` is past the job's misfire grace."""
+    return f"datetime({due}, '+' || (j.misfire_grace_s + 1) || ' seconds')"
 
 
 def next_due_at(db: Database, targets: Collection[str]) -> str | None:
-    """The earliest instant at which work this daemon can run becomes due."""
+    """The earliest instant at which work this daemon can run needs it: due work not waiting for
+    a pool, or a waiter's misfire grace running out. (A pool that frees wakes the loop anyway.)"""
     where, params = _target_filter(targets)
-    job_due = db.scalar(
-        "SELECT MIN(j.next_run_at) FROM jobs j WHERE j.enabled = 1 AND j.parent_id IS NULL "
-        f"AND j.next_run_at IS NOT NULL AND {_AT_ALREADY_RAN} AND {where}",
-        params,
-    )
-    queue_due = db.scalar(
-        "SELECT MIN(q.scheduled_for) FROM job_dispatch_queue q JOIN jobs j ON j.id = q.job_id "
-        f"WHERE q.status = 'pending' AND {where}",
-        params,
-    )
-    candidates = [t for t in (job_due, queue_due) if t is not None]
-    return min(candidates) if candidates else None
+    waits = _PoolWaitSql.build(pools.full_pools(db))
+    candidates = [
+        db.scalar(
+            f"SELECT MIN(j.next_run_at) FROM jobs j WHERE {_DUE_OCCURRENCE} AND {where} "
+            f"AND NOT {waits.occurrence}",
+            [*params, *waits.full],
+        ),
+        db.scalar(
+            "SELECT MIN(q.scheduled_for) FROM job_dispatch_queue q JOIN jobs j ON j.id = q.job_id "
+            f"WHERE q.status = 'pending' AND {where} AND NOT {_ROW_WAITS_FOR_OWN_RUN} "
+            f"AND NOT {waits.row}",
+            [*params, *waits.full],
+        ),
+    ]
+    if waits.full:  # when a waiter's grace runs out (waiters are jobs of full pools)
+        candidates += [
+            db.scalar(
+                f"SELECT MIN({_grace_deadline('j.next_run_at')}) FROM jobs j WHERE {waits.in_full} "
+                f"AND {_DUE_OCCURRENCE} AND {where} AND j.misfire_grace_s IS NOT NULL "
+                f"AND {waits.occurrence}",
+                [*waits.full, *params, *waits.full],
+            ),
+            db.scalar(
+                f"SELECT MIN({_grace_deadline('q.scheduled_for')}) FROM job_dispatch_queue q "
+                f"JOIN jobs j ON j.id = q.job_id WHERE q.status = 'pending' AND {where} "
+                f"AND j.misfire_grace_s IS NOT NULL AND {waits.row}",
+                [*params, *waits.full],
+            ),
+        ]
+    due = [t for t in candidates if t is not None]
+    return min(due) if due else None
 
 
 def jobs_without_strategy(db: Database, targets: Collection[str]) -> list[Row]:
@@ -112,19 +192,6 @@ def _overlap(conn: sqlite3.Connection, job: Row) -> Verdict:
         queued = job["queued_count"] or 0
         return "queue" if queued < (job["max_queued_dispatches"] or 25) else "full"
     return "skip"
-
-
-def _pool_busy(conn: sqlite3.Connection, job: Row) -> bool:
-    """Resource pools hold one running run at a time, across all jobs that name the pool."""
-    pool = job["resource_pool"]
-    if not pool:
-        return False
-    row = conn.execute(
-        "SELECT 1 FROM runs r JOIN jobs j ON j.id = r.job_id "
-        "WHERE r.status = 'running' AND j.resource_pool = ? LIMIT 1",
-        (pool,),
-    ).fetchone()
-    return row is not None
 
 
 def _missed_by_s(job: Row, scheduled: str, now_text: str) -> float | None:
@@ -201,48 +268,66 @@ def _skip(conn: sqlite3.Connection, job: Row, now_text: str, batch: ClaimBatch, 
 
 # -- scheduled occurrences ---------------------------------------------------------------------
 
+_OVERLAP_SKIPS: dict[Verdict, str] = {
+    "skip": "previous run still active (overlap_policy skip)",
+    "full": "previous run still active and the overlap queue is full (max_queued_dispatches)",
+    "queue": "previous run still active; this fire time runs right after it (overlap_policy queue)",
+}
+
+
+def _occurrence_waits(job: Row, claimed: bool, missed: float | None, verdict: Verdict,
+                      load: pools.PoolLoad) -> bool:
+    """A fire time waits, untouched, when only its full pool stands in its way."""
+    return not claimed and missed is None and verdict == "run" and not load.has_room(job["resource_pool"])
+
+
+def _missed_message(job: Row, scheduled: str, missed: float, load: pools.PoolLoad) -> str:
+    text = (f"missed: fire time {scheduled} UTC was {missed:.0f}s ago, beyond misfire_grace_s "
+            f"{job['misfire_grace_s']}")
+    pool = job["resource_pool"]
+    if pool and not load.has_room(pool):
+        text += f", waiting for resource pool {load.describe(pool)}"
+    return text
+
+
+def _advance(conn: sqlite3.Connection, job: Row, next_fire: NextFire) -> bool:
+    """Move the job past its due occurrence (compare-and-set on ``next_run_at``)."""
+    advanced = None if job["schedule_kind"] == "at" else next_fire(job)
+    moved = conn.execute(
+        "UPDATE jobs SET next_run_at = ? WHERE id = ? AND next_run_at = ? AND enabled = 1",
+        (advanced, job["id"], job["next_run_at"]),
+    )
+    return moved.rowcount > 0
+
 
 def _claim_occurrence(
-    conn: sqlite3.Connection, job: Row, now_text: str, next_fire: NextFire, batch: ClaimBatch
+    conn: sqlite3.Connection, job: Row, now_text: str, next_fire: NextFire, batch: ClaimBatch,
+    load: pools.PoolLoad,
 ) -> None:
     scheduled = job["next_run_at"]
     is_at = job["schedule_kind"] == "at"
-    advanced = None if is_at else next_fire(job)
-    moved = conn.execute(
-        "UPDATE jobs SET next_run_at = ? WHERE id = ? AND next_run_at = ? AND enabled = 1",
-        (advanced, job["id"], scheduled),
-    )
-    if moved.rowcount == 0:
-        return  # another process took this occurrence first
-    occurrence = job["schedule_at"] if is_at and job["schedule_at"] else scheduled
-    key = ledger.occurrence_key(job["id"], occurrence)
+    key = ledger.occurrence_key(job["id"], job["schedule_at"] if is_at and job["schedule_at"] else scheduled)
+    claimed = ledger.is_claimed(conn, key)
     missed = _missed_by_s(job, scheduled, now_text)
-    if ledger.is_claimed(conn, key):
-        _skip(conn, job, now_text, batch, f"fire time {scheduled} UTC already claimed (key {key})")
-        return
-    if missed is not None:
-        _skip(conn, job, now_text, batch,
-              f"missed: fire time {scheduled} UTC was {missed:.0f}s ago, beyond misfire_grace_s "
-              f"{job['misfire_grace_s']}")
-        return
-    if _pool_busy(conn, job):
-        _skip(conn, job, now_text, batch,
-              f"resource pool {job['resource_pool']!r} busy with another run; fire time skipped")
-        return
     verdict = _overlap(conn, job)
-    if verdict == "skip":
-        _skip(conn, job, now_text, batch, "previous run still active (overlap_policy skip)")
-    elif verdict == "full":
-        _skip(conn, job, now_text, batch,
-              "previous run still active and the overlap queue is full (max_queued_dispatches)")
-    elif verdict == "queue":
-        conn.execute(
-            "UPDATE jobs SET queued_count = COALESCE(queued_count, 0) + 1 WHERE id = ?", (job["id"],)
-        )
-        _skip(conn, job, now_text, batch,
-              "previous run still active; this fire time runs right after it (overlap_policy queue)")
+    if _occurrence_waits(job, claimed, missed, verdict, load):
+        batch.waiting += 1
+        return
+    if not _advance(conn, job, next_fire):
+        return  # another process took this occurrence first
+    if claimed:
+        _skip(conn, job, now_text, batch, f"fire time {scheduled} UTC already claimed (key {key})")
+    elif missed is not None:
+        _skip(conn, job, now_text, batch, _missed_message(job, scheduled, missed, load))
+    elif verdict != "run":
+        if verdict == "queue":
+            conn.execute(
+                "UPDATE jobs SET queued_count = COALESCE(queued_count, 0) + 1 WHERE id = ?", (job["id"],)
+            )
+        _skip(conn, job, now_text, batch, _OVERLAP_SKIPS[verdict])
     else:
         run = _start_run(conn, job, now_text, key)
+        load.take(job["resource_pool"])
         batch.claims.append(Claim(run=run, job=job, source="at" if is_at else "cron", dispatch_id=None))
 
 
@@ -257,36 +342,44 @@ def _row_key(row: Row) -> str:
     return ledger.chain_key(anchor or row["id"], row["job_id"])
 
 
-def _claim_row(conn: sqlite3.Connection, row: Row, job: Row, now_text: str, batch: ClaimBatch) -> None:
-    taken = conn.execute(
-        "UPDATE job_dispatch_queue SET status = 'claimed', claimed_at = ? "
-        "WHERE id = ? AND status = 'pending'",
-        (now_text, row["id"]),
-    )
-    if taken.rowcount == 0:
-        return
+def _disabled_message(kind: str) -> str:
+    return f"job disabled; queued {kind} run cancelled"
+
+
+def _row_waits(row: Row, job: Row, verdict: Verdict, now_text: str, load: pools.PoolLoad) -> bool:
+    """A queue row waits, untouched, while its own job's run is active under overlap ``queue``,
+    or while its pool is full and its misfire grace lasts."""
+    if not job["enabled"] and row["dispatch_kind"] != "manual":
+        return False  # cancelled below
+    if verdict in ("queue", "full"):
+        return True
+    if verdict == "skip":
+        return False
+    within_grace = _missed_by_s(job, row["scheduled_for"], now_text) is None
+    return within_grace and not load.has_room(job["resource_pool"])
+
+
+def _row_closed_because(conn: sqlite3.Connection, row: Row, job: Row, key: str, verdict: Verdict,
+                        now_text: str, load: pools.PoolLoad) -> tuple[str, str] | None:
+    """Why a claimed queue row ends without a run, as (row status, reason); None to run it."""
     kind = row["dispatch_kind"]
     if not job["enabled"] and kind != "manual":
-        queue.close(conn, row["id"], "cancelled", now_text)
-        _skip(conn, job, now_text, batch, f"job disabled; queued {kind} run cancelled", row["id"])
-        return
-    key = _row_key(row)
+        return "cancelled", _disabled_message(kind)
     if ledger.is_claimed(conn, key):
-        queue.close(conn, row["id"], "done", now_text)
-        _skip(conn, job, now_text, batch, f"queued {kind} run already claimed (key {key})", row["id"])
-        return
-    verdict = _overlap(conn, job)
-    if _pool_busy(conn, job) or verdict in ("queue", "full"):
-        # A queued run is never dropped for being early: it waits for the pool or the job.
-        later = to_sqlite(from_sqlite(now_text) + timedelta(seconds=BUSY_RECHECK_S))
-        queue.postpone(conn, row["id"], later)
-        batch.postponed += 1
-        return
+        return "done", f"queued {kind} run already claimed (key {key})"
     if verdict == "skip":
-        queue.close(conn, row["id"], "cancelled", now_text)
-        _skip(conn, job, now_text, batch, f"previous run still active (overlap_policy skip); "
-              f"queued {kind} run cancelled", row["id"])
-        return
+        return "cancelled", f"previous run still active (overlap_policy skip); queued {kind} run cancelled"
+    pool = job["resource_pool"]
+    if pool and not load.has_room(pool):  # only past its grace: within it, the row waits
+        late = _missed_by_s(job, row["scheduled_for"], now_text) or 0.0
+        return "cancelled", (
+            f"missed: queued {kind} run due {row['scheduled_for']} UTC waited {late:.0f}s for "
+            f"resource pool {load.describe(pool)}, beyond misfire_grace_s {job['misfire_grace_s']}"
+        )
+    return None
+
+
+def _start_row_run(conn: sqlite3.Connection, row: Row, job: Row, key: str, now_text: str) -> Claim:
     retry_count, replay_of = 0, None
     if row["retry_of_run_id"]:
         failed = conn.execute(
@@ -300,44 +393,118 @@ def _claim_row(conn: sqlite3.Connection, row: Row, job: Row, now_text: str, batc
         dispatch_id=row["id"], retry_of=row["retry_of_run_id"], replay_of=replay_of,
         triggered_by=row["source_run_id"], retry_count=retry_count,
     )
-    batch.claims.append(Claim(run=run, job=job, source=kind, dispatch_id=row["id"]))
+    return Claim(run=run, job=job, source=row["dispatch_kind"], dispatch_id=row["id"])
+
+
+def _claim_row(conn: sqlite3.Connection, row: Row, job: Row, now_text: str, batch: ClaimBatch,
+               load: pools.PoolLoad) -> None:
+    verdict = _overlap(conn, job)
+    if _row_waits(row, job, verdict, now_text, load):
+        batch.waiting += 1
+        return
+    taken = conn.execute(
+        "UPDATE job_dispatch_queue SET status = 'claimed', claimed_at = ? "
+        "WHERE id = ? AND status = 'pending'",
+        (now_text, row["id"]),
+    )
+    if taken.rowcount == 0:
+        return
+    key = _row_key(row)
+    closed = _row_closed_because(conn, row, job, key, verdict, now_text, load)
+    if closed is not None:
+        status, reason = closed
+        queue.close(conn, row["id"], status, now_text)
+        _skip(conn, job, now_text, batch, reason, row["id"])
+        return
+    batch.claims.append(_start_row_run(conn, row, job, key, now_text))
+    load.take(job["resource_pool"])
+
+
+def cancel_queued_runs_of_disabled_job(conn: sqlite3.Connection, job_id: str, now_text: str) -> list[Row]:
+    """Cancel a disabled job's pending retries and chained runs at once, in the caller's
+    transaction (a manual run still runs). Each leaves the ``skipped`` run it would leave had it
+    fallen due while the job was disabled."""
+    job = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if job is None:
+        return []
+    rows = conn.execute(
+        "SELECT id, dispatch_kind FROM job_dispatch_queue WHERE job_id = ? AND status = 'pending' "
+        "AND dispatch_kind != 'manual' ORDER BY scheduled_for, created_at",
+        (job_id,),
+    ).fetchall()
+    skipped = []
+    for row in rows:
+        queue.close(conn, row["id"], "cancelled", now_text)
+        skipped.append(_insert_run(conn, job, now_text, status="skipped", dispatch_id=row["id"],
+                                   message=_disabled_message(row["dispatch_kind"])))
+    return skipped
+
+
+# -- one claim ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Due:
+    """One piece of due work: a job's scheduled occurrence, or a queue row."""
+
+    due: str
+    created: str
+    job: Row
+    row: Row | None = None
+
+
+def _due_work(conn: sqlite3.Connection, now_text: str, limit: int, targets: Collection[str],
+              waits: _PoolWaitSql) -> list[_Due]:
+    """Up to ``limit`` occurrences and ``limit`` queue rows that can be acted on now, in the order
+    they fell due: first due, first served, whatever their kind."""
+    where, params = _target_filter(targets)
+    jobs = conn.execute(
+        f"SELECT j.* FROM jobs j WHERE {_DUE_OCCURRENCE} AND j.next_run_at <= ? AND {where} "
+        f"AND (NOT {waits.occurrence} OR {_past_grace('j.next_run_at')}) "
+        "ORDER BY j.next_run_at LIMIT ?",
+        [now_text, *params, *waits.full, now_text, limit],
+    ).fetchall()
+    rows = conn.execute(
+        "SELECT q.* FROM job_dispatch_queue q "
+        f"JOIN jobs j ON j.id = q.job_id WHERE q.status = 'pending' AND q.scheduled_for <= ? "
+        f"AND {where} AND NOT {_ROW_WAITS_FOR_OWN_RUN} "
+        f"AND (NOT {waits.row} OR {_past_grace('q.scheduled_for')}) "
+        "ORDER BY q.scheduled_for, q.created_at LIMIT ?",
+        [now_text, *params, *waits.full, now_text, limit],
+    ).fetchall()
+    work = [_Due(job["next_run_at"], job["created_at"], job) for job in jobs]
+    for row in rows:
+        job = conn.execute("SELECT * FROM jobs WHERE id = ?", (row["job_id"],)).fetchone()
+        work.append(_Due(row["scheduled_for"], row["created_at"], job, row))
+    work.sort(key=lambda item: (item.due, item.created))  # stable: occurrences first on a tie
+    return work
 
 
 def claim_due(
     db: Database, now_text: str, limit: int, targets: Collection[str], next_fire: NextFire
 ) -> ClaimBatch:
-    """Claim up to ``limit`` runs of due work (scheduled occurrences first, then queue rows)."""
+    """Claim up to ``limit`` runs of due work, first due first served. Work that must wait for
+    its pool is left as it is (counted in ``waiting``)."""
     batch = ClaimBatch()
     if limit <= 0:
         return batch
-    where, params = _target_filter(targets)
     with db.transaction() as conn:
-        jobs = conn.execute(
-            "SELECT j.* FROM jobs j WHERE j.enabled = 1 AND j.parent_id IS NULL "
-            f"AND j.next_run_at IS NOT NULL AND j.next_run_at <= ? AND {_AT_ALREADY_RAN} AND {where} "
-            "ORDER BY j.next_run_at LIMIT ?",
-            [now_text, *params, limit],
-        ).fetchall()
-        for job in jobs:
-            _claim_occurrence(conn, job, now_text, next_fire, batch)
-        room = limit - len(batch.claims)
-        if room > 0:
-            rows = conn.execute(
-                "SELECT q.* FROM job_dispatch_queue q JOIN jobs j ON j.id = q.job_id "
-                f"WHERE q.status = 'pending' AND q.scheduled_for <= ? AND {where} "
-                "ORDER BY q.scheduled_for, q.created_at LIMIT ?",
-                [now_text, *params, room],
-            ).fetchall()
-            for row in rows:
-                job = conn.execute("SELECT * FROM jobs WHERE id = ?", (row["job_id"],)).fetchone()
-                _claim_row(conn, row, job, now_text, batch)
+        load = pools.PoolLoad(conn)
+        for item in _due_work(conn, now_text, limit, targets, _PoolWaitSql.build(load.full())):
+            if len(batch.claims) >= limit:
+                break
+            if item.row is None:
+                _claim_occurrence(conn, item.job, now_text, next_fire, batch, load)
+            else:
+                _claim_row(conn, item.row, item.job, now_text, batch, load)
     return batch
 
 
 def defer_claim(db: Database, claim: Claim, now_text: str, reason: str) -> None:
     """Give a claim back: the run is recorded ``skipped`` with ``reason``, its idempotency key is
-    released, and the work is due again (a queue row returns to ``pending``; a scheduled
-    occurrence puts the job's ``next_run_at`` back to it). Used when the gateway is down."""
+    released, and the work is due again in its old place (a queue row returns to ``pending``
+    with its ``scheduled_for``; a scheduled occurrence puts the job's ``next_run_at`` back to
+    it). Used when the gateway is down."""
     key = claim.run["idempotency_key"]
     with db.transaction() as conn:
         conn.execute(
@@ -348,7 +515,7 @@ def defer_claim(db: Database, claim: Claim, now_text: str, reason: str) -> None:
         if key:
             ledger.release_in(conn, key, now_text)
         if claim.dispatch_id:
-            queue.postpone(conn, claim.dispatch_id, now_text)
+            queue.release(conn, claim.dispatch_id)
         elif claim.job["next_run_at"] is not None:
             occurrence = claim.job["next_run_at"]
             conn.execute(

@@ -74,7 +74,8 @@ def list_jobs(db: Database, job_type: str | None = None) -> list[Row]:
 
 
 def update_job(db: Database, job_id: str, columns: Mapping[str, Any], now_text: str) -> Row:
-    """Apply a validated patch; ``updated_at`` is stamped. Raises NotFoundError."""
+    """Apply a validated patch; ``updated_at`` is stamped. A patch that disables the job also
+    cancels its pending retries and chained runs, in the same transaction. Raises NotFoundError."""
     _check_columns(columns, allow_immutable=False)
     values = {**columns, "updated_at": now_text}
     assignments = ", ".join(f"{name} = ?" for name in values)
@@ -88,6 +89,12 @@ def update_job(db: Database, job_id: str, columns: Mapping[str, Any], now_text: 
             )
             if cursor.rowcount == 0:
                 raise NotFoundError(f"Job not found: {job_id}")
+            if "enabled" in columns and not columns["enabled"]:
+                # Its pending retries and chained runs go with the disable, not when they fall due.
+                # (Imported here: `jobs list` and the other readers never need the claim code.)
+                from scheduler.store.claims import cancel_queued_runs_of_disabled_job
+
+                cancel_queued_runs_of_disabled_job(conn, job_id, now_text)
     except StoreConstraintError as exc:
         raise _explain_integrity(exc) from None
     return require_job(db, job_id)

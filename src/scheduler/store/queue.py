@@ -67,12 +67,12 @@ def close(conn: sqlite3.Connection, dispatch_id: str, status: str, now_text: str
     )
 
 
-def postpone(conn: sqlite3.Connection, dispatch_id: str, scheduled_for: str) -> None:
-    """Give a claimed row back, due again at ``scheduled_for`` (its job could not start yet)."""
+def release(conn: sqlite3.Connection, dispatch_id: str) -> None:
+    """Give a claimed row back to ``pending``, keeping its ``scheduled_for``: it is due again in
+    the place it had (its job could not start after all)."""
     conn.execute(
-        "UPDATE job_dispatch_queue SET status = 'pending', claimed_at = NULL, scheduled_for = ? "
-        "WHERE id = ?",
-        (scheduled_for, dispatch_id),
+        "UPDATE job_dispatch_queue SET status = 'pending', claimed_at = NULL WHERE id = ?",
+        (dispatch_id,),
     )
 
 

@@ -100,6 +100,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS idx_jobs_next_run ON jobs(next_run_at) WHERE enabled = 1;
 CREATE INDEX IF NOT EXISTS idx_jobs_parent ON jobs(parent_id) WHERE parent_id IS NOT NULL;
+-- ours: the pooled jobs, which the scheduling loop looks at apart from the others
+CREATE INDEX IF NOT EXISTS idx_jobs_pool ON jobs(resource_pool) WHERE resource_pool IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS job_dispatch_queue (
   id TEXT PRIMARY KEY,
@@ -157,6 +159,8 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS idx_runs_job_id ON runs(job_id);
 CREATE INDEX IF NOT EXISTS idx_runs_status ON runs(status) WHERE status = 'running';
+-- ours: a job's running runs, for the overlap and resource pool checks of every claim
+CREATE INDEX IF NOT EXISTS idx_runs_running_job ON runs(job_id) WHERE status = 'running';
 CREATE UNIQUE INDEX IF NOT EXISTS idx_runs_idempotency ON runs(idempotency_key)
   WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS idx_runs_dispatch_queue ON runs(dispatch_queue_id)
@@ -332,6 +336,15 @@ CREATE TABLE IF NOT EXISTS team_mailbox_events (
 CREATE INDEX IF NOT EXISTS idx_team_events_team ON team_mailbox_events(team_id, created_at DESC);
 CREATE INDEX IF NOT EXISTS idx_team_events_task ON team_mailbox_events(team_id, task_id, created_at DESC)
   WHERE task_id IS NOT NULL;
+
+-- ours: a resource pool's capacity (concurrent running runs across the jobs that name it).
+-- A pool without a row has capacity 1, the reference's fixed rule.
+CREATE TABLE IF NOT EXISTS resource_pools (
+  name TEXT PRIMARY KEY,
+  capacity INTEGER NOT NULL DEFAULT 1 CHECK (capacity >= 1),
+  created_at TEXT NOT NULL DEFAULT (datetime('now')),
+  updated_at TEXT NOT NULL DEFAULT (datetime('now'))
+);
 
 CREATE TABLE IF NOT EXISTS schema_migrations (
   version INTEGER PRIMARY KEY,

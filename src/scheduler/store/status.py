@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from scheduler.store import pools
+from scheduler.store.claims import AT_ALREADY_RAN
 from scheduler.store.db import Database, Row
 
 
@@ -54,7 +56,42 @@ def overview(db: Database, stale_threshold_s: int, now_text: str) -> dict[str, A
         "budget_hotspots": hotspots,
         "agents": agents,
         "next_job": next_job,
+        "pools": pool_overview(db, now_text, busy_only=True),
     }
+
+
+def pool_overview(db: Database, now_text: str, *, busy_only: bool = False) -> list[Row]:
+    """Every pool a job names or a capacity configures: its capacity, how many jobs name it, its
+    running runs, and its ``waiting`` work (due, not started: occurrences and queue rows).
+    ``busy_only`` keeps the pools with something running or waiting."""
+    rows = db.query(
+        "WITH named AS (SELECT resource_pool AS name FROM jobs WHERE NULLIF(resource_pool, '') "
+        "  IS NOT NULL UNION SELECT name FROM resource_pools), "
+        "members AS (SELECT resource_pool AS name, COUNT(*) AS n FROM jobs GROUP BY resource_pool), "
+        "running AS (SELECT j.resource_pool AS name, COUNT(*) AS n FROM runs r "
+        "  JOIN jobs j ON j.id = r.job_id WHERE r.status = 'running' GROUP BY j.resource_pool), "
+        "due_occurrences AS (SELECT j.resource_pool AS name, COUNT(*) AS n FROM jobs j "
+        "  WHERE j.enabled = 1 AND j.parent_id IS NULL AND j.next_run_at <= :now "
+        f"  AND {AT_ALREADY_RAN} GROUP BY j.resource_pool), "
+        "due_rows AS (SELECT j.resource_pool AS name, COUNT(*) AS n FROM job_dispatch_queue q "
+        "  JOIN jobs j ON j.id = q.job_id WHERE q.status = 'pending' AND q.scheduled_for <= :now "
+        "  GROUP BY j.resource_pool) "
+        "SELECT named.name AS name, COALESCE(p.capacity, :default) AS capacity, "
+        "p.name IS NOT NULL AS configured, COALESCE(members.n, 0) AS jobs, "
+        "COALESCE(running.n, 0) AS running, "
+        "COALESCE(due_occurrences.n, 0) + COALESCE(due_rows.n, 0) AS waiting "
+        "FROM named LEFT JOIN resource_pools p ON p.name = named.name "
+        "LEFT JOIN members ON members.name = named.name "
+        "LEFT JOIN running ON running.name = named.name "
+        "LEFT JOIN due_occurrences ON due_occurrences.name = named.name "
+        "LEFT JOIN due_rows ON due_rows.name = named.name ORDER BY named.name",
+        {"now": now_text, "default": pools.DEFAULT_CAPACITY},
+    )
+    for row in rows:
+        row["configured"] = bool(row["configured"])
+    if busy_only:
+        return [row for row in rows if row["running"] or row["waiting"]]
+    return rows
 
 
 def schema_version(db: Database) -> int | None:
