@@ -16,17 +16,15 @@ import pytest
 
 from scheduler.cron import NEVER_SENTINEL
 from scheduler.errors import ValidationError
+from scheduler.models.fields import JOB_COLUMNS
 from scheduler.models.job import (
-    DISPATCH_SCHEMA,
-    JOB_COLUMNS,
-    JOB_SCHEMA,
-    RUN_SCHEMA,
     SCHEDULE_CHANGE_FIELDS,
     derive_next_run_at,
     new_job_row,
     update_needs_new_next_run,
-    validate_job_spec,
 )
+from scheduler.models.schemas import DISPATCH_SCHEMA, JOB_SCHEMA, RUN_SCHEMA
+from scheduler.models.validation import validate_job_spec
 
 NOW = datetime(2026, 1, 15, 12, 0, 30, tzinfo=UTC)
 

@@ -9,12 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from scheduler.errors import ValidationError
-from scheduler.models.job import (
-    derive_next_run_at,
-    new_job_row,
-    update_needs_new_next_run,
-    validate_job_spec,
-)
+from scheduler.models.job import derive_next_run_at, new_job_row, update_needs_new_next_run
+from scheduler.models.validation import validate_job_spec
 from scheduler.store import jobs as job_store
 from scheduler.store import queue
 from scheduler.store.db import Database, Row

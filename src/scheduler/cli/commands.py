@@ -12,8 +12,6 @@ from scheduler.cli.output import table
 from scheduler.errors import SchedulerError, ValidationError
 from scheduler.timeutil import parse_in_duration, parse_user_datetime, to_sqlite, utcnow
 
-NEVER_SENTINEL = "0 0 31 2 *"
-
 
 def _parse_json(text: str, usage: str) -> Any:
     try:
@@ -117,8 +115,9 @@ def _spec_object(value: Any) -> dict[str, Any]:
 
 
 def jobs_add(ctx: Context) -> int:
-    from scheduler import service
-    from scheduler.models.job import new_job_row, validate_job_spec
+    from scheduler import cron, service
+    from scheduler.models.job import new_job_row
+    from scheduler.models.validation import validate_job_spec
 
     usage = "jobs add '<json>' [--dry-run] [--at <datetime> | --in <duration>] [--watchdog] [--profile <p>]"
     dry_run = ctx.flag("--dry-run")
@@ -133,7 +132,7 @@ def jobs_add(ctx: Context) -> int:
         spec["auth_profile"] = profile
     if one_shot:
         spec.update(one_shot)
-        spec.setdefault("schedule_cron", NEVER_SENTINEL)
+        spec.setdefault("schedule_cron", cron.NEVER_SENTINEL)
         spec.setdefault("delete_after_run", 1)
     if watchdog:
         _apply_watchdog_defaults(spec)
@@ -153,7 +152,7 @@ def jobs_add(ctx: Context) -> int:
 
 
 def jobs_validate(ctx: Context) -> int:
-    from scheduler.models.job import validate_job_spec
+    from scheduler.models.validation import validate_job_spec
 
     payload = ctx.positional(0, "jobs validate '<json>'")
     ctx.no_extra(1, "jobs validate '<json>'")
@@ -471,7 +470,7 @@ def version(ctx: Context) -> int:
 
 
 def schema(ctx: Context) -> int:
-    from scheduler.models.job import DISPATCH_SCHEMA, JOB_SCHEMA, RUN_SCHEMA
+    from scheduler.models.schemas import DISPATCH_SCHEMA, JOB_SCHEMA, RUN_SCHEMA
 
     target = (ctx.args[0] if ctx.args else "all").lower()
     ctx.no_extra(1, "schema [jobs|runs|dispatches|all]")

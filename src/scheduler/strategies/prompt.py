@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
+from scheduler.models.enums import ANNOUNCE_MODES
+
 # -- JavaScript string semantics --------------------------------------------------------------
 
 # Characters JavaScript's String.prototype.trim() and the regex class \s treat as whitespace.
@@ -543,7 +545,6 @@ def is_drain_error(message: str | None) -> bool:
 SUMMARY_LIMIT: Final = 5000
 TASK_FAILED_MESSAGE: Final = "Agent signalled TASK_FAILED"
 TRANSIENT_MESSAGE: Final = "Transient error in agent reply"
-ANNOUNCE_MODES: Final = frozenset({"announce", "announce-always"})
 
 
 @dataclass(frozen=True)
