@@ -134,6 +134,17 @@ BAD_INPUTS: list[tuple[str, list[str]]] = [
     ("update-null-name", ["jobs", "update", "{job}", '{"name": null}']),
     ("update-run-timeout-0", ["jobs", "update", "{job}", '{"run_timeout_ms": 0}']),
     ("update-queued-count", ["jobs", "update", "{job}", '{"queued_count": 3}']),
+    # numbers beyond what the engine's arithmetic and SQLite's 64-bit integers hold
+    ("consecutive-errors-2^63-1", ["jobs", "add", spec(consecutive_errors=2**63 - 1)]),
+    ("max-retries-1000", ["jobs", "add", spec(max_retries=1000)]),
+    ("run-timeout-1-year", ["jobs", "add", spec(run_timeout_ms=365 * 86400 * 1000)]),
+    ("trigger-delay-2^40",
+     ["jobs", "add", spec(parent_id="{job}", trigger_on="success", trigger_delay_s=2**40)]),
+    ("ttl-hours-2^62", ["jobs", "add", spec(ttl_hours=2**62)]),
+    ("output-bytes-2-GiB", ["jobs", "add", spec(output_store_limit_bytes=2**31)]),
+    ("cost-2^64", ["jobs", "add", spec(contract_max_cost_usd=2**64)]),
+    ("cost-1e300", ["jobs", "add", spec(contract_max_cost_usd=1e300)]),
+    ("int-4000-digits", ["jobs", "add", spec()[:-1] + ', "max_retries": ' + "9" * 4000 + "}"]),
 ]
 
 
@@ -397,6 +408,16 @@ def test_schema_jobs(cli) -> None:
     assert fields["name"]["maxLength"] == 200
     code, everything, _, _ = cli("schema")
     assert code == 0 and set(everything) == {"jobs", "runs", "dispatches"}
+
+
+def test_schema_shows_every_bound(cli) -> None:
+    code, out, _, _ = cli("schema", "jobs")
+    assert code == 0
+    fields = out["fields"]
+    numeric = [name for name, field in fields.items() if field["type"] in ("integer", "number")]
+    assert numeric and all("max" in fields[name] for name in numeric)
+    assert fields["max_retries"]["max"] == 20 and fields["run_timeout_ms"]["max"] == 604800000
+    assert fields["contract_max_cost_usd"]["max"] == 1000000000
 
 
 def test_status_keys(cli, db_path) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from scheduler.cron import NEVER_SENTINEL
 from scheduler.errors import ValidationError
-from scheduler.models.fields import JOB_COLUMNS
+from scheduler.models.fields import JOB_COLUMNS, JOB_FIELD_RULES
 from scheduler.models.job import (
     SCHEDULE_CHANGE_FIELDS,
     derive_next_run_at,
@@ -839,9 +839,74 @@ def test_rule18_integer_at_minimum(field: str, minimum: int) -> None:
     assert create_from(CHILD, **changes)[field] == minimum
 
 
-def test_rule18_integer_above_sqlite_range() -> None:
-    with rejects("max_retries must be an integer <= 9223372036854775807"):
-        create(max_retries=2**63)
+# --- difference (f): every number has a maximum ------------------------------------------------
+
+MAXIMUMS = [
+    ("payload_timeout_seconds", 7 * 86400),
+    ("run_timeout_ms", 7 * 86400 * 1000),
+    ("max_queued_dispatches", 10000),
+    ("max_pending_approvals", 10000),
+    ("max_trigger_fanout", 10000),
+    ("ttl_hours", 87600),
+    ("trigger_delay_s", 365 * 86400),
+    ("max_retries", 20),
+    ("approval_timeout_s", 365 * 86400),
+    ("context_retrieval_limit", 1000),
+    ("output_store_limit_bytes", 64 * 1024 * 1024),
+    ("output_excerpt_limit_bytes", 64 * 1024 * 1024),
+    ("output_summary_limit_bytes", 64 * 1024 * 1024),
+    ("output_offload_threshold_bytes", 64 * 1024 * 1024),
+    ("watchdog_timeout_min", 365 * 1440),
+    ("consecutive_errors", 2**31 - 1),
+    ("misfire_grace_s", 365 * 86400),
+]
+
+
+def at_maximum(field: str, maximum: int) -> dict[str, Any]:
+    """The field at ``maximum``, with the output budgets it is cross-checked against raised."""
+    changes: dict[str, Any] = {field: maximum}
+    if field == "output_excerpt_limit_bytes":
+        changes.update(output_store_limit_bytes=maximum, output_summary_limit_bytes=maximum)
+    if field == "output_summary_limit_bytes":
+        changes["output_store_limit_bytes"] = maximum
+    return changes
+
+
+@pytest.mark.parametrize(("field", "maximum"), MAXIMUMS)
+def test_difference_f_integer_at_maximum_is_accepted(field: str, maximum: int) -> None:
+    assert create_from(CHILD, **at_maximum(field, maximum))[field] == maximum
+
+
+@pytest.mark.parametrize(("field", "maximum"), MAXIMUMS)
+@pytest.mark.parametrize("excess", [1, 2**63, 10**4000])
+def test_difference_f_integer_above_maximum_is_rejected(field: str, maximum: int, excess: int) -> None:
+    changes = at_maximum(field, maximum)
+    changes[field] = maximum + excess
+    with rejects(f"{field} must be an integer <= {maximum}"):
+        create_from(CHILD, **changes)
+
+
+def test_difference_f_every_number_has_a_maximum_and_the_schema_shows_it() -> None:
+    numeric = {name: rule for name, rule in JOB_FIELD_RULES.items() if rule.kind in ("integer", "number")}
+    assert set(numeric) == {name for name, _ in MAXIMUMS} | {"queued_count", "contract_max_cost_usd"}
+    for name, rule in numeric.items():
+        assert rule.maximum is not None, name
+        assert JOB_SCHEMA["fields"][name]["max"] == rule.maximum, name
+    assert dict(MAXIMUMS) == {name: numeric[name].maximum for name, _ in MAXIMUMS}
+
+
+def test_difference_f_an_update_is_bounded_too() -> None:
+    with rejects("consecutive_errors must be an integer <= 2147483647"):
+        update(stored(BASE), consecutive_errors=2**63 - 1)
+    with rejects("max_retries must be an integer <= 20"):
+        update(stored(BASE), max_retries=21)
+
+
+@pytest.mark.parametrize("bad", [2**64, 1e10, 1e300, 10**400, 1_000_000_000.5])
+def test_difference_f_contract_max_cost_usd_has_a_maximum(bad: float) -> None:
+    with rejects("contract_max_cost_usd must be a number <= 1000000000"):
+        create(contract_max_cost_usd=bad)
+    assert create(contract_max_cost_usd=1_000_000_000)["contract_max_cost_usd"] == 1_000_000_000
 
 
 # --- rule 19: output budget cross-checks --------------------------------------------------------

@@ -1,7 +1,10 @@
 """The job spec's fields: one rule per column, with its type, limits and default.
 
 ``JOB_FIELD_RULES`` drives both the per-field checks of ``validate_job_spec`` and the schema that
-``openclaw-scheduler schema`` prints, so the two cannot disagree.
+``openclaw-scheduler schema`` prints, so the two cannot disagree. Every number has a maximum as
+well as the reference's minimum: a bound keeps each value far from where the engine's arithmetic
+(retry delays that double, timestamps a duration away, counters it increments) or SQLite's
+64-bit integers would overflow. The bounds and their reasons are listed in docs/jobs.md.
 
 Imports are the standard library and the enums: the CLI loads this to validate.
 """
@@ -38,7 +41,28 @@ FieldKind = Literal["string", "enum", "integer", "number", "boolean", "datetime"
 
 JSON_BLOB_MAX_BYTES: Final = 32768
 
-SQLITE_INTEGER_MAX: Final = 2**63 - 1
+# -- bounds -------------------------------------------------------------------------------------
+# Durations a run may last: a week. The engine turns them into seconds and deadlines.
+MAX_RUN_MS: Final = 7 * 24 * 3600 * 1000
+MAX_RUN_S: Final = 7 * 24 * 3600
+# Waits before or around a run (chain delays, approvals, misfire grace, watchdog thresholds): a
+# year. Each becomes "now + value", which must stay a datetime.
+MAX_WAIT_S: Final = 365 * 24 * 3600
+MAX_WAIT_MIN: Final = 365 * 24 * 60
+# How long a finished job lingers before TTL pruning: ten years.
+MAX_TTL_HOURS: Final = 10 * 365 * 24
+# Retry n waits base x 2^(n-1): the 20th retry, at the default 30 s base, is half a year away;
+# far more doublings leave the datetime range.
+MAX_RETRIES: Final = 20
+# Per-job caps on queued dispatches, pending approvals, triggered children, retrieved items.
+MAX_CAP: Final = 10000
+MAX_RETRIEVAL_LIMIT: Final = 1000
+# Output budgets: 64 MiB. A run row stores stdout and stderr, and SQLite refuses any string or
+# row over 1e9 bytes (SQLITE_MAX_LENGTH).
+MAX_OUTPUT_BYTES: Final = 64 * 1024 * 1024
+# Counters the scheduler increments: a signed 32-bit range, so increments stay far from 2^63.
+MAX_COUNTER: Final = 2**31 - 1
+MAX_COST_USD: Final = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +80,7 @@ class FieldRule:
     default: Any = None
     max_length: int | None = None
     minimum: int | None = None
+    maximum: int | None = None
     choices: tuple[str, ...] | None = None
     required: bool = False
     required_for: str | None = None
@@ -75,8 +100,12 @@ def enum_rule(
     return FieldRule("enum", nullable=nullable, default=default, choices=choices, **extra)
 
 
-def int_rule(minimum: int, default: int | None = None, *, nullable: bool = False, **extra: Any) -> FieldRule:
-    return FieldRule("integer", nullable=nullable, default=default, minimum=minimum, **extra)
+def int_rule(
+    minimum: int, maximum: int, default: int | None = None, *, nullable: bool = False, **extra: Any
+) -> FieldRule:
+    return FieldRule(
+        "integer", nullable=nullable, default=default, minimum=minimum, maximum=maximum, **extra
+    )
 
 
 def flag_rule(default: int, **extra: Any) -> FieldRule:
@@ -214,18 +243,19 @@ JOB_FIELD_RULES: Final[Mapping[str, FieldRule]] = {
     ),
     "payload_model": text_rule(256),
     "payload_thinking": text_rule(64),
-    "payload_timeout_seconds": int_rule(1, 120),
+    "payload_timeout_seconds": int_rule(1, MAX_RUN_S, 120),
     "execution_intent": enum_rule(values(ExecutionIntent), "execute"),
     "execution_read_only": flag_rule(0),
     "overlap_policy": enum_rule(values(OverlapPolicy), "skip"),
     "run_timeout_ms": int_rule(
         1,
+        MAX_RUN_MS,
         required=True,
         description="Maximum milliseconds a run may take; no default, be explicit",
     ),
-    "max_queued_dispatches": int_rule(1, 25),
-    "max_pending_approvals": int_rule(1, 10),
-    "max_trigger_fanout": int_rule(1, 25),
+    "max_queued_dispatches": int_rule(1, MAX_CAP, 25),
+    "max_pending_approvals": int_rule(1, MAX_CAP, 10),
+    "max_trigger_fanout": int_rule(1, MAX_CAP, 25),
     "delivery_mode": enum_rule(values(DeliveryMode), "announce"),
     "delivery_channel": text_rule(64),
     "delivery_to": text_rule(
@@ -236,28 +266,28 @@ JOB_FIELD_RULES: Final[Mapping[str, FieldRule]] = {
     "created_at": FieldRule("datetime", max_length=64),
     "updated_at": FieldRule("datetime", max_length=64),
     "delete_after_run": flag_rule(0),
-    "ttl_hours": int_rule(1, nullable=True),
+    "ttl_hours": int_rule(1, MAX_TTL_HOURS, nullable=True),
     "parent_id": text_rule(128, description="Parent job id; makes this a triggered child job"),
     "trigger_on": enum_rule(values(TriggerOn), required_for="child jobs"),
-    "trigger_delay_s": int_rule(0, 0),
+    "trigger_delay_s": int_rule(0, MAX_WAIT_S, 0),
     "trigger_condition": text_rule(
         1024, description='"contains:<text>" or "regex:<pattern>" (child jobs)'
     ),
-    "max_retries": int_rule(0, 0),
-    "queued_count": int_rule(0, 0),
+    "max_retries": int_rule(0, MAX_RETRIES, 0),
+    "queued_count": int_rule(0, MAX_COUNTER, 0),
     "payload_scope": enum_rule(values(PayloadScope), "own"),
     "resource_pool": text_rule(128),
     "delivery_guarantee": enum_rule(values(DeliveryGuarantee), "at-most-once"),
     "job_class": enum_rule(values(JobClass), "standard"),
     "approval_required": flag_rule(0),
-    "approval_timeout_s": int_rule(1, 3600),
+    "approval_timeout_s": int_rule(1, MAX_WAIT_S, 3600),
     "approval_auto": enum_rule(values(ApprovalAuto), "reject"),
     "context_retrieval": enum_rule(values(ContextRetrieval), "none"),
-    "context_retrieval_limit": int_rule(1, 5),
-    "output_store_limit_bytes": int_rule(128, 65536),
-    "output_excerpt_limit_bytes": int_rule(64, 2000),
-    "output_summary_limit_bytes": int_rule(64, 5000),
-    "output_offload_threshold_bytes": int_rule(128, 65536),
+    "context_retrieval_limit": int_rule(1, MAX_RETRIEVAL_LIMIT, 5),
+    "output_store_limit_bytes": int_rule(128, MAX_OUTPUT_BYTES, 65536),
+    "output_excerpt_limit_bytes": int_rule(64, MAX_OUTPUT_BYTES, 2000),
+    "output_summary_limit_bytes": int_rule(64, MAX_OUTPUT_BYTES, 5000),
+    "output_offload_threshold_bytes": int_rule(128, MAX_OUTPUT_BYTES, 65536),
     "preferred_session_key": text_rule(512),
     "auth_profile": text_rule(
         256, description='null = default, "inherit" = main session profile, or "provider:label"'
@@ -288,13 +318,13 @@ JOB_FIELD_RULES: Final[Mapping[str, FieldRule]] = {
     "contract_sandbox": text_rule(128),
     "contract_allowed_paths": blob_rule("JSON: allowed filesystem paths"),
     "contract_network": text_rule(128),
-    "contract_max_cost_usd": FieldRule("number", nullable=True, minimum=0),
+    "contract_max_cost_usd": FieldRule("number", nullable=True, minimum=0, maximum=MAX_COST_USD),
     "contract_audit": text_rule(128),
     "child_credential_policy": enum_rule(values(ChildCredentialPolicy)),
     "job_type": enum_rule(values(JobType), "standard"),
     "watchdog_target_label": text_rule(256),
     "watchdog_check_cmd": text_rule(4096, required_for="watchdog jobs"),
-    "watchdog_timeout_min": int_rule(1, nullable=True),
+    "watchdog_timeout_min": int_rule(1, MAX_WAIT_MIN, nullable=True),
     "watchdog_alert_channel": text_rule(64),
     "watchdog_alert_target": text_rule(256),
     "watchdog_self_destruct": flag_rule(1),
@@ -302,9 +332,10 @@ JOB_FIELD_RULES: Final[Mapping[str, FieldRule]] = {
     "next_run_at": datetime_rule(description="Computed from the schedule when omitted"),
     "last_run_at": datetime_rule(),
     "last_status": text_rule(64),
-    "consecutive_errors": int_rule(0, 0),
+    "consecutive_errors": int_rule(0, MAX_COUNTER, 0),
     "misfire_grace_s": int_rule(
         0,
+        MAX_WAIT_S,
         nullable=True,
         description="Seconds a scheduled run may start late; a fire time missed by more is "
         "recorded as a skipped run instead of run (null: no limit, missed runs coalesce into one)",

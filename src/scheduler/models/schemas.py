@@ -1,7 +1,7 @@
 """The field references ``openclaw-scheduler schema`` prints: jobs, runs and dispatches.
 
 The job schema is generated from ``JOB_FIELD_RULES``, the table the validator checks against,
-so what it says (types, enums, defaults, minimums, lengths) is what is enforced. The
+so what it says (types, enums, defaults, minimums, maximums, lengths) is what is enforced. The
 run and dispatch schemas describe what the scheduler writes; nobody submits those.
 """
 
@@ -56,6 +56,8 @@ def _describe(rule: FieldRule, **extra: Any) -> dict[str, Any]:
         out["default"] = bool(rule.default) if rule.kind == "boolean" else rule.default
     if rule.minimum is not None:
         out["min"] = rule.minimum
+    if rule.maximum is not None:
+        out["max"] = rule.maximum
     if rule.max_length is not None:
         out["maxLength"] = rule.max_length
     if rule.nullable:

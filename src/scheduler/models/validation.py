@@ -11,6 +11,7 @@ Deliberate differences from the reference:
   ``updated_at`` are maintained by the scheduler and cannot be given; ``id`` only on create;
 * values are type-checked: integers must be ints (not bools, not 5.0), strings must be strings,
   booleans are true/false/1/0;
+* every number has a maximum (fields.py says why each), so nothing stored can overflow later;
 * ``null`` for a column that has a default means "use the default" on create and is rejected
   on update; ``""`` (or whitespace) in any nullable text field becomes ``None``;
 * ``regex:`` trigger conditions must compile with Python's ``re``;
@@ -42,7 +43,6 @@ from scheduler.models.fields import (
     MANAGED_COLUMNS,
     PAYLOAD_KINDS_BY_TARGET,
     RUN_NOW_RULE,
-    SQLITE_INTEGER_MAX,
     FieldRule,
     default_payload_kind,
     effective,
@@ -150,19 +150,22 @@ def _normalize_integer(name: str, rule: FieldRule, value: Any) -> int:
     minimum = rule.minimum if rule.minimum is not None else 0
     if type(value) is not int or value < minimum:
         raise ValidationError(f"{name} must be an integer >= {minimum}")
-    if value > SQLITE_INTEGER_MAX:
-        raise ValidationError(f"{name} must be an integer <= {SQLITE_INTEGER_MAX}")
+    if rule.maximum is not None and value > rule.maximum:
+        raise ValidationError(f"{name} must be an integer <= {rule.maximum}")
     return value
 
 
 def _normalize_number(name: str, rule: FieldRule, value: Any) -> int | float:
+    # An int is compared as an int: math.isfinite raises on one beyond float's range.
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
-        or not math.isfinite(value)
+        or (isinstance(value, float) and not math.isfinite(value))
         or value < (rule.minimum or 0)
     ):
         raise ValidationError(f"{name} must be a non-negative finite number")
+    if rule.maximum is not None and value > rule.maximum:
+        raise ValidationError(f"{name} must be a number <= {rule.maximum}")
     return value
 
 
