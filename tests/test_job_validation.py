@@ -168,6 +168,55 @@ def test_rule3_control_characters_checked_on_every_text_field(field: str) -> Non
         create(**{field: "a\x01b"})
 
 
+@pytest.mark.parametrize("surrogate", ["\ud800", "\udfff", "\udcff"])
+@pytest.mark.parametrize("field", ["name", "payload_message", "delivery_to", "schedule_at", "origin"])
+def test_difference_g_lone_surrogates_are_rejected(field: str, surrogate: str) -> None:
+    escape = surrogate.encode("unicode_escape").decode()
+    with rejects(f"{field} is not valid Unicode text (lone surrogate {escape})"):
+        create(**{field: f"x{surrogate}"})
+
+
+def test_difference_g_lone_surrogate_in_a_json_blob() -> None:
+    with rejects("evidence is not valid Unicode text (lone surrogate \\ud800)"):
+        create(evidence='"\ud800"')
+
+
+def test_difference_g_surrogate_in_an_unknown_key_is_escaped() -> None:
+    with rejects('unknown field "\\ud800\\x1b[2J"'):
+        create(**{"\ud800\x1b[2J": 1})
+
+
+def test_difference_g_messages_quote_input_escaped() -> None:
+    with rejects('Unknown session_target "\\x1b[2J\\n\\"". Valid targets: main, isolated, shell'):
+        create(session_target='\x1b[2J\n"')
+
+
+def test_blob_nested_beyond_the_recursion_limit() -> None:
+    with rejects("evidence is not valid JSON: nested too deeply"):
+        create(evidence="[" * 10000 + "]" * 10000)
+
+
+@pytest.mark.parametrize("pattern", ["a{4294967296}", "(" * 509 + ")" * 509])
+def test_regex_beyond_re_limits_is_rejected(pattern: str) -> None:
+    with rejects("Invalid trigger_condition regex: pattern too large"):
+        create_from(CHILD, trigger_condition="regex:" + pattern)
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-00:01"])
+def test_datetime_outside_the_utc_years_1_to_9999_is_rejected(value: str) -> None:
+    with rejects(
+        'schedule_at must be a valid datetime, e.g. "2026-12-01 09:00:00" (UTC) or '
+        f'"2026-12-01T09:00:00+01:00"; got "{value}"'
+    ):
+        create(schedule_kind="at", schedule_at=value)
+
+
+def test_early_years_are_stored_with_four_digits() -> None:
+    assert create(schedule_kind="at", schedule_at="0002-01-01T00:30:00+01:00")["schedule_at"] == (
+        "0001-12-31 23:30:00"
+    )
+
+
 TEXT_LIMITS = [
     ("name", 200),
     ("payload_message", 100000),

@@ -3,33 +3,56 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from scheduler.cli.context import Context, Handler, UsageError
-from scheduler.cli.output import table
+from scheduler.cli.output import printable_lines, table
 from scheduler.errors import SchedulerError, ValidationError
+from scheduler.text import LINE_BREAKING, UNSAFE_CONTROLS, first_lone_surrogate, quoted
 from scheduler.timeutil import parse_in_duration, parse_user_datetime, to_sqlite, utcnow
+
+# Bounds of the numeric arguments: each far above any useful value, far below SQLite's 2^63.
+MAX_RUNS_LIMIT: Final = 10000
+MAX_STALE_THRESHOLD_S: Final = 365 * 24 * 3600
+MAX_CRON_COUNT: Final = 1000
+MAX_CRON_EXPR_LENGTH: Final = 128  # as schedule_cron: a preview accepts what a job accepts
+_WHOLE_NUMBER: Final = re.compile(r"[0-9]+")
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not JSON")
 
 
 def _parse_json(text: str, usage: str) -> Any:
+    """The JSON argument, or a ValidationError naming what is wrong with it.
+
+    Strict JSON: ``NaN`` and ``Infinity`` are refused, as is nesting beyond the interpreter's
+    recursion limit and an integer with more digits than Python converts (4300).
+    """
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise ValidationError(
-            f"Invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}). "
-            f"Usage: openclaw-scheduler {usage}"
-        ) from None
+        problem = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    except ValueError as exc:  # a constant we refuse, or an integer of 4300+ digits
+        problem = "an integer with too many digits" if "digits" in str(exc) else str(exc)
+    except RecursionError:
+        problem = "nested too deeply"
+    raise ValidationError(f"Invalid JSON ({problem}). Usage: openclaw-scheduler {usage}")
 
 
-def _positive_int(text: str, name: str, *, minimum: int = 1) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise UsageError(f"{name} must be a whole number, got {text!r}") from None
+def _positive_int(text: str, name: str, *, maximum: int, minimum: int = 1) -> int:
+    """A whole number in [minimum, maximum], written in ASCII digits (no sign, no ``_``)."""
+    if not _WHOLE_NUMBER.fullmatch(text):
+        raise UsageError(f"{name} must be a whole number, got {quoted(text)}")
+    # Digits beyond the maximum's are too many whatever they say (and int() refuses 4300+).
+    value = int(text) if len(text.lstrip("0")) <= len(str(maximum)) else maximum + 1
     if value < minimum:
         raise UsageError(f"{name} must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise UsageError(f"{name} must be <= {maximum}, got {quoted(text, limit=40)}")
     return value
 
 
@@ -94,6 +117,10 @@ def _apply_one_shot(ctx: Context, spec: dict[str, Any]) -> None:
             when = parse_user_datetime(str(at_value))
     except ValueError as exc:
         raise ValidationError(f"--at/--in error: {exc}") from None
+    except OverflowError:
+        raise ValidationError(
+            f"--in {quoted(in_value)} is too far ahead: the time would be after the year 9999"
+        ) from None
     schedule_at = to_sqlite(when)
     spec.update(schedule_kind="at", schedule_at=schedule_at, next_run_at=schedule_at)
 
@@ -241,7 +268,7 @@ def runs_list(ctx: Context) -> int:
 
     usage = "runs list <job-id> [limit]"
     job_id = ctx.positional(0, usage)
-    limit = _positive_int(ctx.args[1], "limit") if len(ctx.args) > 1 else 20
+    limit = _positive_int(ctx.args[1], "limit", maximum=MAX_RUNS_LIMIT) if len(ctx.args) > 1 else 20
     ctx.no_extra(2, usage)
     runs = run_store.list_runs(ctx.db, job_id, limit)
     if not runs:
@@ -307,7 +334,9 @@ def runs_running(ctx: Context) -> int:
 def runs_stale(ctx: Context) -> int:
     from scheduler.store import runs as run_store
 
-    threshold = _positive_int(ctx.args[0], "threshold-s") if ctx.args else 90
+    threshold = (
+        _positive_int(ctx.args[0], "threshold-s", maximum=MAX_STALE_THRESHOLD_S) if ctx.args else 90
+    )
     ctx.no_extra(1, "runs stale [threshold-s]")
     runs = run_store.stale_runs(ctx.db, threshold, to_sqlite(utcnow()))
     rows = [{"id": r["id"][:8], "job": r["job_name"], "heartbeat": r["last_heartbeat"]} for r in runs]
@@ -453,7 +482,7 @@ def status(ctx: Context) -> int:
             f"{budgets.get('overlap_queued_dispatches', 0)} overlap-queued",
             f"Next:     {nxt['name']} at {nxt['next_run_at']} UTC" if nxt else "Next:     -",
         ]
-        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.write(printable_lines("\n".join(lines)) + "\n")
 
     ctx.out.emit(data, human)
     return 0
@@ -495,24 +524,31 @@ def cron_next(ctx: Context) -> int:
     count_text = ctx.option("--count")
     expr = ctx.positional(0, usage)
     ctx.no_extra(1, usage)
-    count = _positive_int(count_text, "--count") if count_text else 5
-    if count > 1000:
-        raise UsageError("--count must be <= 1000")
+    count = _positive_int(count_text, "--count", maximum=MAX_CRON_COUNT) if count_text else 5
+    _check_cron_expression(expr)
     try:
         start = parse_user_datetime(start_text) if start_text else utcnow()
     except ValueError as exc:
         raise ValidationError(f"--from: {exc}") from None
     if expr.strip() == cron.NEVER_SENTINEL:
-        raise ValidationError(f'"{expr}" is the reserved never-fires sentinel; it has no fire times')
+        raise ValidationError(f"{quoted(expr)} is the reserved never-fires sentinel; it has no fire times")
     try:
         cron.zone(tz)
     except ValidationError:
         raise ValidationError(
-            f'--tz "{tz}" is not a valid IANA timezone (e.g. UTC, Europe/Berlin, America/New_York)'
+            f"--tz {quoted(tz)} is not a valid IANA timezone (e.g. UTC, Europe/Berlin, America/New_York)"
         ) from None
     times = cron.preview(expr, tz, start, count)
     ctx.out.emit({"ok": True, "expr": expr, "tz": tz, "next": times}, "\n".join(times))
     return 0
+
+
+def _check_cron_expression(expr: str) -> None:
+    """What ``schedule_cron`` must be, checked before the evaluator sees the expression."""
+    if len(expr) > MAX_CRON_EXPR_LENGTH:
+        raise ValidationError(f"cron expression exceeds max length of {MAX_CRON_EXPR_LENGTH}")
+    if UNSAFE_CONTROLS.search(expr) or LINE_BREAKING.search(expr) or first_lone_surrogate(expr):
+        raise ValidationError(f"cron expression {quoted(expr)} contains control characters")
 
 
 COMMANDS: dict[tuple[str, str | None], Handler] = {

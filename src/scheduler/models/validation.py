@@ -12,6 +12,7 @@ Deliberate differences from the reference:
 * values are type-checked: integers must be ints (not bools, not 5.0), strings must be strings,
   booleans are true/false/1/0;
 * every number has a maximum (fields.py says why each), so nothing stored can overflow later;
+* no text holds a lone surrogate (it cannot be stored or printed);
 * ``null`` for a column that has a default means "use the default" on create and is rejected
   on update; ``""`` (or whitespace) in any nullable text field becomes ``None``;
 * ``regex:`` trigger conditions must compile with Python's ``re``;
@@ -48,6 +49,7 @@ from scheduler.models.fields import (
     effective,
     is_blank,
 )
+from scheduler.text import UNSAFE_CONTROLS, first_lone_surrogate, quoted
 from scheduler.timeutil import parse_user_datetime, to_sqlite, utcnow
 
 TRIGGER_CONTAINS_PREFIX: Final = "contains:"
@@ -58,7 +60,6 @@ _OUTPUT_LIMIT_FIELDS: Final = (
     "output_excerpt_limit_bytes",
     "output_summary_limit_bytes",
 )
-_CONTROL_CHARS: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _DROP: Final = object()  # marker: leave the key out of the normalised spec
 
 _DELIVERY_TO_ON_INSERT: Final = (
@@ -92,15 +93,11 @@ _RUN_TIMEOUT_REQUIRED: Final = (
 # --------------------------------------------------------------------------------------------
 
 
-def _shown(value: object, limit: int = 80) -> str:
-    """A user-supplied value made safe to quote in a one-line message."""
-    text = _CONTROL_CHARS.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
-    text = text.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _check_text(name: str, value: str, rule: FieldRule) -> None:
-    if _CONTROL_CHARS.search(value):
+    surrogate = first_lone_surrogate(value)
+    if surrogate is not None:
+        raise ValidationError(f"{name} is not valid Unicode text (lone surrogate {surrogate})")
+    if UNSAFE_CONTROLS.search(value):
         raise ValidationError(f"{name} contains unsupported control characters")
     if rule.max_length is not None and len(value) > rule.max_length:
         raise ValidationError(f"{name} exceeds max length of {rule.max_length}")
@@ -111,12 +108,20 @@ def _reject_json_constant(token: str) -> Any:
 
 
 def _check_json_blob(name: str, value: str) -> None:
-    if len(value.encode("utf-8")) > JSON_BLOB_MAX_BYTES:
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValidationError(
+            f"{name} is not valid Unicode text (lone surrogate {first_lone_surrogate(value)})"
+        ) from None
+    if size > JSON_BLOB_MAX_BYTES:
         raise ValidationError(f"{name} exceeds {JSON_BLOB_MAX_BYTES} byte limit")
     try:
         json.loads(value, parse_constant=_reject_json_constant)
-    except ValueError as exc:
+    except ValueError as exc:  # also Python's limit on the digits of an integer
         raise ValidationError(f"{name} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValidationError(f"{name} is not valid JSON: nested too deeply") from None
 
 
 def _check_trigger_condition(condition: str) -> None:
@@ -132,6 +137,8 @@ def _check_trigger_condition(condition: str) -> None:
             re.compile(pattern)
         except re.error as exc:
             raise ValidationError(f"Invalid trigger_condition regex: {exc}") from None
+        except (OverflowError, RecursionError):  # a repeat count or a nesting beyond re's limits
+            raise ValidationError("Invalid trigger_condition regex: pattern too large") from None
         return
     raise ValidationError('trigger_condition must start with "contains:" or "regex:"')
 
@@ -142,7 +149,7 @@ def _normalize_datetime(name: str, value: str) -> str:
     except ValueError:
         raise ValidationError(
             f'{name} must be a valid datetime, e.g. "2026-12-01 09:00:00" (UTC) or '
-            f'"2026-12-01T09:00:00+01:00"; got "{value}"'
+            f'"2026-12-01T09:00:00+01:00"; got {quoted(value)}'
         ) from None
 
 
@@ -230,7 +237,7 @@ def _normalize_field(name: str, rule: FieldRule, value: Any, mode: str) -> Any:
 def _unknown_field_message(key: object, known: list[str]) -> str:
     matches = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
     suggestion = f'; did you mean "{matches[0]}"?' if matches else ""
-    return f'unknown field "{_shown(key)}"{suggestion}'
+    return f'unknown field {quoted(key)}{suggestion}'
 
 
 def _check_keys(spec: Mapping[Any, Any], mode: str) -> None:
@@ -257,12 +264,12 @@ def validate_target_and_payload(session_target: str, payload_kind: str) -> None:
     allowed = PAYLOAD_KINDS_BY_TARGET.get(session_target)
     if allowed is None:
         raise ValidationError(
-            f'Unknown session_target "{_shown(session_target)}". '
+            f"Unknown session_target {quoted(session_target)}. "
             f"Valid targets: {', '.join(values(SessionTarget))}"
         )
     if payload_kind not in allowed:
         raise ValidationError(
-            f'Invalid payload_kind "{_shown(payload_kind)}" for session_target "{session_target}". '
+            f"Invalid payload_kind {quoted(payload_kind)} for session_target {quoted(session_target)}. "
             f"Allowed: {', '.join(allowed)}"
         )
 
@@ -351,7 +358,7 @@ def _check_identity_presentation(merged: Mapping[str, Any]) -> None:
         return
     try:
         declaration = json.loads(blob)
-    except ValueError:
+    except (ValueError, RecursionError):
         return  # a stored blob that no longer parses is not this rule's business
     if not isinstance(declaration, dict):
         return
