@@ -193,6 +193,17 @@ BAD_INPUTS: list[tuple[str, list[str]]] = [
     ("cron-next-count-1001", ["cron", "next", "0 9 * * *", "--count", "1001"]),
     ("cron-next-expr-5000-digits", ["cron", "next", "9" * 5000 + " * * * *"]),
     ("cron-next-expr-escape", ["cron", "next", "\x1b[2J * * * *"]),
+    # single-line fields
+    ("name-newline", ["jobs", "add", spec(name="two\nlines")]),
+    ("name-carriage-return", ["jobs", "add", spec(name="hidden\rshown")]),
+    ("name-tab", ["jobs", "add", spec(name="a\tb")]),
+    ("name-c1-csi", ["jobs", "add", spec(name="a\u009b2Jb")]),
+    ("name-c1-nel", ["jobs", "add", spec(name="a\u0085b")]),
+    ("name-line-separator", ["jobs", "add", spec(name="a\u2028b")]),
+    ("delivery-to-newline", ["jobs", "add", spec(delivery_mode="announce", delivery_to="1\n2")]),
+    ("update-name-newline", ["jobs", "update", "{job}", json.dumps({"name": "a\nb"})]),
+    ("alias-name-trailing-newline", ["alias", "add", "name\n", "telegram", "123"]),
+    ("alias-target-c1", ["alias", "add", "name", "telegram", "12\u009b3"]),
     # escape sequences in what error messages quote
     ("get-escape-sequence", ["jobs", "get", "\x1b[2J\x1b[H"]),
     ("get-osc-title", ["jobs", "get", "\x1b]0;owned\x07"]),
@@ -484,6 +495,7 @@ def test_schema_shows_every_bound(cli) -> None:
     assert numeric and all("max" in fields[name] for name in numeric)
     assert fields["max_retries"]["max"] == 20 and fields["run_timeout_ms"]["max"] == 604800000
     assert fields["contract_max_cost_usd"]["max"] == 1000000000
+    assert fields["name"]["singleLine"] is True and "singleLine" not in fields["payload_message"]
 
 
 CONTROL_NAME = "evil\rname\x1b[2J\x1b]0;owned\x07\u009b31m\u2028end"

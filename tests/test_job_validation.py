@@ -168,6 +168,39 @@ def test_rule3_control_characters_checked_on_every_text_field(field: str) -> Non
         create(**{field: "a\x01b"})
 
 
+SINGLE_LINE_TEXT = [
+    name for name, rule in JOB_FIELD_RULES.items()
+    if rule.kind == "string" and not rule.multiline
+]
+MULTI_LINE_TEXT = ["payload_message", "watchdog_check_cmd"]
+
+
+@pytest.mark.parametrize("char", ["\n", "\r", "\t", "\x85", "\x9b", "\u2028", "\u2029"])
+@pytest.mark.parametrize("field", SINGLE_LINE_TEXT)
+def test_difference_g_single_line_fields_reject_line_breaks_and_c1(field: str, char: str) -> None:
+    with rejects(f"{field} must be a single line: no tab, line break or other control character"):
+        create_from(CHILD, **{field: f"a{char}b"})
+
+
+def test_difference_g_single_line_fields_are_the_documented_ones() -> None:
+    assert {"name", "id", "agent_id", "schedule_cron", "schedule_tz", "delivery_to", "origin",
+            "parent_id", "resource_pool", "auth_profile"} <= set(SINGLE_LINE_TEXT)
+    assert {name for name, rule in JOB_FIELD_RULES.items() if rule.multiline} == {
+        "payload_message", "watchdog_check_cmd", "trigger_condition"}
+    assert JOB_SCHEMA["fields"]["name"]["singleLine"] is True
+    assert "singleLine" not in JOB_SCHEMA["fields"]["payload_message"]
+
+
+@pytest.mark.parametrize("field", MULTI_LINE_TEXT)
+def test_difference_g_multi_line_fields_keep_tabs_and_line_breaks(field: str) -> None:
+    assert create_from(CHILD, **{field: "a\r\n\tb"})[field] == "a\r\n\tb"
+
+
+def test_difference_g_datetime_text_is_single_line() -> None:
+    with rejects("schedule_at must be a single line: no tab, line break or other control character"):
+        create(schedule_kind="at", schedule_at="2026-12-01\n09:00:00")
+
+
 @pytest.mark.parametrize("surrogate", ["\ud800", "\udfff", "\udcff"])
 @pytest.mark.parametrize("field", ["name", "payload_message", "delivery_to", "schedule_at", "origin"])
 def test_difference_g_lone_surrogates_are_rejected(field: str, surrogate: str) -> None:

@@ -401,12 +401,14 @@ def idem_prune(ctx: Context) -> int:
 
 # -- delivery aliases ------------------------------------------------------------------------------
 
-_ALIAS_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+_ALIAS_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 
 def _checked_text(value: str, name: str, limit: int) -> str:
-    if not value.strip() or len(value) > limit or any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValidationError(f"{name} must be 1-{limit} printable characters, got {value!r}")
+    """One line of 1-``limit`` printable characters (as a job's single-line text fields)."""
+    unprintable = UNSAFE_CONTROLS.search(value) or LINE_BREAKING.search(value)
+    if not value.strip() or len(value) > limit or unprintable or first_lone_surrogate(value):
+        raise ValidationError(f"{name} must be 1-{limit} printable characters, got {quoted(value)}")
     return value
 
 
@@ -420,8 +422,6 @@ def alias_list(ctx: Context) -> int:
 
 
 def alias_add(ctx: Context) -> int:
-    import re
-
     from scheduler.store import messages
 
     usage = "alias add <name> <channel> <target> [description]"
@@ -429,9 +429,9 @@ def alias_add(ctx: Context) -> int:
     channel = _checked_text(ctx.positional(1, usage), "channel", 64)
     target = _checked_text(ctx.positional(2, usage), "target", 256)
     description = " ".join(ctx.args[3:]) or None
-    if not re.match(_ALIAS_RE, name):
+    if not _ALIAS_NAME.fullmatch(name):
         raise ValidationError(
-            f"alias name {name!r} must be 1-64 letters, digits, '_', '.', ':' or '-' (jobs use it as "
+            f"alias name {quoted(name)} must be 1-64 letters, digits, '_', '.', ':' or '-' (jobs use it as "
             "delivery_to \"@<name>\")"
         )
     if description is not None:

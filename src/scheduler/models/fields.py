@@ -72,7 +72,7 @@ class FieldRule:
     ``default`` is the value a new job gets when the spec leaves the field out (the reference's
     ``createJob`` code default, which for two output budgets differs from the column default).
     ``nullable`` fields may hold NULL; for the others ``null`` means "default" on create and is
-    rejected on update.
+    rejected on update. Text is single-line unless ``multiline`` (commands, prompts, conditions).
     """
 
     kind: FieldKind
@@ -82,6 +82,7 @@ class FieldRule:
     minimum: int | None = None
     maximum: int | None = None
     choices: tuple[str, ...] | None = None
+    multiline: bool = False
     required: bool = False
     required_for: str | None = None
     description: str | None = None
@@ -238,6 +239,7 @@ JOB_FIELD_RULES: Final[Mapping[str, FieldRule]] = {
     "payload_message": text_rule(
         100000,
         nullable=False,
+        multiline=True,
         required=True,
         description="Agent prompt, system event text or shell command",
     ),
@@ -271,7 +273,7 @@ JOB_FIELD_RULES: Final[Mapping[str, FieldRule]] = {
     "trigger_on": enum_rule(values(TriggerOn), required_for="child jobs"),
     "trigger_delay_s": int_rule(0, MAX_WAIT_S, 0),
     "trigger_condition": text_rule(
-        1024, description='"contains:<text>" or "regex:<pattern>" (child jobs)'
+        1024, multiline=True, description='"contains:<text>" or "regex:<pattern>" (child jobs)'
     ),
     "max_retries": int_rule(0, MAX_RETRIES, 0),
     "queued_count": int_rule(0, MAX_COUNTER, 0),
@@ -323,7 +325,7 @@ JOB_FIELD_RULES: Final[Mapping[str, FieldRule]] = {
     "child_credential_policy": enum_rule(values(ChildCredentialPolicy)),
     "job_type": enum_rule(values(JobType), "standard"),
     "watchdog_target_label": text_rule(256),
-    "watchdog_check_cmd": text_rule(4096, required_for="watchdog jobs"),
+    "watchdog_check_cmd": text_rule(4096, multiline=True, required_for="watchdog jobs"),
     "watchdog_timeout_min": int_rule(1, MAX_WAIT_MIN, nullable=True),
     "watchdog_alert_channel": text_rule(64),
     "watchdog_alert_target": text_rule(256),

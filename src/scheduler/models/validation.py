@@ -12,7 +12,8 @@ Deliberate differences from the reference:
 * values are type-checked: integers must be ints (not bools, not 5.0), strings must be strings,
   booleans are true/false/1/0;
 * every number has a maximum (fields.py says why each), so nothing stored can overflow later;
-* no text holds a lone surrogate (it cannot be stored or printed);
+* single-line text (names, ids, targets, ...) holds no tab, line break or C1 control; no text
+  holds a lone surrogate (it cannot be stored or printed);
 * ``null`` for a column that has a default means "use the default" on create and is rejected
   on update; ``""`` (or whitespace) in any nullable text field becomes ``None``;
 * ``regex:`` trigger conditions must compile with Python's ``re``;
@@ -49,7 +50,7 @@ from scheduler.models.fields import (
     effective,
     is_blank,
 )
-from scheduler.text import UNSAFE_CONTROLS, first_lone_surrogate, quoted
+from scheduler.text import LINE_BREAKING, UNSAFE_CONTROLS, first_lone_surrogate, quoted
 from scheduler.timeutil import parse_user_datetime, to_sqlite, utcnow
 
 TRIGGER_CONTAINS_PREFIX: Final = "contains:"
@@ -99,6 +100,10 @@ def _check_text(name: str, value: str, rule: FieldRule) -> None:
         raise ValidationError(f"{name} is not valid Unicode text (lone surrogate {surrogate})")
     if UNSAFE_CONTROLS.search(value):
         raise ValidationError(f"{name} contains unsupported control characters")
+    if not rule.multiline and LINE_BREAKING.search(value):
+        raise ValidationError(
+            f"{name} must be a single line: no tab, line break or other control character"
+        )
     if rule.max_length is not None and len(value) > rule.max_length:
         raise ValidationError(f"{name} exceeds max length of {rule.max_length}")
 
