@@ -1233,7 +1233,10 @@ def test_new_job_row_has_every_column_in_schema_order() -> None:
 
 def test_new_job_row_code_defaults() -> None:
     row = stored(BASE)
-    uuid.UUID(row["id"])
+    generated = uuid.UUID(row["id"])
+    assert generated.version == 4 and generated.variant == uuid.RFC_4122
+    assert str(generated) == row["id"]
+    assert stored(BASE)["id"] != row["id"]
     expected = {
         "enabled": 1,
         "schedule_kind": "cron",

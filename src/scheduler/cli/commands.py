@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-from pathlib import Path
 from typing import Any, Final
 
 from scheduler.cli.context import Context, Handler, UsageError
@@ -295,6 +294,8 @@ def runs_get(ctx: Context) -> int:
 
 
 def runs_output(ctx: Context) -> int:
+    from pathlib import Path
+
     from scheduler.store import runs as run_store
 
     usage = "runs output <run-id> [stdout|stderr]"

@@ -12,8 +12,7 @@ Imports are the standard library and the enums: the CLI loads this to validate.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from scheduler.models.enums import (
     ApprovalAuto,
@@ -65,14 +64,16 @@ MAX_COUNTER: Final = 2**31 - 1
 MAX_COST_USD: Final = 1_000_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class FieldRule:
+class FieldRule(NamedTuple):
     """How one job field is checked, and how the job schema describes it.
 
     ``default`` is the value a new job gets when the spec leaves the field out (the reference's
     ``createJob`` code default, which for two output budgets differs from the column default).
     ``nullable`` fields may hold NULL; for the others ``null`` means "default" on create and is
     rejected on update. Text is single-line unless ``multiline`` (commands, prompts, conditions).
+
+    A NamedTuple, not a dataclass: ``jobs add`` would import ``dataclasses`` (and ``inspect``)
+    for this class alone.
     """
 
     kind: FieldKind

@@ -27,7 +27,6 @@ Imports are the standard library plus the scheduler's own light modules: the CLI
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import re
@@ -240,6 +239,8 @@ def _normalize_field(name: str, rule: FieldRule, value: Any, mode: str) -> Any:
 
 
 def _unknown_field_message(key: object, known: list[str]) -> str:
+    import difflib  # only for this message: not on the path of a valid spec
+
     matches = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
     suggestion = f'; did you mean "{matches[0]}"?' if matches else ""
     return f'unknown field {quoted(key)}{suggestion}'
