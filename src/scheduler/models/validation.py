@@ -36,7 +36,15 @@ from typing import Any, Final, Literal
 
 from scheduler import cron
 from scheduler.errors import ValidationError
-from scheduler.models.enums import ANNOUNCE_MODES, SessionTarget, values
+from scheduler.models.enums import (
+    ANNOUNCE_MODES,
+    DeliveryMode,
+    JobType,
+    PayloadKind,
+    ScheduleKind,
+    SessionTarget,
+    values,
+)
 from scheduler.models.fields import (
     JOB_COLUMNS,
     JOB_FIELD_RULES,
@@ -290,7 +298,7 @@ def _check_schedule(
         return touched is None or any(key in touched for key in keys)
 
     is_child = not is_blank(merged.get("parent_id"))
-    is_at = effective(merged, "schedule_kind") == "at"
+    is_at = effective(merged, "schedule_kind") == ScheduleKind.AT
 
     if is_child and is_at and hit("parent_id", "schedule_kind"):
         raise ValidationError(
@@ -341,18 +349,19 @@ def _check_delivery(merged: Mapping[str, Any], creating: bool, hit_delivery: boo
     delivery_mode = effective(merged, "delivery_mode")
     if hit_delivery and delivery_mode in ANNOUNCE_MODES and is_blank(merged.get("delivery_to")):
         reference_exempt = (
-            effective(merged, "job_type") == "watchdog"
+            effective(merged, "job_type") == JobType.WATCHDOG
             or str(merged.get("name") or "").startswith("watchdog:")
-            or target == "main"
+            or target == SessionTarget.MAIN
         )
         if reference_exempt:
             raise ValidationError(_DELIVERY_TO_FOR_ANNOUNCE_EXEMPT)
         raise ValidationError(_DELIVERY_TO_ON_INSERT if creating else _DELIVERY_TO_FOR_ANNOUNCE)
 
-    if hit_opt_out and delivery_mode == "none" and is_blank(merged.get("delivery_opt_out_reason")):
+    if hit_opt_out and delivery_mode == DeliveryMode.NONE and is_blank(merged.get("delivery_opt_out_reason")):
         payload_kind = merged.get("payload_kind")
         is_agent_turn = is_blank(merged.get("parent_id")) and (
-            payload_kind == "agentTurn" or (is_blank(payload_kind) and target == "isolated")
+            payload_kind == PayloadKind.AGENT_TURN
+            or (is_blank(payload_kind) and target == SessionTarget.ISOLATED)
         )
         if is_agent_turn:
             raise ValidationError(_OPT_OUT_REASON_REQUIRED)
@@ -371,7 +380,7 @@ def _check_identity_presentation(merged: Mapping[str, Any]) -> None:
     carries_handoff = any(
         isinstance(declaration.get(key), dict) for key in ("presentation", "credential_handoff")
     )
-    if carries_handoff and effective(merged, "session_target") != "shell":
+    if carries_handoff and effective(merged, "session_target") != SessionTarget.SHELL:
         raise ValidationError(
             'identity presentation / credential_handoff is only supported for session_target "shell"'
         )
@@ -479,7 +488,7 @@ def validate_job_spec(
     if hit("identity", "session_target"):
         _check_identity_presentation(merged)
     if (
-        effective(merged, "job_type") == "watchdog"
+        effective(merged, "job_type") == JobType.WATCHDOG
         and hit("job_type", "watchdog_check_cmd")
         and is_blank(merged.get("watchdog_check_cmd"))
     ):
