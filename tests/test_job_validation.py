@@ -224,6 +224,11 @@ def test_difference_g_messages_quote_input_escaped() -> None:
         create(session_target='\x1b[2J\n"')
 
 
+def test_blob_with_an_integer_of_too_many_digits() -> None:
+    with rejects("evidence is not valid JSON: an integer with too many digits"):
+        create(evidence="9" * 5000)
+
+
 def test_blob_nested_beyond_the_recursion_limit() -> None:
     with rejects("evidence is not valid JSON: nested too deeply"):
         create(evidence="[" * 10000 + "]" * 10000)

@@ -119,12 +119,8 @@ def _apply_one_shot(ctx: Context, spec: dict[str, Any]) -> None:
             when = utcnow() + parse_in_duration(in_value)
         else:
             when = parse_user_datetime(str(at_value))
-    except ValueError as exc:
+    except ValueError as exc:  # also a time outside datetime's range, or an --in beyond 1000 years
         raise ValidationError(f"--at/--in error: {exc}") from None
-    except OverflowError:
-        raise ValidationError(
-            f"--in {quoted(in_value)} is too far ahead: the time would be after the year 9999"
-        ) from None
     schedule_at = to_sqlite(when)
     spec.update(schedule_kind=ScheduleKind.AT.value, schedule_at=schedule_at, next_run_at=schedule_at)
 

@@ -130,8 +130,10 @@ def _check_json_blob(name: str, value: str) -> None:
         raise ValidationError(f"{name} exceeds {JSON_BLOB_MAX_BYTES} byte limit")
     try:
         json.loads(value, parse_constant=_reject_json_constant)
-    except ValueError as exc:  # also Python's limit on the digits of an integer
-        raise ValidationError(f"{name} is not valid JSON: {exc}") from None
+    except ValueError as exc:
+        # Python refuses to convert integers of 4300+ digits; its message names a sys setting.
+        problem = "an integer with too many digits" if "digits" in str(exc) else str(exc)
+        raise ValidationError(f"{name} is not valid JSON: {problem}") from None
     except RecursionError:
         raise ValidationError(f"{name} is not valid JSON: nested too deeply") from None
 
