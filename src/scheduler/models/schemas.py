@@ -60,7 +60,7 @@ def _describe(rule: FieldRule, **extra: Any) -> dict[str, Any]:
         out["max"] = rule.maximum
     if rule.max_length is not None:
         out["maxLength"] = rule.max_length
-    if rule.kind == "string" and not rule.multiline:
+    if rule.kind in ("string", "datetime") and not rule.multiline:
         out["singleLine"] = True
     if rule.nullable:
         out["nullable"] = True
