@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from conftest import query, wait_until
-from scheduler.models.job import new_job_row, validate_job_spec
+from scheduler.models.job import new_job_row
+from scheduler.models.validation import validate_job_spec
 from scheduler.store import jobs as job_store
 from scheduler.store import queue
 from scheduler.store.db import Database

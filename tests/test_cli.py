@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import sqlite3
 import stat
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -134,6 +138,81 @@ BAD_INPUTS: list[tuple[str, list[str]]] = [
     ("update-null-name", ["jobs", "update", "{job}", '{"name": null}']),
     ("update-run-timeout-0", ["jobs", "update", "{job}", '{"run_timeout_ms": 0}']),
     ("update-queued-count", ["jobs", "update", "{job}", '{"queued_count": 3}']),
+    # numbers beyond what the engine's arithmetic and SQLite's 64-bit integers hold
+    ("consecutive-errors-2^63-1", ["jobs", "add", spec(consecutive_errors=2**63 - 1)]),
+    ("max-retries-1000", ["jobs", "add", spec(max_retries=1000)]),
+    ("run-timeout-1-year", ["jobs", "add", spec(run_timeout_ms=365 * 86400 * 1000)]),
+    ("trigger-delay-2^40",
+     ["jobs", "add", spec(parent_id="{job}", trigger_on="success", trigger_delay_s=2**40)]),
+    ("ttl-hours-2^62", ["jobs", "add", spec(ttl_hours=2**62)]),
+    ("output-bytes-2-GiB", ["jobs", "add", spec(output_store_limit_bytes=2**31)]),
+    ("cost-2^64", ["jobs", "add", spec(contract_max_cost_usd=2**64)]),
+    ("cost-1e300", ["jobs", "add", spec(contract_max_cost_usd=1e300)]),
+    ("cost-NaN", ["jobs", "add", spec()[:-1] + ', "contract_max_cost_usd": NaN}']),
+    ("cost-Infinity", ["jobs", "add", spec()[:-1] + ', "contract_max_cost_usd": Infinity}']),
+    ("cost-1e400", ["jobs", "add", spec()[:-1] + ', "contract_max_cost_usd": 1e400}']),
+    ("int-5000-digits", ["jobs", "add", spec()[:-1] + ', "max_retries": ' + "9" * 5000 + "}"]),
+    ("int-4000-digits", ["jobs", "add", spec()[:-1] + ', "max_retries": ' + "9" * 4000 + "}"]),
+    ("json-nested-20000", ["jobs", "add", "[" * 20000 + "]" * 20000]),
+    ("json-nested-in-field", ["jobs", "add", spec()[:-1] + ', "name": ' + "[" * 20000 + "]" * 20000 + "}"]),
+    ("blob-nested-20000", ["jobs", "add", spec(evidence="[" * 10000 + "]" * 10000)]),
+    ("blob-5000-digits", ["jobs", "add", spec(evidence="9" * 5000)]),
+    ("regex-repeat-too-large",
+     ["jobs", "add", spec(parent_id="{job}", trigger_on="success", trigger_condition="regex:a{4294967296}")]),
+    ("regex-nested-too-deep",  # 1024 characters, the field's limit
+     ["jobs", "add", spec(parent_id="{job}", trigger_on="success",
+                          trigger_condition="regex:" + "(" * 509 + ")" * 509)]),
+    # datetimes outside what datetime and the stored text hold
+    ("at-year-0-in-utc", ["jobs", "add", spec(), "--at", "0001-01-01T00:00:00+01:00"]),
+    ("at-year-10000-in-utc", ["jobs", "add", spec(), "--at", "9999-12-31T23:59:59-01:00"]),
+    ("in-99999999999d", ["jobs", "add", spec(), "--in", "99999999999d"]),
+    ("in-9000-years", ["jobs", "add", spec(), "--in", "3300000d"]),
+    ("in-5000-digits", ["jobs", "add", spec(), "--in", "9" * 5000 + "s"]),
+    ("schedule-at-year-0",
+     ["jobs", "add", spec(schedule_kind="at", schedule_at="0001-01-01T00:00:00+01:00")]),
+    ("next-run-year-10000", ["jobs", "update", "{job}", '{"next_run_at": "9999-12-31T23:00:00-02:00"}']),
+    ("cron-next-from-year-0", ["cron", "next", "0 9 * * *", "--from", "0001-01-01T00:00:00+01:00"]),
+    # text that is not text: lone surrogates, bytes that are not UTF-8
+    ("surrogate-in-name", ["jobs", "add", spec()[:-1] + ', "name": "\\ud800"}']),
+    ("surrogate-in-payload", ["jobs", "add", spec()[:-1] + ', "payload_message": "echo \\udfff"}']),
+    ("surrogate-in-blob", ["jobs", "add", spec()[:-1] + ', "evidence": "\\"\\ud800\\""}']),
+    ("surrogate-in-key", ["jobs", "add", spec()[:-1] + ', "\\ud800": 1}']),
+    ("surrogate-in-update", ["jobs", "update", "{job}", '{"delivery_to": "\\udbff"}']),
+    ("invalid-utf8-id", ["jobs", "get", "job-\udcff\udcfe"]),
+    ("invalid-utf8-json", ["jobs", "add", spec()[:-1] + ', "name": "caf\udce9"}']),
+    ("invalid-utf8-option", ["jobs", "list", "--type", "\udcc3"]),
+    ("invalid-utf8-alias", ["alias", "add", "a", "telegram", "\udcff"]),
+    # numeric arguments
+    ("runs-list-limit-2^63", ["runs", "list", "{job}", str(2**63)]),
+    ("runs-list-limit-huge", ["runs", "list", "{job}", "9" * 5000]),
+    ("runs-list-limit-underscore", ["runs", "list", "{job}", "1_0"]),
+    ("runs-list-limit-arabic-digit", ["runs", "list", "{job}", "\u0663"]),
+    ("runs-stale-2^63", ["runs", "stale", str(2**63)]),
+    ("runs-stale-0", ["runs", "stale", "0"]),
+    ("cron-next-count-2^63", ["cron", "next", "0 9 * * *", "--count", str(2**63)]),
+    ("cron-next-count-1001", ["cron", "next", "0 9 * * *", "--count", "1001"]),
+    ("cron-next-expr-5000-digits", ["cron", "next", "9" * 5000 + " * * * *"]),
+    ("cron-next-expr-escape", ["cron", "next", "\x1b[2J * * * *"]),
+    # single-line fields
+    ("name-newline", ["jobs", "add", spec(name="two\nlines")]),
+    ("name-carriage-return", ["jobs", "add", spec(name="hidden\rshown")]),
+    ("name-tab", ["jobs", "add", spec(name="a\tb")]),
+    ("name-c1-csi", ["jobs", "add", spec(name="a\u009b2Jb")]),
+    ("name-c1-nel", ["jobs", "add", spec(name="a\u0085b")]),
+    ("name-line-separator", ["jobs", "add", spec(name="a\u2028b")]),
+    ("delivery-to-newline", ["jobs", "add", spec(delivery_mode="announce", delivery_to="1\n2")]),
+    ("update-name-newline", ["jobs", "update", "{job}", json.dumps({"name": "a\nb"})]),
+    ("alias-name-trailing-newline", ["alias", "add", "name\n", "telegram", "123"]),
+    ("alias-target-c1", ["alias", "add", "name", "telegram", "12\u009b3"]),
+    # escape sequences in what error messages quote
+    ("get-escape-sequence", ["jobs", "get", "\x1b[2J\x1b[H"]),
+    ("get-osc-title", ["jobs", "get", "\x1b]0;owned\x07"]),
+    ("get-newline-id", ["jobs", "get", "a\nb"]),
+    ("runs-get-c1", ["runs", "get", "\u009b31m"]),
+    ("unknown-command-escape", ["\x1b[2J"]),
+    ("unknown-subcommand-escape", ["jobs", "\x1b[2J"]),
+    ("unknown-field-escape", ["jobs", "add", spec()[:-1] + ', "\\u001b[2J": 1}']),
+    ("session-target-escape", ["jobs", "add", spec(session_target="\x1b[2J")]),
 ]
 
 
@@ -162,27 +241,36 @@ def snapshot(path: Path) -> dict[str, Any]:
     }
 
 
+# What may never reach a terminal raw: C0 controls but the line feed, DEL, C1, U+2028/U+2029.
+RAW_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+# A stream that refuses what is not UTF-8 (a C.UTF-8 locale would let lone surrogates through).
+STRICT_UTF8 = {"PYTHONIOENCODING": "utf-8:strict"}
+
+
 @pytest.mark.parametrize(("argv",), [pytest.param(a, id=i) for i, a in BAD_INPUTS])
 def test_bad_input_fails_cleanly_and_writes_nothing(seeded: dict[str, Any], argv: list[str]) -> None:
     path = seeded["path"]
     args = [a.replace("{job}", seeded["job"]).replace("{run}", seeded["run"]) for a in argv]
     before = snapshot(path)
 
-    code, out, stdout, stderr = run_cli(path, *args)
+    code, out, stdout, stderr = run_cli(path, *args, env=STRICT_UTF8)
     assert code != 0, stdout
+    assert code != 70, stdout  # 70 is "internal error": a crash caught at the top
     assert isinstance(out, dict), f"stdout is not JSON: {stdout!r}"
     assert out.get("ok") is False
     assert isinstance(out.get("error"), str) and out["error"].strip()
-    assert "internal error" not in out["error"]  # a handled error, not a crash caught at the top
+    assert "internal error" not in out["error"]
     assert "Traceback" not in stdout + stderr
     assert stderr == ""
+    assert not RAW_CONTROL.search(stdout), stdout
 
-    code, _, stdout, stderr = run_cli(path, *args, json_mode=False)
-    assert code != 0
+    code, _, stdout, stderr = run_cli(path, *args, json_mode=False, env=STRICT_UTF8)
+    assert code not in (0, 70)
     assert "Traceback" not in stdout + stderr
     assert stdout == ""
     lines = stderr.splitlines()
-    assert len(lines) == 1 and lines[0].strip(), f"stderr should be one line, got {stderr!r}"
+    assert len(lines) == 1 and lines[0].startswith("error: "), f"stderr should be one line, got {stderr!r}"
+    assert not RAW_CONTROL.search(stderr), stderr
 
     assert snapshot(path) == before
 
@@ -399,6 +487,64 @@ def test_schema_jobs(cli) -> None:
     assert code == 0 and set(everything) == {"jobs", "runs", "dispatches"}
 
 
+def test_schema_shows_every_bound(cli) -> None:
+    code, out, _, _ = cli("schema", "jobs")
+    assert code == 0
+    fields = out["fields"]
+    numeric = [name for name, field in fields.items() if field["type"] in ("integer", "number")]
+    assert numeric and all("max" in fields[name] for name in numeric)
+    assert fields["max_retries"]["max"] == 20 and fields["run_timeout_ms"]["max"] == 604800000
+    assert fields["contract_max_cost_usd"]["max"] == 1000000000
+    assert fields["name"]["singleLine"] is True and "singleLine" not in fields["payload_message"]
+
+
+CONTROL_NAME = "evil\rname\x1b[2J\x1b]0;owned\x07\u009b31m\u2028end"
+
+
+def test_human_output_escapes_control_characters_the_database_holds(cli, db_path) -> None:
+    # A reference database may hold names our validator refuses: they must still print safely.
+    _, out, _, _ = cli("jobs", "add", spec(name="plain"))
+    job_id = out["job"]["id"]
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE jobs SET name = ?, schedule_tz = ? WHERE id = ?",
+                     (CONTROL_NAME, "UTC\nX", job_id))
+    conn.close()
+    for argv in (["jobs", "list"], ["status"], ["jobs", "disable", job_id], ["jobs", "run", job_id],
+                 ["jobs", "delete", job_id]):
+        code, _, stdout, stderr = cli(*argv, json_mode=False, env=STRICT_UTF8)
+        assert code == 0, stderr
+        assert not RAW_CONTROL.search(stdout + stderr), (argv, stdout)
+        if argv[:2] == ["jobs", "list"]:
+            assert "evil\\rname\\x1b[2J" in stdout and len(stdout.splitlines()) == 3
+
+
+def test_json_output_escapes_what_the_encoder_leaves_raw(cli, db_path) -> None:
+    _, out, _, _ = cli("jobs", "add", spec(name="plain"))
+    job_id = out["job"]["id"]
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE jobs SET name = ? WHERE id = ?", (CONTROL_NAME, job_id))
+    conn.close()
+    for argv in (["jobs", "get", job_id], ["jobs", "list"]):
+        code, out, stdout, _ = cli(*argv, env=STRICT_UTF8)
+        assert code == 0
+        assert not RAW_CONTROL.search(stdout), stdout
+        job = out if isinstance(out, dict) else out[0]
+        assert job["name"] == CONTROL_NAME  # the same value, only written with escapes
+
+
+def test_error_lines_escape_what_they_quote(cli) -> None:
+    code, out, _, _ = cli("jobs", "get", "\x1b[2J\nx")
+    assert code == 1 and out["error"] == "Job not found: \\x1b[2J\\nx"
+    code, _, _, stderr = cli("jobs", "get", "\x1b[2J\u009b", json_mode=False)
+    assert code == 1 and stderr == "error: Job not found: \\x1b[2J\\x9b\n"
+
+
+def test_invalid_utf8_argument_is_named(cli) -> None:
+    code, out, _, _ = cli("jobs", "get", "caf\udce9", env=STRICT_UTF8)
+    assert code == 2
+    assert out["error"] == 'argument 3 is not valid UTF-8: "caf\\udce9"'
+
+
 def test_status_keys(cli, db_path) -> None:
     cli("jobs", "add", spec(name="next one"))
     code, out, _, err = cli("status")
@@ -423,3 +569,126 @@ def test_help_and_json_anywhere(cli) -> None:
     assert code == 0 and "Usage:" in stdout
     code, out, _, _ = cli("--json", "jobs", "list", json_mode=False)
     assert code == 0 and out == []
+
+
+# -- hostile arguments in every position ----------------------------------------------------------
+#
+# Each template names a command with one slot, "{h}"; every hostile string goes into every slot.
+# The cases run in forked children of one process (tests/cli_sweep.py): thousands of them would
+# take minutes as interpreter starts. Whatever the outcome, no traceback, no exit 70, one error
+# line, nothing raw for the terminal, and a failed command writes nothing.
+
+VALID = spec(name="sweep")
+SWEEP_TEMPLATES: list[list[str]] = [
+    ["{h}"],
+    ["jobs", "{h}"],
+    ["jobs", "get", "{h}"],
+    ["jobs", "list", "--type", "{h}"],
+    ["jobs", "add", "{h}"],
+    ["jobs", "add", VALID, "--dry-run", "--at", "{h}"],
+    ["jobs", "add", VALID, "--dry-run", "--in", "{h}"],
+    ["jobs", "add", VALID, "--dry-run", "--profile", "{h}"],
+    ["jobs", "add", VALID, "--dry-run", "{h}"],
+    ["jobs", "validate", "{h}"],
+    ["jobs", "update", "{h}", '{"name": "renamed"}'],
+    ["jobs", "update", "{job}", "{h}"],
+    ["jobs", "update", "{job}", '{"name": "renamed"}', "--dry-run", "--profile", "{h}"],
+    ["jobs", "enable", "{h}"],
+    ["jobs", "disable", "{h}"],
+    ["jobs", "delete", "{h}"],
+    ["jobs", "run", "{h}"],
+    ["runs", "list", "{h}"],
+    ["runs", "list", "{job}", "{h}"],
+    ["runs", "get", "{h}"],
+    ["runs", "output", "{h}"],
+    ["runs", "output", "{run}", "{h}"],
+    ["runs", "running", "{h}"],
+    ["runs", "stale", "{h}"],
+    ["idem", "status", "{h}"],
+    ["idem", "check", "{h}"],
+    ["idem", "release", "{h}"],
+    ["idem", "prune", "{h}"],
+    ["alias", "add", "{h}", "telegram", "123"],
+    ["alias", "add", "sweep", "{h}", "123"],
+    ["alias", "add", "sweep", "telegram", "{h}"],
+    ["alias", "add", "sweep", "telegram", "123", "{h}"],
+    ["alias", "remove", "{h}"],
+    ["status", "{h}"],
+    ["version", "{h}"],
+    ["schema", "{h}"],
+    ["cron", "next", "{h}"],
+    ["cron", "next", "0 9 * * *", "--tz", "{h}"],
+    ["cron", "next", "0 9 * * *", "--from", "{h}"],
+    ["cron", "next", "0 9 * * *", "--count", "{h}"],
+]
+HOSTILE: list[str] = [
+    "", " ", "-", "--x", "-1", "0", "+5", "1_000", "\u0663", "9223372036854775808", "9" * 5000,
+    "1e309", "NaN", "\x1b[2J", "\x1b]0;owned\x07", "a\nb", "a\r\nb", "\t", "\x7f", "\u0085",
+    "\u009b31m", "\u2028", "\u202e", "caf\udce9", "😀", "x" * 100000, "{}", "null", '{"a":',
+    "[" * 20000, '{"name": "\\ud800"}', '{"name": "\\u001b[2J"}', "'; DROP TABLE jobs; --",
+    "../../../../etc/passwd", "@sweep", "0 0 31 2 *", "*/0 * * * *", "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00", "99999999999d",
+]
+ALLOWED_WRITERS = {("alias", "add"), ("alias", "remove")}  # valid arguments there do write
+
+
+
+def sweep_cases(seeded: dict[str, Any]) -> list[list[str]]:
+    def fill(arg: str, hostile: str) -> str:
+        arg = arg.replace("{job}", seeded["job"]).replace("{run}", seeded["run"])
+        return hostile if arg == "{h}" else arg
+
+    return [[fill(a, h) for a in template] for template in SWEEP_TEMPLATES for h in HOSTILE]
+
+
+def run_sweep(path: Path, cases: list[list[str]]) -> list[dict[str, Any]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCHEDULER_", "OPENCLAW_"))}
+    env.update(STRICT_UTF8, SCHEDULER_DB=str(path), HOME=str(path.parent))
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("cli_sweep.py"))],
+        input=json.dumps(cases), capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results: list[dict[str, Any]] = json.loads(proc.stdout)
+    return results
+
+
+def sweep_problems(result: dict[str, Any]) -> list[str]:
+    """What is wrong with one case's outcome (nothing, for a clean success or a clean error)."""
+    code, stdout, stderr = result["code"], result["stdout"], result["stderr"]
+    problems = []
+    if code in (70, 99) or code < 0:
+        problems.append(f"exit {code}")
+    if "Traceback" in stdout + stderr or "internal error" in stdout + stderr:
+        problems.append("crash")
+    if RAW_CONTROL.search(stdout + stderr):
+        problems.append("raw control character")
+    if code != 0 and result["changed"]:
+        problems.append("failed but wrote")
+    if result["changed"] and tuple(result["argv"][:2]) not in ALLOWED_WRITERS:
+        problems.append("wrote")
+    if result["json_mode"]:
+        try:
+            out = json.loads(stdout)
+        except ValueError:
+            return [*problems, "stdout is not JSON"]
+        if stderr or (code != 0 and not (isinstance(out, dict) and out.get("ok") is False)):
+            problems.append("not a JSON error")
+    elif code != 0 and (stdout or len(stderr.splitlines()) != 1 or not stderr.startswith("error: ")):
+        problems.append("not one error line")
+    return problems
+
+
+def test_hostile_arguments_in_every_position(seeded: dict[str, Any]) -> None:
+    cases = sweep_cases(seeded)
+    assert len(cases) > 1000
+    before = snapshot(seeded["path"])
+    results = run_sweep(seeded["path"], cases)
+    assert len(results) == 2 * len(cases)
+    failures = [
+        (problems, repr(result["argv"])[:160], result["code"], (result["stdout"] + result["stderr"])[-300:])
+        for result in results
+        if (problems := sweep_problems(result))
+    ]
+    assert not failures, f"{len(failures)} bad outcomes, e.g. {failures[:5]}"
+    assert snapshot(seeded["path"]) == before  # aliases may come and go; jobs and runs may not

@@ -16,17 +16,15 @@ import pytest
 
 from scheduler.cron import NEVER_SENTINEL
 from scheduler.errors import ValidationError
+from scheduler.models.fields import JOB_COLUMNS, JOB_FIELD_RULES
 from scheduler.models.job import (
-    DISPATCH_SCHEMA,
-    JOB_COLUMNS,
-    JOB_SCHEMA,
-    RUN_SCHEMA,
     SCHEDULE_CHANGE_FIELDS,
     derive_next_run_at,
     new_job_row,
     update_needs_new_next_run,
-    validate_job_spec,
 )
+from scheduler.models.schemas import DISPATCH_SCHEMA, JOB_SCHEMA, RUN_SCHEMA
+from scheduler.models.validation import validate_job_spec
 
 NOW = datetime(2026, 1, 15, 12, 0, 30, tzinfo=UTC)
 
@@ -168,6 +166,93 @@ def test_rule3_tab_newline_and_carriage_return_are_allowed() -> None:
 def test_rule3_control_characters_checked_on_every_text_field(field: str) -> None:
     with rejects(f"{field} contains unsupported control characters"):
         create(**{field: "a\x01b"})
+
+
+SINGLE_LINE_TEXT = [
+    name for name, rule in JOB_FIELD_RULES.items()
+    if rule.kind == "string" and not rule.multiline
+]
+MULTI_LINE_TEXT = ["payload_message", "watchdog_check_cmd"]
+
+
+@pytest.mark.parametrize("char", ["\n", "\r", "\t", "\x85", "\x9b", "\u2028", "\u2029"])
+@pytest.mark.parametrize("field", SINGLE_LINE_TEXT)
+def test_difference_g_single_line_fields_reject_line_breaks_and_c1(field: str, char: str) -> None:
+    with rejects(f"{field} must be a single line: no tab, line break or other control character"):
+        create_from(CHILD, **{field: f"a{char}b"})
+
+
+def test_difference_g_single_line_fields_are_the_documented_ones() -> None:
+    assert {"name", "id", "agent_id", "schedule_cron", "schedule_tz", "delivery_to", "origin",
+            "parent_id", "resource_pool", "auth_profile"} <= set(SINGLE_LINE_TEXT)
+    assert {name for name, rule in JOB_FIELD_RULES.items() if rule.multiline} == {
+        "payload_message", "watchdog_check_cmd", "trigger_condition"}
+    assert JOB_SCHEMA["fields"]["name"]["singleLine"] is True
+    assert "singleLine" not in JOB_SCHEMA["fields"]["payload_message"]
+
+
+@pytest.mark.parametrize("field", MULTI_LINE_TEXT)
+def test_difference_g_multi_line_fields_keep_tabs_and_line_breaks(field: str) -> None:
+    assert create_from(CHILD, **{field: "a\r\n\tb"})[field] == "a\r\n\tb"
+
+
+def test_difference_g_datetime_text_is_single_line() -> None:
+    with rejects("schedule_at must be a single line: no tab, line break or other control character"):
+        create(schedule_kind="at", schedule_at="2026-12-01\n09:00:00")
+
+
+@pytest.mark.parametrize("surrogate", ["\ud800", "\udfff", "\udcff"])
+@pytest.mark.parametrize("field", ["name", "payload_message", "delivery_to", "schedule_at", "origin"])
+def test_difference_g_lone_surrogates_are_rejected(field: str, surrogate: str) -> None:
+    escape = surrogate.encode("unicode_escape").decode()
+    with rejects(f"{field} is not valid Unicode text (lone surrogate {escape})"):
+        create(**{field: f"x{surrogate}"})
+
+
+def test_difference_g_lone_surrogate_in_a_json_blob() -> None:
+    with rejects("evidence is not valid Unicode text (lone surrogate \\ud800)"):
+        create(evidence='"\ud800"')
+
+
+def test_difference_g_surrogate_in_an_unknown_key_is_escaped() -> None:
+    with rejects('unknown field "\\ud800\\x1b[2J"'):
+        create(**{"\ud800\x1b[2J": 1})
+
+
+def test_difference_g_messages_quote_input_escaped() -> None:
+    with rejects('Unknown session_target "\\x1b[2J\\n\\"". Valid targets: main, isolated, shell'):
+        create(session_target='\x1b[2J\n"')
+
+
+def test_blob_with_an_integer_of_too_many_digits() -> None:
+    with rejects("evidence is not valid JSON: an integer with too many digits"):
+        create(evidence="9" * 5000)
+
+
+def test_blob_nested_beyond_the_recursion_limit() -> None:
+    with rejects("evidence is not valid JSON: nested too deeply"):
+        create(evidence="[" * 10000 + "]" * 10000)
+
+
+@pytest.mark.parametrize("pattern", ["a{4294967296}", "(" * 509 + ")" * 509])
+def test_regex_beyond_re_limits_is_rejected(pattern: str) -> None:
+    with rejects("Invalid trigger_condition regex: pattern too large"):
+        create_from(CHILD, trigger_condition="regex:" + pattern)
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-00:01"])
+def test_datetime_outside_the_utc_years_1_to_9999_is_rejected(value: str) -> None:
+    with rejects(
+        'schedule_at must be a valid datetime, e.g. "2026-12-01 09:00:00" (UTC) or '
+        f'"2026-12-01T09:00:00+01:00"; got "{value}"'
+    ):
+        create(schedule_kind="at", schedule_at=value)
+
+
+def test_early_years_are_stored_with_four_digits() -> None:
+    assert create(schedule_kind="at", schedule_at="0002-01-01T00:30:00+01:00")["schedule_at"] == (
+        "0001-12-31 23:30:00"
+    )
 
 
 TEXT_LIMITS = [
@@ -841,9 +926,74 @@ def test_rule18_integer_at_minimum(field: str, minimum: int) -> None:
     assert create_from(CHILD, **changes)[field] == minimum
 
 
-def test_rule18_integer_above_sqlite_range() -> None:
-    with rejects("max_retries must be an integer <= 9223372036854775807"):
-        create(max_retries=2**63)
+# --- difference (f): every number has a maximum ------------------------------------------------
+
+MAXIMUMS = [
+    ("payload_timeout_seconds", 7 * 86400),
+    ("run_timeout_ms", 7 * 86400 * 1000),
+    ("max_queued_dispatches", 10000),
+    ("max_pending_approvals", 10000),
+    ("max_trigger_fanout", 10000),
+    ("ttl_hours", 87600),
+    ("trigger_delay_s", 365 * 86400),
+    ("max_retries", 20),
+    ("approval_timeout_s", 365 * 86400),
+    ("context_retrieval_limit", 1000),
+    ("output_store_limit_bytes", 64 * 1024 * 1024),
+    ("output_excerpt_limit_bytes", 64 * 1024 * 1024),
+    ("output_summary_limit_bytes", 64 * 1024 * 1024),
+    ("output_offload_threshold_bytes", 64 * 1024 * 1024),
+    ("watchdog_timeout_min", 365 * 1440),
+    ("consecutive_errors", 2**31 - 1),
+    ("misfire_grace_s", 365 * 86400),
+]
+
+
+def at_maximum(field: str, maximum: int) -> dict[str, Any]:
+    """The field at ``maximum``, with the output budgets it is cross-checked against raised."""
+    changes: dict[str, Any] = {field: maximum}
+    if field == "output_excerpt_limit_bytes":
+        changes.update(output_store_limit_bytes=maximum, output_summary_limit_bytes=maximum)
+    if field == "output_summary_limit_bytes":
+        changes["output_store_limit_bytes"] = maximum
+    return changes
+
+
+@pytest.mark.parametrize(("field", "maximum"), MAXIMUMS)
+def test_difference_f_integer_at_maximum_is_accepted(field: str, maximum: int) -> None:
+    assert create_from(CHILD, **at_maximum(field, maximum))[field] == maximum
+
+
+@pytest.mark.parametrize(("field", "maximum"), MAXIMUMS)
+@pytest.mark.parametrize("excess", [1, 2**63, 10**4000])
+def test_difference_f_integer_above_maximum_is_rejected(field: str, maximum: int, excess: int) -> None:
+    changes = at_maximum(field, maximum)
+    changes[field] = maximum + excess
+    with rejects(f"{field} must be an integer <= {maximum}"):
+        create_from(CHILD, **changes)
+
+
+def test_difference_f_every_number_has_a_maximum_and_the_schema_shows_it() -> None:
+    numeric = {name: rule for name, rule in JOB_FIELD_RULES.items() if rule.kind in ("integer", "number")}
+    assert set(numeric) == {name for name, _ in MAXIMUMS} | {"queued_count", "contract_max_cost_usd"}
+    for name, rule in numeric.items():
+        assert rule.maximum is not None, name
+        assert JOB_SCHEMA["fields"][name]["max"] == rule.maximum, name
+    assert dict(MAXIMUMS) == {name: numeric[name].maximum for name, _ in MAXIMUMS}
+
+
+def test_difference_f_an_update_is_bounded_too() -> None:
+    with rejects("consecutive_errors must be an integer <= 2147483647"):
+        update(stored(BASE), consecutive_errors=2**63 - 1)
+    with rejects("max_retries must be an integer <= 20"):
+        update(stored(BASE), max_retries=21)
+
+
+@pytest.mark.parametrize("bad", [2**64, 1e10, 1e300, 10**400, 1_000_000_000.5])
+def test_difference_f_contract_max_cost_usd_has_a_maximum(bad: float) -> None:
+    with rejects("contract_max_cost_usd must be a number <= 1000000000"):
+        create(contract_max_cost_usd=bad)
+    assert create(contract_max_cost_usd=1_000_000_000)["contract_max_cost_usd"] == 1_000_000_000
 
 
 # --- rule 19: output budget cross-checks --------------------------------------------------------
@@ -1088,7 +1238,10 @@ def test_new_job_row_has_every_column_in_schema_order() -> None:
 
 def test_new_job_row_code_defaults() -> None:
     row = stored(BASE)
-    uuid.UUID(row["id"])
+    generated = uuid.UUID(row["id"])
+    assert generated.version == 4 and generated.variant == uuid.RFC_4122
+    assert str(generated) == row["id"]
+    assert stored(BASE)["id"] != row["id"]
     expected = {
         "enabled": 1,
         "schedule_kind": "cron",

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from scheduler.models.job import new_job_row, validate_job_spec
+from scheduler.models.job import new_job_row
+from scheduler.models.validation import validate_job_spec
 from scheduler.store import claims as claim_store
 from scheduler.store import idempotency, queue, recovery
 from scheduler.store import jobs as job_store

@@ -7,7 +7,6 @@ this module: pydantic-settings costs a third of a second, which the CLI cannot a
 
 from __future__ import annotations
 
-import platform
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,10 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from scheduler import paths
 from scheduler.errors import ConfigError
-
-
-def _default_shell() -> str:
-    return "/bin/zsh" if platform.system() == "Darwin" else "/bin/bash"
+from scheduler.strategies.shell import default_shell
 
 
 class Settings(BaseSettings):
@@ -40,7 +36,7 @@ class Settings(BaseSettings):
     heartbeat_check_ms: int = Field(30000, ge=5000, validation_alias="SCHEDULER_HEARTBEAT_CHECK_MS")
     message_delivery_ms: int = Field(15000, ge=5000, validation_alias="SCHEDULER_MESSAGE_DELIVERY_MS")
     prune_ms: int = Field(3600000, ge=60000, validation_alias="SCHEDULER_PRUNE_MS")
-    shell: str = Field(default_factory=_default_shell, validation_alias="SCHEDULER_SHELL")
+    shell: str = Field(default_factory=default_shell, validation_alias="SCHEDULER_SHELL")
     debug: bool = Field(False, validation_alias="SCHEDULER_DEBUG")
     max_concurrency: int = Field(64, ge=1, le=10000, validation_alias="SCHEDULER_MAX_CONCURRENCY")
     # Per stream of one shell run: bytes kept in its artifact file; the rest is counted, noted, dropped.

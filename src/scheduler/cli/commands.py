@@ -3,43 +3,66 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
-from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from scheduler.cli.context import Context, Handler, UsageError
-from scheduler.cli.output import table
+from scheduler.cli.output import printable_lines, table
 from scheduler.errors import SchedulerError, ValidationError
+from scheduler.text import LINE_BREAKING, UNSAFE_CONTROLS, first_lone_surrogate, quoted
 from scheduler.timeutil import parse_in_duration, parse_user_datetime, to_sqlite, utcnow
 
-NEVER_SENTINEL = "0 0 31 2 *"
+# Bounds of the numeric arguments: each far above any useful value, far below SQLite's 2^63.
+MAX_RUNS_LIMIT: Final = 10000
+MAX_STALE_THRESHOLD_S: Final = 365 * 24 * 3600
+MAX_CRON_COUNT: Final = 1000
+MAX_CRON_EXPR_LENGTH: Final = 128  # as schedule_cron: a preview accepts what a job accepts
+_WHOLE_NUMBER: Final = re.compile(r"[0-9]+")
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"{token} is not JSON")
 
 
 def _parse_json(text: str, usage: str) -> Any:
+    """The JSON argument, or a ValidationError naming what is wrong with it.
+
+    Strict JSON: ``NaN`` and ``Infinity`` are refused, as is nesting beyond the interpreter's
+    recursion limit and an integer with more digits than Python converts (4300).
+    """
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        raise ValidationError(
-            f"Invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}). "
-            f"Usage: openclaw-scheduler {usage}"
-        ) from None
+        problem = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    except ValueError as exc:  # a constant we refuse, or an integer of 4300+ digits
+        problem = "an integer with too many digits" if "digits" in str(exc) else str(exc)
+    except RecursionError:
+        problem = "nested too deeply"
+    raise ValidationError(f"Invalid JSON ({problem}). Usage: openclaw-scheduler {usage}")
 
 
-def _positive_int(text: str, name: str, *, minimum: int = 1) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise UsageError(f"{name} must be a whole number, got {text!r}") from None
+def _positive_int(text: str, name: str, *, maximum: int, minimum: int = 1) -> int:
+    """A whole number in [minimum, maximum], written in ASCII digits (no sign, no ``_``)."""
+    if not _WHOLE_NUMBER.fullmatch(text):
+        raise UsageError(f"{name} must be a whole number, got {quoted(text)}")
+    # Digits beyond the maximum's are too many whatever they say (and int() refuses 4300+).
+    value = int(text) if len(text.lstrip("0")) <= len(str(maximum)) else maximum + 1
     if value < minimum:
         raise UsageError(f"{name} must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise UsageError(f"{name} must be <= {maximum}, got {quoted(text, limit=40)}")
     return value
 
 
 # -- jobs -----------------------------------------------------------------------------------
+# The enums are imported where they are used: defining them costs every CLI call a millisecond.
 
 
 def _schedule_text(job: dict[str, Any]) -> str:
-    if job["schedule_kind"] == "at":
+    from scheduler.models.enums import ScheduleKind
+
+    if job["schedule_kind"] == ScheduleKind.AT:
         return f"at:{(job['schedule_at'] or '')[:16]}"
     return str(job["schedule_cron"])
 
@@ -83,6 +106,8 @@ def jobs_get(ctx: Context) -> int:
 
 
 def _apply_one_shot(ctx: Context, spec: dict[str, Any]) -> None:
+    from scheduler.models.enums import ScheduleKind
+
     at_value = ctx.option("--at")
     in_value = ctx.option("--in")
     if at_value is None and in_value is None:
@@ -94,19 +119,21 @@ def _apply_one_shot(ctx: Context, spec: dict[str, Any]) -> None:
             when = utcnow() + parse_in_duration(in_value)
         else:
             when = parse_user_datetime(str(at_value))
-    except ValueError as exc:
+    except ValueError as exc:  # also a time outside datetime's range, or an --in beyond 1000 years
         raise ValidationError(f"--at/--in error: {exc}") from None
     schedule_at = to_sqlite(when)
-    spec.update(schedule_kind="at", schedule_at=schedule_at, next_run_at=schedule_at)
+    spec.update(schedule_kind=ScheduleKind.AT.value, schedule_at=schedule_at, next_run_at=schedule_at)
 
 
 def _apply_watchdog_defaults(spec: dict[str, Any]) -> None:
-    spec["job_type"] = "watchdog"
-    spec.setdefault("session_target", "shell")
-    spec.setdefault("payload_kind", "shellCommand")
+    from scheduler.models.enums import DeliveryMode, JobType, PayloadKind, SessionTarget
+
+    spec["job_type"] = JobType.WATCHDOG.value
+    spec.setdefault("session_target", SessionTarget.SHELL.value)
+    spec.setdefault("payload_kind", PayloadKind.SHELL_COMMAND.value)
     if not spec.get("payload_message"):
         spec["payload_message"] = spec.get("watchdog_check_cmd") or "true"
-    spec.setdefault("delivery_mode", "none")
+    spec.setdefault("delivery_mode", DeliveryMode.NONE.value)
     spec.setdefault("watchdog_self_destruct", 1)
 
 
@@ -117,8 +144,9 @@ def _spec_object(value: Any) -> dict[str, Any]:
 
 
 def jobs_add(ctx: Context) -> int:
-    from scheduler import service
-    from scheduler.models.job import new_job_row, validate_job_spec
+    from scheduler import cron, service
+    from scheduler.models.job import new_job_row
+    from scheduler.models.validation import validate_job_spec
 
     usage = "jobs add '<json>' [--dry-run] [--at <datetime> | --in <duration>] [--watchdog] [--profile <p>]"
     dry_run = ctx.flag("--dry-run")
@@ -133,7 +161,7 @@ def jobs_add(ctx: Context) -> int:
         spec["auth_profile"] = profile
     if one_shot:
         spec.update(one_shot)
-        spec.setdefault("schedule_cron", NEVER_SENTINEL)
+        spec.setdefault("schedule_cron", cron.NEVER_SENTINEL)
         spec.setdefault("delete_after_run", 1)
     if watchdog:
         _apply_watchdog_defaults(spec)
@@ -153,7 +181,7 @@ def jobs_add(ctx: Context) -> int:
 
 
 def jobs_validate(ctx: Context) -> int:
-    from scheduler.models.job import validate_job_spec
+    from scheduler.models.validation import validate_job_spec
 
     payload = ctx.positional(0, "jobs validate '<json>'")
     ctx.no_extra(1, "jobs validate '<json>'")
@@ -242,7 +270,7 @@ def runs_list(ctx: Context) -> int:
 
     usage = "runs list <job-id> [limit]"
     job_id = ctx.positional(0, usage)
-    limit = _positive_int(ctx.args[1], "limit") if len(ctx.args) > 1 else 20
+    limit = _positive_int(ctx.args[1], "limit", maximum=MAX_RUNS_LIMIT) if len(ctx.args) > 1 else 20
     ctx.no_extra(2, usage)
     runs = run_store.list_runs(ctx.db, job_id, limit)
     if not runs:
@@ -269,6 +297,8 @@ def runs_get(ctx: Context) -> int:
 
 
 def runs_output(ctx: Context) -> int:
+    from pathlib import Path
+
     from scheduler.store import runs as run_store
 
     usage = "runs output <run-id> [stdout|stderr]"
@@ -308,7 +338,9 @@ def runs_running(ctx: Context) -> int:
 def runs_stale(ctx: Context) -> int:
     from scheduler.store import runs as run_store
 
-    threshold = _positive_int(ctx.args[0], "threshold-s") if ctx.args else 90
+    threshold = (
+        _positive_int(ctx.args[0], "threshold-s", maximum=MAX_STALE_THRESHOLD_S) if ctx.args else 90
+    )
     ctx.no_extra(1, "runs stale [threshold-s]")
     runs = run_store.stale_runs(ctx.db, threshold, to_sqlite(utcnow()))
     rows = [{"id": r["id"][:8], "job": r["job_name"], "heartbeat": r["last_heartbeat"]} for r in runs]
@@ -373,12 +405,14 @@ def idem_prune(ctx: Context) -> int:
 
 # -- delivery aliases ------------------------------------------------------------------------------
 
-_ALIAS_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+_ALIAS_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 
 def _checked_text(value: str, name: str, limit: int) -> str:
-    if not value.strip() or len(value) > limit or any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValidationError(f"{name} must be 1-{limit} printable characters, got {value!r}")
+    """One line of 1-``limit`` printable characters (as a job's single-line text fields)."""
+    unprintable = UNSAFE_CONTROLS.search(value) or LINE_BREAKING.search(value)
+    if not value.strip() or len(value) > limit or unprintable or first_lone_surrogate(value):
+        raise ValidationError(f"{name} must be 1-{limit} printable characters, got {quoted(value)}")
     return value
 
 
@@ -392,8 +426,6 @@ def alias_list(ctx: Context) -> int:
 
 
 def alias_add(ctx: Context) -> int:
-    import re
-
     from scheduler.store import messages
 
     usage = "alias add <name> <channel> <target> [description]"
@@ -401,9 +433,9 @@ def alias_add(ctx: Context) -> int:
     channel = _checked_text(ctx.positional(1, usage), "channel", 64)
     target = _checked_text(ctx.positional(2, usage), "target", 256)
     description = " ".join(ctx.args[3:]) or None
-    if not re.match(_ALIAS_RE, name):
+    if not _ALIAS_NAME.fullmatch(name):
         raise ValidationError(
-            f"alias name {name!r} must be 1-64 letters, digits, '_', '.', ':' or '-' (jobs use it as "
+            f"alias name {quoted(name)} must be 1-64 letters, digits, '_', '.', ':' or '-' (jobs use it as "
             "delivery_to \"@<name>\")"
         )
     if description is not None:
@@ -444,7 +476,8 @@ def pools_set(ctx: Context) -> int:
 
     usage = "pools set <name> <capacity>"
     name = pools.check_name(ctx.positional(0, usage))
-    capacity = pools.check_capacity(_positive_int(ctx.positional(1, usage), "capacity"))
+    capacity = pools.check_capacity(
+        _positive_int(ctx.positional(1, usage), "capacity", maximum=pools.MAX_CAPACITY))
     ctx.no_extra(2, usage)
     previous = pools.get_capacity(ctx.db, name)
     pools.set_capacity(ctx.db, name, capacity, to_sqlite(utcnow()))
@@ -508,7 +541,7 @@ def status(ctx: Context) -> int:
             f"Next:     {nxt['name']} at {nxt['next_run_at']} UTC" if nxt else "Next:     -",
             *_pool_lines(data["pools"]),
         ]
-        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.write(printable_lines("\n".join(lines)) + "\n")
 
     ctx.out.emit(data, human)
     return 0
@@ -525,7 +558,7 @@ def version(ctx: Context) -> int:
 
 
 def schema(ctx: Context) -> int:
-    from scheduler.models.job import DISPATCH_SCHEMA, JOB_SCHEMA, RUN_SCHEMA
+    from scheduler.models.schemas import DISPATCH_SCHEMA, JOB_SCHEMA, RUN_SCHEMA
 
     target = (ctx.args[0] if ctx.args else "all").lower()
     ctx.no_extra(1, "schema [jobs|runs|dispatches|all]")
@@ -550,24 +583,31 @@ def cron_next(ctx: Context) -> int:
     count_text = ctx.option("--count")
     expr = ctx.positional(0, usage)
     ctx.no_extra(1, usage)
-    count = _positive_int(count_text, "--count") if count_text else 5
-    if count > 1000:
-        raise UsageError("--count must be <= 1000")
+    count = _positive_int(count_text, "--count", maximum=MAX_CRON_COUNT) if count_text else 5
+    _check_cron_expression(expr)
     try:
         start = parse_user_datetime(start_text) if start_text else utcnow()
     except ValueError as exc:
         raise ValidationError(f"--from: {exc}") from None
     if expr.strip() == cron.NEVER_SENTINEL:
-        raise ValidationError(f'"{expr}" is the reserved never-fires sentinel; it has no fire times')
+        raise ValidationError(f"{quoted(expr)} is the reserved never-fires sentinel; it has no fire times")
     try:
         cron.zone(tz)
     except ValidationError:
         raise ValidationError(
-            f'--tz "{tz}" is not a valid IANA timezone (e.g. UTC, Europe/Berlin, America/New_York)'
+            f"--tz {quoted(tz)} is not a valid IANA timezone (e.g. UTC, Europe/Berlin, America/New_York)"
         ) from None
     times = cron.preview(expr, tz, start, count)
     ctx.out.emit({"ok": True, "expr": expr, "tz": tz, "next": times}, "\n".join(times))
     return 0
+
+
+def _check_cron_expression(expr: str) -> None:
+    """What ``schedule_cron`` must be, checked before the evaluator sees the expression."""
+    if len(expr) > MAX_CRON_EXPR_LENGTH:
+        raise ValidationError(f"cron expression exceeds max length of {MAX_CRON_EXPR_LENGTH}")
+    if UNSAFE_CONTROLS.search(expr) or LINE_BREAKING.search(expr) or first_lone_surrogate(expr):
+        raise ValidationError(f"cron expression {quoted(expr)} contains control characters")
 
 
 COMMANDS: dict[tuple[str, str | None], Handler] = {

@@ -1,13 +1,19 @@
-"""What a command handler gets: the output, its arguments, and the database opened on first use."""
+"""What a command handler gets: the output, its arguments, and the database opened on first use.
+
+Every CLI call imports this, so it stays light: a plain class rather than a dataclass (whose
+import pulls in ``inspect`` and ``ast``), and the store only when a command opens the database.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from scheduler.cli.output import Output
 from scheduler.errors import ValidationError
-from scheduler.store.db import Database
+
+if TYPE_CHECKING:
+    from scheduler.store.db import Database
 
 
 class UsageError(ValidationError):
@@ -16,16 +22,19 @@ class UsageError(ValidationError):
     exit_code = 2
 
 
-@dataclass
 class Context:
-    out: Output
-    args: list[str]
-    _db: Database | None = field(default=None, repr=False)
+    __slots__ = ("_db", "args", "out")
+
+    def __init__(self, out: Output, args: list[str]) -> None:
+        self.out = out
+        self.args = args
+        self._db: Database | None = None
 
     @property
     def db(self) -> Database:
         if self._db is None:
             from scheduler import paths
+            from scheduler.store.db import Database
             from scheduler.store.migrations import migrate
 
             self._db = Database.open(paths.db_path())

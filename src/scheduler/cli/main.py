@@ -88,6 +88,7 @@ def run(argv: Sequence[str]) -> int:
         return 0
     ctx = Context(out=out, args=args)
     try:
+        _check_encoding(args)
         handler = _route(args)
         return handler(ctx)
     except SchedulerError as exc:
@@ -105,6 +106,16 @@ def run(argv: Sequence[str]) -> int:
         return 70
     finally:
         ctx.close()
+
+
+def _check_encoding(args: list[str]) -> None:
+    """Refuse an argument that was not UTF-8: Python hands its bytes over as lone surrogates,
+    which neither SQLite nor a UTF-8 stream accepts."""
+    from scheduler.text import first_lone_surrogate, quoted
+
+    for position, arg in enumerate(args, start=1):
+        if first_lone_surrogate(arg) is not None:
+            raise UsageError(f"argument {position} is not valid UTF-8: {quoted(arg, limit=40)}")
 
 
 def _route(args: list[str]) -> Handler:

@@ -1,11 +1,28 @@
-"""How the CLI speaks: pretty JSON with ``--json``, short tables and lines otherwise."""
+"""How the CLI speaks: pretty JSON with ``--json``, short tables and lines otherwise.
+
+Whatever the database or the arguments hold, nothing we print can drive the terminal: human
+output escapes control characters (scheduler/text.py), and JSON escapes the few characters its
+encoder would otherwise write raw (C1 controls, U+2028/U+2029, lone surrogates).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
+
+from scheduler.text import escaped
+
+# Characters json.dumps(ensure_ascii=False) leaves raw that a terminal or a UTF-8 stream does not
+# take: DEL, C1 controls, U+2028/U+2029, lone surrogates. In JSON text they can only occur inside
+# strings, so a \uXXXX escape keeps the document, and its value, the same.
+_RAW_IN_JSON: Final = re.compile(r"[\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 class Output:
@@ -18,14 +35,20 @@ class Output:
         elif callable(human):
             human()
         else:
-            sys.stdout.write(human + "\n")
+            sys.stdout.write(printable_lines(human) + "\n")
 
     def error(self, message: str) -> None:
-        line = " ".join(message.split("\n"))
+        """One line, whatever the message holds: a line break in it is shown as ``\\n``."""
+        line = escaped(message)
         if self.json_mode:
-            sys.stdout.write(json.dumps({"ok": False, "error": line}, indent=2, ensure_ascii=False) + "\n")
+            sys.stdout.write(dumps({"ok": False, "error": line}) + "\n")
         else:
             sys.stderr.write(f"error: {line}\n")
+
+
+def printable_lines(text: str) -> str:
+    """Human output of several lines: each line escaped, the line breaks between them kept."""
+    return "\n".join(escaped(line) for line in text.split("\n"))
 
 
 def dumps(data: Any) -> str:
@@ -34,8 +57,13 @@ def dumps(data: Any) -> str:
     ``jobs list`` with 1,000 jobs)."""
     if isinstance(data, list) and data and all(isinstance(item, dict) for item in data):
         rows = ",\n".join("  " + json.dumps(item, ensure_ascii=False, default=str) for item in data)
-        return "[\n" + rows + "\n]"
-    return json.dumps(data, indent=2, ensure_ascii=False, default=str)
+        text = "[\n" + rows + "\n]"
+    else:
+        text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    # Two fast C scans spare plain text the regex (on 1,000 jobs it takes 60% of json.dumps).
+    if text.isascii() and "\x7f" not in text:
+        return text
+    return _RAW_IN_JSON.sub(_json_escape, text)
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
@@ -54,5 +82,5 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
-    text = str(value).replace("\n", " ")
+    text = escaped(str(value))
     return text if len(text) <= 60 else text[:57] + "..."

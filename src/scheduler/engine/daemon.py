@@ -29,6 +29,7 @@ from scheduler.engine.supervisor import OnFailure, Supervisor
 from scheduler.errors import SchedulerError, StoreCorruptError, StoreError, StoreGoneError
 from scheduler.gateway.client import GatewayClient, resolve_token
 from scheduler.logs import get as get_logger
+from scheduler.models.enums import ANNOUNCE_MODES
 from scheduler.store import claims as claim_store
 from scheduler.store import idempotency, recovery
 from scheduler.store import queue as queue_store
@@ -766,7 +767,7 @@ def _delivery_of(job: Row, outcome: Outcome) -> Delivery | None:
     if outcome.delivery_target is not None:
         channel, target = outcome.delivery_target
         return Delivery(text=text, channel=channel, target=target)
-    if job["delivery_mode"] not in ("announce", "announce-always"):
+    if job["delivery_mode"] not in ANNOUNCE_MODES:
         return None
     return Delivery(text=text, channel=job["delivery_channel"], target=job["delivery_to"])
 

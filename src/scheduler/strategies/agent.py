@@ -28,6 +28,7 @@ from scheduler.gateway.client import (
     GatewayUnavailable,
     canonical_session_key,
 )
+from scheduler.models.enums import ANNOUNCE_MODES
 from scheduler.store import jobs as job_store
 from scheduler.store import messages
 from scheduler.store import runs as run_store
@@ -119,7 +120,7 @@ class AgentStrategy:
         await self.db.run(messages.return_to_inbox, message_ids, sqlite_now())
 
     def _failure_delivery(self, job: Row, message: str) -> str | None:
-        if job["delivery_mode"] not in ("announce", "announce-always"):
+        if job["delivery_mode"] not in ANNOUNCE_MODES:
             return None
         return f"\u26a0\ufe0f Job failed: {job['name']}\n\n{message}"
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from scheduler.gateway.client import DRAIN_PATTERN, DRAIN_SOURCES
+from scheduler.models.enums import ANNOUNCE_MODES
 from scheduler.textutil import JS_WS_CLASS, js_regex, js_trim
 
 # -- Sentinels (§4.7) ---------------------------------------------------------------------------
@@ -80,7 +81,6 @@ def is_drain_error(message: str | None) -> bool:
 SUMMARY_LIMIT: Final = 5000
 TASK_FAILED_MESSAGE: Final = "Agent signalled TASK_FAILED"
 TRANSIENT_MESSAGE: Final = "Transient error in agent reply"
-ANNOUNCE_MODES: Final = frozenset({"announce", "announce-always"})
 
 
 @dataclass(frozen=True)
