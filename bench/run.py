@@ -41,9 +41,9 @@ from typing import Any
 
 from scheduler.models.job import new_job_row
 from scheduler.models.validation import validate_job_spec
-from scheduler.store import jobs as job_store
-from scheduler.store.db import Database
-from scheduler.store.migrations import migrate
+from scheduler.store.sqlite import jobs as job_store
+from scheduler.store.sqlite.db import Database
+from scheduler.store.sqlite.migrations import migrate
 
 DEFAULT_CONCURRENCY = 64  # SCHEDULER_MAX_CONCURRENCY's default (scheduler/config.py)
 SQLITE_FORMAT = "%Y-%m-%d %H:%M:%S"

@@ -32,12 +32,12 @@ import scheduler.models.schemas
 import scheduler.models.validation
 import scheduler.paths
 import scheduler.service
-import scheduler.store.idempotency
-import scheduler.store.jobs
-import scheduler.store.messages
-import scheduler.store.migrations
-import scheduler.store.runs
-import scheduler.store.status  # noqa: F401
+import scheduler.store.sqlite.idempotency
+import scheduler.store.sqlite.jobs
+import scheduler.store.sqlite.messages
+import scheduler.store.sqlite.migrations
+import scheduler.store.sqlite.runs
+import scheduler.store.sqlite.status  # noqa: F401
 from scheduler.cli.main import run
 
 TABLES = ("jobs", "runs", "job_dispatch_queue", "delivery_aliases", "idempotency_ledger", "messages")

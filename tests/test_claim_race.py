@@ -1,7 +1,7 @@
 """Two processes, one database: every piece of due work is claimed by exactly one of them.
 
 The claimants are separate OS processes (``python worker.py …``) calling
-``scheduler.store.claims.claim_due`` in a loop; each writes what it claimed to a JSON file.
+``scheduler.store.sqlite.claims.claim_due`` in a loop; each writes what it claimed to a JSON file.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import pytest
 from conftest import query, wait_until
 from scheduler.models.job import new_job_row
 from scheduler.models.validation import validate_job_spec
-from scheduler.store import jobs as job_store
-from scheduler.store import queue
-from scheduler.store.db import Database
-from scheduler.store.migrations import migrate
+from scheduler.store.sqlite import jobs as job_store
+from scheduler.store.sqlite import queue
+from scheduler.store.sqlite.db import Database
+from scheduler.store.sqlite.migrations import migrate
 from scheduler.timeutil import to_sqlite
 
 NEVER_SOON = "0 0 1 1 *"
@@ -39,8 +39,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from scheduler import cron
-from scheduler.store import claims
-from scheduler.store.db import Database
+from scheduler.store.sqlite import claims
+from scheduler.store.sqlite.db import Database
 from scheduler.timeutil import to_sqlite
 
 db_path, result, ready, go, mode, seconds, seed = sys.argv[1:8]

@@ -19,11 +19,11 @@ import pytest
 from conftest import shell_job, wait_until
 from scheduler.engine.clock import ClockWatch
 from scheduler.models.job import new_job_row, validate_job_spec
-from scheduler.store import claims as claim_store
-from scheduler.store import jobs as job_store
-from scheduler.store import queue, recovery
-from scheduler.store.db import Database
-from scheduler.store.migrations import migrate
+from scheduler.store.sqlite import claims as claim_store
+from scheduler.store.sqlite import jobs as job_store
+from scheduler.store.sqlite import queue, recovery
+from scheduler.store.sqlite.db import Database
+from scheduler.store.sqlite.migrations import migrate
 from scheduler.timeutil import from_sqlite, to_sqlite
 
 

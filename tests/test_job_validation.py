@@ -1403,7 +1403,7 @@ def test_update_needs_new_next_run(
 
 
 def test_job_columns_match_store_schema_order() -> None:
-    schema_sql = Path(__file__).resolve().parents[1] / "src" / "scheduler" / "store" / "schema.sql"
+    schema_sql = Path(__file__).resolve().parents[1] / "src" / "scheduler" / "store" / "sqlite" / "schema.sql"
     if not schema_sql.exists():
         pytest.skip("store/schema.sql not present")
     body = re.search(r"CREATE TABLE IF NOT EXISTS jobs \((.*?)\n\);", schema_sql.read_text(), re.S)

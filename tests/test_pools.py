@@ -13,13 +13,13 @@ import pytest
 from conftest import query, shell_job, wait_until
 from scheduler.errors import ValidationError
 from scheduler.models.job import new_job_row, validate_job_spec
-from scheduler.store import claims as claim_store
-from scheduler.store import jobs as job_store
-from scheduler.store import pools, queue, recovery
-from scheduler.store.db import Database
-from scheduler.store.finish import Finish, FinishPolicy, finish_runs
-from scheduler.store.migrations import migrate
-from scheduler.store.status import overview, pool_overview
+from scheduler.store.sqlite import claims as claim_store
+from scheduler.store.sqlite import jobs as job_store
+from scheduler.store.sqlite import pools, queue, recovery
+from scheduler.store.sqlite.db import Database
+from scheduler.store.sqlite.finish import Finish, FinishPolicy, finish_runs
+from scheduler.store.sqlite.migrations import migrate
+from scheduler.store.sqlite.status import overview, pool_overview
 from scheduler.timeutil import to_sqlite
 from test_claim_race import _claimants
 

@@ -11,12 +11,12 @@ import pytest
 
 from scheduler.models.job import new_job_row
 from scheduler.models.validation import validate_job_spec
-from scheduler.store import claims as claim_store
-from scheduler.store import idempotency, queue, recovery
-from scheduler.store import jobs as job_store
-from scheduler.store.db import Database
-from scheduler.store.finish import Finish, Finished, FinishPolicy, finish_runs
-from scheduler.store.migrations import migrate
+from scheduler.store.sqlite import claims as claim_store
+from scheduler.store.sqlite import idempotency, queue, recovery
+from scheduler.store.sqlite import jobs as job_store
+from scheduler.store.sqlite.db import Database
+from scheduler.store.sqlite.finish import Finish, Finished, FinishPolicy, finish_runs
+from scheduler.store.sqlite.migrations import migrate
 from scheduler.timeutil import to_sqlite
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)

@@ -15,12 +15,12 @@ import pytest
 from conftest import reference_fixture
 from scheduler.models.job import new_job_row
 from scheduler.models.validation import validate_job_spec
-from scheduler.store import claims as claim_store
-from scheduler.store import idempotency, queue, recovery
-from scheduler.store import jobs as job_store
-from scheduler.store.db import Database
-from scheduler.store.finish import Finish, FinishPolicy, finish_runs
-from scheduler.store.migrations import REFERENCE_SCHEMA_VERSION, SCHEMA_REVISION, migrate
+from scheduler.store.sqlite import claims as claim_store
+from scheduler.store.sqlite import idempotency, queue, recovery
+from scheduler.store.sqlite import jobs as job_store
+from scheduler.store.sqlite.db import Database
+from scheduler.store.sqlite.finish import Finish, FinishPolicy, finish_runs
+from scheduler.store.sqlite.migrations import REFERENCE_SCHEMA_VERSION, SCHEMA_REVISION, migrate
 from scheduler.timeutil import to_sqlite
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
@@ -109,7 +109,7 @@ def test_reference_fixture_is_complete_and_opens_in_place(tmp_path: Path) -> Non
     shutil.copy(reference_fixture(), copy)
     before = sqlite3.connect(copy).execute("SELECT id, name FROM jobs ORDER BY id").fetchall()
     db = _open(copy)
-    from scheduler.store.migrations import missing_columns
+    from scheduler.store.sqlite.migrations import missing_columns
 
     assert missing_columns(db) == []
     after = [(j["id"], j["name"]) for j in db.query("SELECT id, name FROM jobs ORDER BY id")]

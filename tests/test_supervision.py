@@ -15,11 +15,11 @@ from scheduler.engine import supervisor as supervision
 from scheduler.engine.recorder import Recorder
 from scheduler.engine.supervisor import OnFailure, Supervisor
 from scheduler.models.job import new_job_row, validate_job_spec
-from scheduler.store import claims as claim_store
-from scheduler.store import jobs as job_store
-from scheduler.store.asyncdb import AsyncDatabase
-from scheduler.store.finish import Finish, Finished, FinishPolicy, finish_runs
-from scheduler.store.messages import Delivery
+from scheduler.store.sqlite import claims as claim_store
+from scheduler.store.sqlite import jobs as job_store
+from scheduler.store.sqlite.asyncdb import AsyncDatabase
+from scheduler.store.sqlite.finish import Finish, Finished, FinishPolicy, finish_runs
+from scheduler.store.sqlite.messages import Delivery
 from scheduler.timeutil import to_sqlite
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)

@@ -11,8 +11,8 @@ from typing import Any
 from scheduler.errors import ValidationError
 from scheduler.models.job import derive_next_run_at, new_job_row, update_needs_new_next_run
 from scheduler.models.validation import validate_job_spec
-from scheduler.store import jobs as job_store
-from scheduler.store.db import Database, Row
+from scheduler.store.sqlite import jobs as job_store
+from scheduler.store.sqlite.db import Database, Row
 from scheduler.timeutil import to_sqlite
 
 
@@ -43,7 +43,7 @@ def set_enabled(db: Database, job_id: str, enabled: bool, now: datetime) -> Row:
 
 def run_now(db: Database, job_id: str, now: datetime) -> tuple[Row, Row]:
     """Queue a manual run (works for disabled jobs; the schedule is untouched)."""
-    from scheduler.store import queue  # with uuid: imported only by the command that queues
+    from scheduler.store.sqlite import queue  # with uuid: imported only by the command that queues
 
     job = job_store.require_job(db, job_id)
     cap = int(job["max_queued_dispatches"] or 25)

@@ -68,7 +68,7 @@ def _schedule_text(job: dict[str, Any]) -> str:
 
 
 def jobs_list(ctx: Context) -> int:
-    from scheduler.store import jobs as job_store
+    from scheduler.store.sqlite import jobs as job_store
 
     job_type = ctx.option("--type")
     ctx.no_extra(0, "jobs list [--type <job_type>]")
@@ -97,7 +97,7 @@ def jobs_list(ctx: Context) -> int:
 
 
 def jobs_get(ctx: Context) -> int:
-    from scheduler.store import jobs as job_store
+    from scheduler.store.sqlite import jobs as job_store
 
     job_id = ctx.positional(0, "jobs get <id>")
     ctx.no_extra(1, "jobs get <id>")
@@ -238,7 +238,7 @@ def jobs_disable(ctx: Context) -> int:
 
 
 def jobs_delete(ctx: Context) -> int:
-    from scheduler.store import jobs as job_store
+    from scheduler.store.sqlite import jobs as job_store
 
     job_id = ctx.positional(0, "jobs delete <id>")
     ctx.no_extra(1, "jobs delete <id>")
@@ -266,7 +266,7 @@ def jobs_run(ctx: Context) -> int:
 
 
 def runs_list(ctx: Context) -> int:
-    from scheduler.store import runs as run_store
+    from scheduler.store.sqlite import runs as run_store
 
     usage = "runs list <job-id> [limit]"
     job_id = ctx.positional(0, usage)
@@ -274,7 +274,7 @@ def runs_list(ctx: Context) -> int:
     ctx.no_extra(2, usage)
     runs = run_store.list_runs(ctx.db, job_id, limit)
     if not runs:
-        from scheduler.store import jobs as job_store
+        from scheduler.store.sqlite import jobs as job_store
 
         job_store.require_job(ctx.db, job_id)
     rows = [
@@ -288,7 +288,7 @@ def runs_list(ctx: Context) -> int:
 
 
 def runs_get(ctx: Context) -> int:
-    from scheduler.store import runs as run_store
+    from scheduler.store.sqlite import runs as run_store
 
     run_id = ctx.positional(0, "runs get <run-id>")
     ctx.no_extra(1, "runs get <run-id>")
@@ -299,7 +299,7 @@ def runs_get(ctx: Context) -> int:
 def runs_output(ctx: Context) -> int:
     from pathlib import Path
 
-    from scheduler.store import runs as run_store
+    from scheduler.store.sqlite import runs as run_store
 
     usage = "runs output <run-id> [stdout|stderr]"
     run_id = ctx.positional(0, usage)
@@ -325,7 +325,7 @@ def runs_output(ctx: Context) -> int:
 
 
 def runs_running(ctx: Context) -> int:
-    from scheduler.store import runs as run_store
+    from scheduler.store.sqlite import runs as run_store
 
     ctx.no_extra(0, "runs running")
     runs = run_store.running_runs(ctx.db)
@@ -336,7 +336,7 @@ def runs_running(ctx: Context) -> int:
 
 
 def runs_stale(ctx: Context) -> int:
-    from scheduler.store import runs as run_store
+    from scheduler.store.sqlite import runs as run_store
 
     threshold = (
         _positive_int(ctx.args[0], "threshold-s", maximum=MAX_STALE_THRESHOLD_S) if ctx.args else 90
@@ -352,8 +352,8 @@ def runs_stale(ctx: Context) -> int:
 
 
 def idem_status(ctx: Context) -> int:
-    from scheduler.store import idempotency
-    from scheduler.store import jobs as job_store
+    from scheduler.store.sqlite import idempotency
+    from scheduler.store.sqlite import jobs as job_store
 
     job_id = ctx.positional(0, "idem status <job-id>")
     ctx.no_extra(1, "idem status <job-id>")
@@ -368,7 +368,7 @@ def idem_status(ctx: Context) -> int:
 
 
 def idem_check(ctx: Context) -> int:
-    from scheduler.store import idempotency
+    from scheduler.store.sqlite import idempotency
 
     key = ctx.positional(0, "idem check <key>")
     ctx.no_extra(1, "idem check <key>")
@@ -381,7 +381,7 @@ def idem_check(ctx: Context) -> int:
 
 
 def idem_release(ctx: Context) -> int:
-    from scheduler.store import idempotency
+    from scheduler.store.sqlite import idempotency
 
     key = ctx.positional(0, "idem release <key>")
     ctx.no_extra(1, "idem release <key>")
@@ -395,7 +395,7 @@ def idem_release(ctx: Context) -> int:
 
 
 def idem_prune(ctx: Context) -> int:
-    from scheduler.store import idempotency
+    from scheduler.store.sqlite import idempotency
 
     ctx.no_extra(0, "idem prune")
     pruned = idempotency.prune(ctx.db, to_sqlite(utcnow()))
@@ -417,7 +417,7 @@ def _checked_text(value: str, name: str, limit: int) -> str:
 
 
 def alias_list(ctx: Context) -> int:
-    from scheduler.store import messages
+    from scheduler.store.sqlite import messages
 
     ctx.no_extra(0, "alias list")
     aliases = messages.list_aliases(ctx.db)
@@ -426,7 +426,7 @@ def alias_list(ctx: Context) -> int:
 
 
 def alias_add(ctx: Context) -> int:
-    from scheduler.store import messages
+    from scheduler.store.sqlite import messages
 
     usage = "alias add <name> <channel> <target> [description]"
     name = ctx.positional(0, usage).lstrip("@")
@@ -448,7 +448,7 @@ def alias_add(ctx: Context) -> int:
 
 def alias_remove(ctx: Context) -> int:
     from scheduler.errors import NotFoundError
-    from scheduler.store import messages
+    from scheduler.store.sqlite import messages
 
     name = ctx.positional(0, "alias remove <name>").lstrip("@")
     ctx.no_extra(1, "alias remove <name>")
@@ -462,7 +462,7 @@ def alias_remove(ctx: Context) -> int:
 
 
 def pools_list(ctx: Context) -> int:
-    from scheduler.store.status import pool_overview
+    from scheduler.store.sqlite.status import pool_overview
 
     ctx.no_extra(0, "pools list")
     rows = pool_overview(ctx.db, to_sqlite(utcnow()))
@@ -472,7 +472,7 @@ def pools_list(ctx: Context) -> int:
 
 
 def pools_set(ctx: Context) -> int:
-    from scheduler.store import pools
+    from scheduler.store.sqlite import pools
 
     usage = "pools set <name> <capacity>"
     name = pools.check_name(ctx.positional(0, usage))
@@ -489,7 +489,7 @@ def pools_set(ctx: Context) -> int:
 
 def pools_remove(ctx: Context) -> int:
     from scheduler.errors import NotFoundError
-    from scheduler.store import pools
+    from scheduler.store.sqlite import pools
 
     name = ctx.positional(0, "pools remove <name>")
     ctx.no_extra(1, "pools remove <name>")
@@ -514,7 +514,7 @@ def _pool_lines(busy: list[dict[str, Any]]) -> list[str]:
 def status(ctx: Context) -> int:
     from scheduler import paths
     from scheduler.engine.lock import probe
-    from scheduler.store.status import overview
+    from scheduler.store.sqlite.status import overview
 
     ctx.no_extra(0, "status")
     database = paths.db_path()
@@ -549,7 +549,7 @@ def status(ctx: Context) -> int:
 
 def version(ctx: Context) -> int:
     from scheduler import __version__
-    from scheduler.store.status import schema_version
+    from scheduler.store.sqlite.status import schema_version
 
     ctx.no_extra(0, "version")
     ctx.out.emit({"ok": True, "name": "openclaw-scheduler", "version": __version__,

@@ -13,7 +13,7 @@ from scheduler.cli.output import Output
 from scheduler.errors import ValidationError
 
 if TYPE_CHECKING:
-    from scheduler.store.db import Database
+    from scheduler.store.sqlite.db import Database
 
 
 class UsageError(ValidationError):
@@ -34,8 +34,8 @@ class Context:
     def db(self) -> Database:
         if self._db is None:
             from scheduler import paths
-            from scheduler.store.db import Database
-            from scheduler.store.migrations import migrate
+            from scheduler.store.sqlite.db import Database
+            from scheduler.store.sqlite.migrations import migrate
 
             self._db = Database.open(paths.db_path())
             migrate(self._db)

@@ -30,15 +30,15 @@ from scheduler.errors import SchedulerError, StoreCorruptError, StoreError, Stor
 from scheduler.gateway.client import GatewayClient, resolve_token
 from scheduler.logs import get as get_logger
 from scheduler.models.enums import ANNOUNCE_MODES
-from scheduler.store import claims as claim_store
-from scheduler.store import idempotency, recovery
-from scheduler.store import queue as queue_store
-from scheduler.store import runs as run_store
-from scheduler.store.asyncdb import AsyncDatabase
-from scheduler.store.claims import Claim
-from scheduler.store.db import CORRUPT_FIX, Database, Row
-from scheduler.store.finish import Finish, Finished, FinishPolicy
-from scheduler.store.messages import Delivery
+from scheduler.store.sqlite import claims as claim_store
+from scheduler.store.sqlite import idempotency, recovery
+from scheduler.store.sqlite import queue as queue_store
+from scheduler.store.sqlite import runs as run_store
+from scheduler.store.sqlite.asyncdb import AsyncDatabase
+from scheduler.store.sqlite.claims import Claim
+from scheduler.store.sqlite.db import CORRUPT_FIX, Database, Row
+from scheduler.store.sqlite.finish import Finish, Finished, FinishPolicy
+from scheduler.store.sqlite.messages import Delivery
 from scheduler.strategies.agent import AgentStrategy
 from scheduler.strategies.base import DeferRun, Outcome, Strategy
 from scheduler.strategies.shell_job import ShellJobStrategy

@@ -1,6 +1,6 @@
 """Sending outbound results through the gateway's ``message`` tool, at least once.
 
-Each outbound message was recorded with its run's end (``store/messages.py``). This loop sends
+Each outbound message was recorded with its run's end (``store/sqlite/messages.py``). This loop sends
 the due ones in order, chunk by chunk for the channel's size limit, and marks a message
 ``delivered`` only after the gateway accepted its last chunk. A failed attempt is retried with
 backoff (honouring ``Retry-After``), across restarts, resuming after the chunks already accepted;
@@ -18,9 +18,9 @@ from typing import Any
 from scheduler.errors import SchedulerError
 from scheduler.gateway.channels import channel_limit, chunk_message
 from scheduler.gateway.client import GatewayBusy, GatewayClient
-from scheduler.store import messages
-from scheduler.store.asyncdb import AsyncDatabase
-from scheduler.store.db import Row
+from scheduler.store.sqlite import messages
+from scheduler.store.sqlite.asyncdb import AsyncDatabase
+from scheduler.store.sqlite.db import Row
 from scheduler.timeutil import from_sqlite, sqlite_now, to_sqlite, utcnow
 
 # Seconds before retry n of a delivery: 5 s, 15 s, 45 s, … capped at an hour.

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from scheduler.errors import StoreCorruptError, StoreError, StoreGoneError
-from scheduler.store.asyncdb import AsyncDatabase
-from scheduler.store.finish import Finish, Finished, FinishPolicy, finish_runs, record_unrecordable
+from scheduler.store.sqlite.asyncdb import AsyncDatabase
+from scheduler.store.sqlite.finish import Finish, Finished, FinishPolicy, finish_runs, record_unrecordable
 
 # Waits between attempts at a batch the database refused for a passing reason.
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)

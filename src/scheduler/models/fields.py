@@ -122,7 +122,7 @@ def blob_rule(description: str) -> FieldRule:
     return FieldRule("json", nullable=True, description=description)
 
 
-# Columns of the jobs table, in the order of the schema (features.md §14.1, store/schema.sql).
+# Columns of the jobs table, in the order of the schema (features.md §14.1, store/sqlite/schema.sql).
 JOB_COLUMNS: Final[tuple[str, ...]] = (
     "id",
     "name",

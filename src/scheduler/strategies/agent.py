@@ -29,11 +29,11 @@ from scheduler.gateway.client import (
     canonical_session_key,
 )
 from scheduler.models.enums import ANNOUNCE_MODES
-from scheduler.store import jobs as job_store
-from scheduler.store import messages
-from scheduler.store import runs as run_store
-from scheduler.store.asyncdb import AsyncDatabase
-from scheduler.store.db import Row
+from scheduler.store.sqlite import jobs as job_store
+from scheduler.store.sqlite import messages
+from scheduler.store.sqlite import runs as run_store
+from scheduler.store.sqlite.asyncdb import AsyncDatabase
+from scheduler.store.sqlite.db import Row
 from scheduler.strategies.base import DeferRun, Outcome
 from scheduler.strategies.prompt import build_prompt
 from scheduler.strategies.reply import interpret_reply

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from scheduler.store.db import Row
+from scheduler.store.sqlite.db import Row
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from scheduler.store.db import Row
+from scheduler.store.sqlite.db import Row
 from scheduler.strategies.base import Outcome
 from scheduler.strategies.process_tree import DeferredSweeper
 from scheduler.strategies.shell import DEFAULT_CAPTURE_LIMIT, run_shell_command, scrubbed_environment

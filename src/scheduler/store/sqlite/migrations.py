@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import sqlite3
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 
-from scheduler.store.db import Database, translate_error
+from scheduler.store.sqlite.db import Database, translate_error
 
 # The reference records versions 1..23 in schema_migrations; we keep that ledger identical.
 REFERENCE_SCHEMA_VERSION = 23
@@ -23,7 +23,9 @@ SCHEMA_REVISION = 2304
 
 @lru_cache(maxsize=1)
 def schema_sql() -> str:
-    return resources.files("scheduler.store").joinpath("schema.sql").read_text(encoding="utf-8")
+    # Beside this module (package data): a plain path read, not importlib.resources, which
+    # costs every CLI call tens of milliseconds of imports.
+    return Path(__file__).with_name("schema.sql").read_text(encoding="utf-8")
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> list[dict[str, object]]:

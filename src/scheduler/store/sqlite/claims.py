@@ -20,9 +20,9 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Literal
 
-from scheduler.store import idempotency as ledger
-from scheduler.store import pools, queue
-from scheduler.store.db import Database, Row
+from scheduler.store.sqlite import idempotency as ledger
+from scheduler.store.sqlite import pools, queue
+from scheduler.store.sqlite.db import Database, Row
 from scheduler.timeutil import from_sqlite
 
 Source = Literal["cron", "at", "manual", "retry", "chain"]

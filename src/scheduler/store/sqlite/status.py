@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from scheduler.store import pools
-from scheduler.store.claims import AT_ALREADY_RAN
-from scheduler.store.db import Database, Row
+from scheduler.store.sqlite import pools
+from scheduler.store.sqlite.claims import AT_ALREADY_RAN
+from scheduler.store.sqlite.db import Database, Row
 
 
 def overview(db: Database, stale_threshold_s: int, now_text: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from scheduler.errors import NotFoundError
-from scheduler.store.db import Database, Row
+from scheduler.store.sqlite.db import Database, Row
 
 TERMINAL_STATUSES = ("ok", "error", "timeout", "skipped", "cancelled", "crashed")
 # Run columns a strategy may set when it finishes a run.

@@ -11,7 +11,7 @@ import hashlib
 import sqlite3
 
 from scheduler.errors import NotFoundError
-from scheduler.store.db import Database, Row
+from scheduler.store.sqlite.db import Database, Row
 
 # How long a ledger row is kept after its claim.
 EXPIRY_ONE_SHOT = "+24 hours"

@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from scheduler.errors import ValidationError
-from scheduler.store.db import Database
+from scheduler.store.sqlite.db import Database
 
 DEFAULT_CAPACITY = 1
 # A bound, so that the number is always one SQLite and every report can hold (and a typo like

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from scheduler.store.db import Database, Row
+from scheduler.store.sqlite.db import Database, Row
 
 OUTBOUND = "@outbound"
 SENDER = "scheduler"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 
-from scheduler.store.db import Database, Row
+from scheduler.store.sqlite.db import Database, Row
 
 LIVE_STATUSES = ("pending", "claimed", "awaiting_approval")
 # A row claimed this long ago with no run was abandoned by its claimant.

@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from scheduler.store import queue
-from scheduler.store.claims import Claim, Source
-from scheduler.store.db import Database, Row
-from scheduler.store.messages import Delivery, enqueue_outbound
-from scheduler.store.runs import FINISH_COLUMNS
+from scheduler.store.sqlite import queue
+from scheduler.store.sqlite.claims import Claim, Source
+from scheduler.store.sqlite.db import Database, Row
+from scheduler.store.sqlite.messages import Delivery, enqueue_outbound
+from scheduler.store.sqlite.runs import FINISH_COLUMNS
 
 FAILED_STATUSES = ("error", "timeout")
 

@@ -12,10 +12,10 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from scheduler.store import idempotency as ledger
-from scheduler.store import queue
-from scheduler.store.claims import Claim, Source
-from scheduler.store.db import Database, Row
+from scheduler.store.sqlite import idempotency as ledger
+from scheduler.store.sqlite import queue
+from scheduler.store.sqlite.claims import Claim, Source
+from scheduler.store.sqlite.db import Database, Row
 from scheduler.timeutil import from_sqlite, to_sqlite
 
 CRASH_MESSAGE = "the daemon stopped while this run was in progress (found at start-up)"

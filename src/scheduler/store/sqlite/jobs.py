@@ -7,8 +7,8 @@ from functools import lru_cache
 from typing import Any
 
 from scheduler.errors import NotFoundError, StoreConstraintError, ValidationError
-from scheduler.store.db import Database, Row
-from scheduler.store.migrations import _expected_columns
+from scheduler.store.sqlite.db import Database, Row
+from scheduler.store.sqlite.migrations import _expected_columns
 
 _IMMUTABLE = frozenset({"id", "queued_count", "created_at"})
 
@@ -92,7 +92,7 @@ def update_job(db: Database, job_id: str, columns: Mapping[str, Any], now_text: 
             if "enabled" in columns and not columns["enabled"]:
                 # Its pending retries and chained runs go with the disable, not when they fall due.
                 # (Imported here: `jobs list` and the other readers never need the claim code.)
-                from scheduler.store.claims import cancel_queued_runs_of_disabled_job
+                from scheduler.store.sqlite.claims import cancel_queued_runs_of_disabled_job
 
                 cancel_queued_runs_of_disabled_job(conn, job_id, now_text)
     except StoreConstraintError as exc:

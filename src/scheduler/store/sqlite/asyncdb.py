@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
 from scheduler.errors import StoreError
-from scheduler.store.db import Database
-from scheduler.store.migrations import migrate
+from scheduler.store.sqlite.db import Database
+from scheduler.store.sqlite.migrations import migrate
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -1,0 +1,1 @@
+"""The SQLite implementation of the store: the only code that speaks SQLite's SQL."""
