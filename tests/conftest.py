@@ -78,6 +78,7 @@ class Daemon:
     """One ``python -m scheduler`` process; stderr is read by a thread into ``logs``/``lines``."""
 
     def __init__(self, db_path: Path, env: dict[str, str]) -> None:
+        self.db = env.get("SCHEDULER_DB", str(db_path))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "scheduler"],
             env=_base_env(db_path, env),
@@ -173,6 +174,26 @@ def daemon(db_path: Path) -> Iterator[DaemonFactory]:
     yield start
     for proc in started:
         proc.kill()
+    # A daemon killed by a test (or by its teardown) cannot end its runs' processes; they carry
+    # its SCHEDULER_DB, so nothing a test started outlives the test.
+    for path in {Path(d.db) for d in started}:
+        for pid in processes_with_environment(f"SCHEDULER_DB={path}"):
+            kill_quietly(pid)
+
+
+def processes_with_environment(variable: str) -> list[int]:
+    """Live processes whose environment holds ``variable`` (``NAME=value``) exactly."""
+    wanted = variable.encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if wanted in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def query(db_path: Path, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[dict[str, Any]]:

@@ -55,7 +55,7 @@ far = to_sqlite(datetime.now(UTC) + timedelta(days=30))
 def next_fire(job):
     if mode == "drain":
         return far
-    fire = cron.next_fire(job["schedule_cron"], job["schedule_tz"] or "UTC", datetime.now(UTC))
+    fire = cron.next_fire(job.schedule_cron, job.schedule_tz, datetime.now(UTC))
     return None if fire is None else to_sqlite(fire)
 
 claimed, skipped, batches = [], [], 0
@@ -72,11 +72,11 @@ while going():
     now_text = now_drain if mode == "drain" else to_sqlite(datetime.now(UTC))
     batch = claims.claim_due(db, now_text, rng.randint(1, 8), {"shell"}, next_fire)
     batches += 1
-    empty = 0 if (batch.claims or batch.skipped or batch.postponed) else empty + 1
+    empty = 0 if (batch.claims or batch.skipped or batch.waiting) else empty + 1
     for c in batch.claims:
-        claimed.append({"run_id": c.run["id"], "job_id": c.job["id"], "source": c.source,
-                        "dispatch_id": c.dispatch_id, "key": c.run["idempotency_key"]})
-    skipped.extend(r["id"] for r in batch.skipped)
+        claimed.append({"run_id": c.run.id, "job_id": c.job.id, "source": c.source,
+                        "dispatch_id": c.dispatch_id, "key": c.run.idempotency_key})
+    skipped.extend(r.id for r in batch.skipped)
     time.sleep(rng.uniform(0, 0.002))
 Path(result).write_text(json.dumps({"claimed": claimed, "skipped": skipped, "batches": batches}))
 '''
@@ -100,7 +100,7 @@ def _add_job(db: Database, now: datetime, **overrides: Any) -> dict[str, Any]:
         "overlap_policy": "allow",
         **overrides,
     }
-    return job_store.insert_job(db, new_job_row(validate_job_spec(spec, now=now), now))
+    return job_store.insert_job(db, new_job_row(validate_job_spec(spec, now=now), now)).as_row()
 
 
 def _claimants(tmp_path: Path, db_path: Path, count: int, mode: str, seconds: float = 0

@@ -18,7 +18,8 @@ import pytest
 
 from conftest import shell_job, wait_until
 from scheduler.engine.clock import ClockWatch
-from scheduler.models.job import new_job_row, validate_job_spec
+from scheduler.models.job import new_job_row
+from scheduler.models.validation import validate_job_spec
 from scheduler.store.sqlite import claims as claim_store
 from scheduler.store.sqlite import jobs as job_store
 from scheduler.store.sqlite import queue, recovery
@@ -80,7 +81,7 @@ def _add(db: Database, **overrides: Any) -> dict[str, Any]:
     spec = {"name": "minutely", "schedule_cron": "* * * * *", "session_target": "shell",
             "payload_message": "true", "run_timeout_ms": 1000, "delivery_mode": "none",
             "origin": "system", **overrides}
-    return job_store.insert_job(db, new_job_row(validate_job_spec(spec, now=NOW), NOW))
+    return job_store.insert_job(db, new_job_row(validate_job_spec(spec, now=NOW), NOW)).as_row()
 
 
 def test_a_step_back_brings_due_times_back_and_frees_the_repeated_stretch(store: Database) -> None:
@@ -89,7 +90,7 @@ def test_a_step_back_brings_due_times_back_and_frees_the_repeated_stretch(store:
     store.conn.execute("UPDATE jobs SET next_run_at = ? WHERE id = ?", (_at(3600), job["id"]))
     batch = claim_store.claim_due(store, _at(3600), 10, {"shell"}, lambda j: _at(3660))
     (claim,) = batch.claims
-    store.conn.execute("UPDATE runs SET status = 'ok' WHERE id = ?", (claim.run["id"],))
+    store.conn.execute("UPDATE runs SET status = 'ok' WHERE id = ?", (claim.run.id,))
     retry = queue.enqueue_dispatch(store, job["id"], "retry", _at(3630))
     assert retry is not None
     # The clock is corrected: it is 12:00:30 now.
@@ -99,11 +100,12 @@ def test_a_step_back_brings_due_times_back_and_frees_the_repeated_stretch(store:
     assert after["next_run_at"] == _at(60)
     (row,) = store.query("SELECT scheduled_for FROM job_dispatch_queue WHERE id = ?", (retry["id"],))
     assert row["scheduled_for"] == _at(30)
+    store.conn.execute("UPDATE job_dispatch_queue SET status = 'cancelled' WHERE id = ?", (retry["id"],))
     # 13:00 comes round again an hour later: a new occurrence, not "already claimed".
     store.conn.execute("UPDATE jobs SET next_run_at = ? WHERE id = ?", (_at(3600), job["id"]))
     again = claim_store.claim_due(store, _at(3600), 10, {"shell"}, lambda j: _at(3660))
     assert [c.source for c in again.claims] == ["cron"]
-    assert not [r for r in again.skipped if "already claimed" in (r["error_message"] or "")]
+    assert not [r for r in again.skipped if "already claimed" in (r.error_message or "")]
 
 
 def test_without_a_step_a_claimed_instant_is_still_skipped(store: Database) -> None:

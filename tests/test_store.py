@@ -15,11 +15,12 @@ import pytest
 from conftest import reference_fixture
 from scheduler.models.job import new_job_row
 from scheduler.models.validation import validate_job_spec
+from scheduler.store.api import Claim, ClaimBatch, Finish, FinishPolicy
 from scheduler.store.sqlite import claims as claim_store
 from scheduler.store.sqlite import idempotency, queue, recovery
 from scheduler.store.sqlite import jobs as job_store
 from scheduler.store.sqlite.db import Database
-from scheduler.store.sqlite.finish import Finish, FinishPolicy, finish_runs
+from scheduler.store.sqlite.finish import finish_runs
 from scheduler.store.sqlite.migrations import REFERENCE_SCHEMA_VERSION, SCHEMA_REVISION, migrate
 from scheduler.timeutil import to_sqlite
 
@@ -44,18 +45,18 @@ def _shell_job(db: Database, **overrides: Any) -> dict[str, Any]:
         "origin": "system",
         **overrides,
     }
-    return job_store.insert_job(db, new_job_row(validate_job_spec(spec, now=NOW), NOW))
+    return job_store.insert_job(db, new_job_row(validate_job_spec(spec, now=NOW), NOW)).as_row()
 
 
 def _next_fire(job: dict[str, Any]) -> str:
     return to_sqlite(NOW + timedelta(minutes=5))
 
 
-def _claim(db: Database, limit: int = 10) -> claim_store.ClaimBatch:
+def _claim(db: Database, limit: int = 10) -> ClaimBatch:
     return claim_store.claim_due(db, NOW_TEXT, limit, {"shell"}, _next_fire)
 
 
-def _finish(db: Database, claim: claim_store.Claim, status: str, columns: dict[str, Any] | None = None,
+def _finish(db: Database, claim: Claim, status: str, columns: dict[str, Any] | None = None,
             backoff: str = NOW_TEXT, retry: str = NOW_TEXT) -> dict[str, Any] | None:
     policy = FinishPolicy(now_text=NOW_TEXT, backoff_until=lambda n: backoff, retry_at=lambda n: retry)
     return finish_runs(db, [Finish(claim, status, 5, columns or {})], policy)[0].job
@@ -95,7 +96,7 @@ def test_old_database_gains_missing_columns_without_losing_rows(tmp_path: Path) 
     raw.commit()
     raw.close()
     db = _open(path)
-    job = job_store.require_job(db, "j1")
+    job = job_store.require_job(db, "j1").as_row()
     assert job["name"] == "legacy"
     assert job["schedule_tz"] == "UTC"
     assert job["output_store_limit_bytes"] == 65536
@@ -121,11 +122,11 @@ def test_due_cron_job_is_claimed_once_and_advanced(db: Database) -> None:
     job = _shell_job(db)
     job_store.update_job(db, job["id"], {"next_run_at": NOW_TEXT}, NOW_TEXT)
     batch = _claim(db)
-    assert [c.job["id"] for c in batch.claims] == [job["id"]]
+    assert [c.job.id for c in batch.claims] == [job["id"]]
     claim = batch.claims[0]
-    assert claim.run["status"] == "running" and claim.source == "cron"
-    assert claim.run["idempotency_key"] == idempotency.occurrence_key(job["id"], NOW_TEXT)
-    assert job_store.require_job(db, job["id"])["next_run_at"] == to_sqlite(NOW + timedelta(minutes=5))
+    assert claim.run.status == "running" and claim.source == "cron"
+    assert claim.run.idempotency_key == idempotency.occurrence_key(job["id"], NOW_TEXT)
+    assert job_store.require_job(db, job["id"]).next_run_at == to_sqlite(NOW + timedelta(minutes=5))
     assert _claim(db).claims == []
 
 
@@ -154,7 +155,7 @@ def test_two_connections_racing_claim_each_occurrence_once(tmp_path: Path) -> No
         for _ in range(20):
             batch = claim_store.claim_due(db, NOW_TEXT, 3, {"shell"}, _next_fire)
             with lock:
-                claimed.extend(c.run["job_id"] for c in batch.claims)
+                claimed.extend(c.run.job_id for c in batch.claims)
         db.close()
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
@@ -175,8 +176,8 @@ def test_overlap_skip_records_a_skipped_run(db: Database) -> None:
     job_store.update_job(db, job["id"], {"next_run_at": later}, NOW_TEXT)
     batch = _claim(db)
     assert batch.claims == []
-    assert [r["status"] for r in batch.skipped] == ["skipped"]
-    assert "overlap" in batch.skipped[0]["error_message"]
+    assert [r.status for r in batch.skipped] == ["skipped"]
+    assert "overlap" in batch.skipped[0].error_message
 
 
 def test_manual_dispatch_runs_disabled_job_and_closes_its_row(db: Database) -> None:
@@ -187,7 +188,7 @@ def test_manual_dispatch_runs_disabled_job_and_closes_its_row(db: Database) -> N
     assert len(batch.claims) == 1 and batch.claims[0].dispatch_id == row["id"]
     claim = batch.claims[0]
     after = _finish(db, claim, "ok", {"summary": "done"})
-    assert after is not None and after["enabled"] == 0 and after["last_status"] == "ok"
+    assert after is not None and after.enabled == 0 and after.last_status == "ok"
     status = db.scalar("SELECT status FROM job_dispatch_queue WHERE id = ?", (row["id"],))
     assert status == "done"
 
@@ -208,21 +209,21 @@ def test_failed_cron_run_backs_off_and_success_resets(db: Database) -> None:
     far = to_sqlite(NOW + timedelta(hours=1))
     after = _finish(db, claim, "error", backoff=far)
     assert after is not None
-    assert after["consecutive_errors"] == 1 and after["next_run_at"] == far
+    assert after.consecutive_errors == 1 and after.next_run_at == far
     job_store.update_job(db, job["id"], {"next_run_at": to_sqlite(NOW - timedelta(seconds=3))}, NOW_TEXT)
     claim = _claim(db).claims[0]
     after = _finish(db, claim, "ok", backoff=far)
-    assert after is not None and after["consecutive_errors"] == 0
+    assert after is not None and after.consecutive_errors == 0
 
 
 def test_at_job_is_deleted_or_disabled_after_its_run(db: Database) -> None:
     keep = _shell_job(db, name="keep", schedule_kind="at", schedule_at=NOW_TEXT, delete_after_run=False)
     drop = _shell_job(db, name="drop", schedule_kind="at", schedule_at=NOW_TEXT, delete_after_run=True)
-    claims = {c.job["name"]: c for c in _claim(db).claims}
+    claims = {c.job.name: c for c in _claim(db).claims}
     assert set(claims) == {"keep", "drop"} and claims["keep"].source == "at"
     _finish(db, claims["keep"], "ok")
     _finish(db, claims["drop"], "ok")
-    assert job_store.require_job(db, keep["id"])["enabled"] == 0
+    assert job_store.require_job(db, keep["id"]).enabled == 0
     assert job_store.get_job(db, drop["id"]) is None
 
 
@@ -234,10 +235,10 @@ def test_orphans_become_crashed_and_claimed_rows_return(db: Database) -> None:
     assert row is not None
     db.query("UPDATE job_dispatch_queue SET status = 'claimed' WHERE id = ?", (row["id"],))
     crashed = recovery.recover_orphans(db, NOW_TEXT).crashed
-    assert [r["id"] for r in crashed] == [claim.run["id"]]
-    run = db.query_one("SELECT * FROM runs WHERE id = ?", (claim.run["id"],))
+    assert [r.id for r in crashed] == [claim.run.id]
+    run = db.query_one("SELECT * FROM runs WHERE id = ?", (claim.run.id,))
     assert run is not None and run["status"] == "crashed" and run["finished_at"] == NOW_TEXT
-    assert job_store.require_job(db, job["id"])["enabled"] == 0
+    assert job_store.require_job(db, job["id"]).enabled == 0
     assert db.scalar("SELECT status FROM job_dispatch_queue WHERE id = ?", (row["id"],)) == "pending"
     assert db.scalar("SELECT COUNT(*) FROM runs WHERE status = 'running'") == 0
 

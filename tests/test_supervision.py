@@ -14,12 +14,13 @@ import pytest
 from scheduler.engine import supervisor as supervision
 from scheduler.engine.recorder import Recorder
 from scheduler.engine.supervisor import OnFailure, Supervisor
-from scheduler.models.job import new_job_row, validate_job_spec
-from scheduler.store.sqlite import claims as claim_store
+from scheduler.models.job import new_job_row
+from scheduler.models.validation import validate_job_spec
+from scheduler.store.api import Claim, Delivery, Finish, Finished, FinishPolicy, Owner
 from scheduler.store.sqlite import jobs as job_store
-from scheduler.store.sqlite.asyncdb import AsyncDatabase
-from scheduler.store.sqlite.finish import Finish, Finished, FinishPolicy, finish_runs
-from scheduler.store.sqlite.messages import Delivery
+from scheduler.store.sqlite.db import Database
+from scheduler.store.sqlite.store import SqliteStore
+from scheduler.store.thread import StoreThread
 from scheduler.timeutil import to_sqlite
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
@@ -137,58 +138,70 @@ def _policy() -> FinishPolicy:
     return FinishPolicy(now_text=NOW_TEXT, backoff_until=lambda n: NOW_TEXT, retry_at=lambda n: NOW_TEXT)
 
 
-async def _claims(adb: AsyncDatabase, count: int) -> list[claim_store.Claim]:
+def _db(adb: StoreThread) -> Database:
+    store = adb.store
+    assert isinstance(store, SqliteStore)
+    return store.db
+
+
+async def _sql(adb: StoreThread, fn: Any) -> Any:
+    """``fn(database)`` on the store's thread (the test reaches under the interface)."""
+    return await adb.run(lambda: fn(_db(adb)))
+
+
+async def _claims(adb: StoreThread, count: int) -> list[Claim]:
     for i in range(count):
-        await adb.run(_add_job, name=f"job {i}")
+        await adb.run(lambda i=i: _add_job(_db(adb), name=f"job {i}"))
     later = to_sqlite(NOW + timedelta(hours=1))
-    batch = await adb.run(claim_store.claim_due, later, 50, {"shell"}, lambda job: None)
+    batch = await adb.run(adb.store.claim_due, later, 50, {"shell"}, lambda job: None, Owner.new())
     assert len(batch.claims) == count
     return batch.claims
 
 
 @pytest.fixture
 async def adb(tmp_path: Path) -> Any:
-    database = AsyncDatabase(tmp_path / "s.db")
-    await database.open()
-    yield database
-    await database.close()
+    thread = StoreThread()
+    await thread.open(lambda: SqliteStore.open(tmp_path / "s.db"))
+    yield thread
+    await thread.run(thread.store.close)
+    thread.shutdown()
 
 
-async def _status(adb: AsyncDatabase, run_id: str) -> dict[str, Any]:
-    row = await adb.run(lambda db: db.query_one("SELECT * FROM runs WHERE id = ?", (run_id,)))
+async def _status(adb: StoreThread, run_id: str) -> dict[str, Any]:
+    row = await _sql(adb, lambda db: db.query_one("SELECT * FROM runs WHERE id = ?", (run_id,)))
     assert row is not None
     return row
 
 
-async def test_one_unrecordable_end_does_not_stop_the_others(adb: AsyncDatabase) -> None:
+async def test_one_unrecordable_end_does_not_stop_the_others(adb: StoreThread) -> None:
     good, bad = await _claims(adb, 2)
     # A counter at the top of SQLite's range: counting one more failure cannot be stored.
-    await adb.run(lambda db: db.conn.execute("UPDATE jobs SET consecutive_errors = ? WHERE id = ?",
-                                             (2**63 - 1, bad.job["id"])))
-    await adb.run(lambda db: db.conn.execute("UPDATE jobs SET max_retries = 0"))
+    await _sql(adb, lambda db: db.conn.execute("UPDATE jobs SET consecutive_errors = ? WHERE id = ?",
+                                             (2**63 - 1, bad.job.id)))
+    await _sql(adb, lambda db: db.conn.execute("UPDATE jobs SET max_retries = 0"))
     log, recorded = Events(), []
-    recorder = Recorder(adb, _policy, log, lambda f, done: recorded.append(f.claim.run["id"]))
+    recorder = Recorder(adb, _policy, log, lambda f, done: recorded.append(f.claim.run.id))
     task = asyncio.create_task(recorder.run())
     futures = [recorder.submit(Finish(c, "error", 5, {"error_message": "exit 3"})) for c in (good, bad)]
     results = await asyncio.wait_for(asyncio.gather(*futures), 10)
     assert isinstance(results[0], Finished) and results[1] is None
-    assert (await _status(adb, good.run["id"]))["status"] == "error"
-    unrecordable = await _status(adb, bad.run["id"])
+    assert (await _status(adb, good.run.id))["status"] == "error"
+    unrecordable = await _status(adb, bad.run.id)
     assert unrecordable["status"] == "error"
     assert "could not be recorded" in unrecordable["error_message"]
     assert "too large" in unrecordable["error_message"]
     (event,) = log.named("run.record_failed")
-    assert event["run_id"] == bad.run["id"]
-    assert recorded == [good.run["id"]]
+    assert event["run_id"] == bad.run.id
+    assert recorded == [good.run.id]
     assert not task.done()  # the recorder lives on
     task.cancel()
 
 
-async def test_a_full_disk_keeps_run_ends_pending_until_space_returns(adb: AsyncDatabase) -> None:
+async def test_a_full_disk_keeps_run_ends_pending_until_space_returns(adb: StoreThread) -> None:
     (claim,) = await _claims(adb, 1)
-    pages = await adb.run(lambda db: db.scalar("PRAGMA page_count"))
+    pages = await _sql(adb, lambda db: db.scalar("PRAGMA page_count"))
     # SQLite's own size cap on this connection: writes needing a page more fail with SQLITE_FULL.
-    await adb.run(lambda db: db.conn.execute(f"PRAGMA max_page_count = {pages}"))
+    await _sql(adb, lambda db: db.conn.execute(f"PRAGMA max_page_count = {pages}"))
     log = Events()
     recorder = Recorder(adb, _policy, log, lambda f, done: None)
     task = asyncio.create_task(recorder.run())
@@ -198,23 +211,23 @@ async def test_a_full_disk_keeps_run_ends_pending_until_space_returns(adb: Async
         await asyncio.sleep(0.05)
         recorder.retry_now()
     assert not done.done() and recorder.waiting == 1
-    assert (await _status(adb, claim.run["id"]))["status"] == "running"
+    assert (await _status(adb, claim.run.id))["status"] == "running"
     assert "full" in log.named("run.record_pending")[0]["error"]
-    await adb.run(lambda db: db.conn.execute("PRAGMA max_page_count = 1073741823"))
+    await _sql(adb, lambda db: db.conn.execute("PRAGMA max_page_count = 1073741823"))
     recorder.retry_now()
     finished = await asyncio.wait_for(done, 10)
     assert isinstance(finished, Finished) and finished.recorded
-    run = await _status(adb, claim.run["id"])
+    run = await _status(adb, claim.run.id)
     assert run["status"] == "ok" and run["shell_stdout"] == filler
     assert recorder.waiting == 0
     task.cancel()
 
 
-async def test_an_end_whose_job_was_deleted_is_not_recorded_and_breaks_nothing(adb: AsyncDatabase) -> None:
+async def test_an_end_whose_job_was_deleted_is_not_recorded_and_breaks_nothing(adb: StoreThread) -> None:
     (claim,) = await _claims(adb, 1)
-    await adb.run(job_store.delete_job, claim.job["id"])
+    await adb.run(adb.store.delete_job, claim.job.id)
     (finished,) = await adb.run(
-        finish_runs, [Finish(claim, "ok", 5, {}, delivery=Delivery("result", "telegram", "12345"))],
+        adb.store.finish_runs, [Finish(claim, "ok", 5, {}, delivery=Delivery("result", "telegram", "12345"))],
         _policy())
     assert not finished.recorded and finished.message is None
-    assert await adb.run(lambda db: db.query("SELECT * FROM messages")) == []
+    assert await _sql(adb, lambda db: db.query("SELECT * FROM messages")) == []

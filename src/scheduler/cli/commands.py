@@ -68,11 +68,10 @@ def _schedule_text(job: dict[str, Any]) -> str:
 
 
 def jobs_list(ctx: Context) -> int:
-    from scheduler.store.sqlite import jobs as job_store
 
     job_type = ctx.option("--type")
     ctx.no_extra(0, "jobs list [--type <job_type>]")
-    jobs = job_store.list_jobs(ctx.db, job_type)
+    jobs = ctx.store.list_jobs(job_type)
 
     def human() -> None:
         rows = [
@@ -97,11 +96,10 @@ def jobs_list(ctx: Context) -> int:
 
 
 def jobs_get(ctx: Context) -> int:
-    from scheduler.store.sqlite import jobs as job_store
 
     job_id = ctx.positional(0, "jobs get <id>")
     ctx.no_extra(1, "jobs get <id>")
-    ctx.out.emit(job_store.require_job(ctx.db, job_id), None)
+    ctx.out.emit(ctx.store.require_job(job_id).as_row(), None)
     return 0
 
 
@@ -172,10 +170,10 @@ def jobs_add(ctx: Context) -> int:
         ctx.out.emit({"ok": True, "dry_run": True, "valid": True, "normalized": normalized},
                      "Valid (dry run; nothing written)")
         return 0
-    job = service.create_job(ctx.db, spec, now)
+    job = service.create_job(ctx.store, spec, now)
     ctx.out.emit(
-        {"ok": True, "job": job},
-        f"Created job {job['id']} ({job['name']}); next run: {job['next_run_at'] or 'never'} UTC",
+        {"ok": True, "job": job.as_row()},
+        f"Created job {job.id} ({job.name}); next run: {job.next_run_at or 'never'} UTC",
     )
     return 0
 
@@ -205,12 +203,12 @@ def jobs_update(ctx: Context) -> int:
         patch["auth_profile"] = profile
     now = utcnow()
     if dry_run:
-        _, normalized = service.plan_update(ctx.db, job_id, patch, now)
+        _, normalized = service.plan_update(ctx.store, job_id, patch, now)
         ctx.out.emit({"ok": True, "dry_run": True, "valid": True, "normalized": normalized},
                      "Valid (dry run; nothing written)")
         return 0
-    job = service.update_job(ctx.db, job_id, patch, now)
-    ctx.out.emit({"ok": True, "job": job}, f"Updated job {job['id']} ({job['name']})")
+    job = service.update_job(ctx.store, job_id, patch, now)
+    ctx.out.emit({"ok": True, "job": job.as_row()}, f"Updated job {job.id} ({job.name})")
     return 0
 
 
@@ -220,11 +218,11 @@ def _set_enabled(ctx: Context, enabled: bool) -> int:
     verb = "enable" if enabled else "disable"
     job_id = ctx.positional(0, f"jobs {verb} <id>")
     ctx.no_extra(1, f"jobs {verb} <id>")
-    job = service.set_enabled(ctx.db, job_id, enabled, utcnow())
+    job = service.set_enabled(ctx.store, job_id, enabled, utcnow())
     ctx.out.emit(
         {"ok": True, "job_id": job_id, "enabled": enabled},
-        f"{'Enabled' if enabled else 'Disabled'} {job['name']}"
-        + (f"; next run: {job['next_run_at']} UTC" if enabled and job["next_run_at"] else ""),
+        f"{'Enabled' if enabled else 'Disabled'} {job.name}"
+        + (f"; next run: {job.next_run_at} UTC" if enabled and job.next_run_at else ""),
     )
     return 0
 
@@ -238,13 +236,12 @@ def jobs_disable(ctx: Context) -> int:
 
 
 def jobs_delete(ctx: Context) -> int:
-    from scheduler.store.sqlite import jobs as job_store
 
     job_id = ctx.positional(0, "jobs delete <id>")
     ctx.no_extra(1, "jobs delete <id>")
-    job = job_store.require_job(ctx.db, job_id)
-    job_store.delete_job(ctx.db, job_id)
-    ctx.out.emit({"ok": True, "job_id": job_id, "deleted": True}, f"Deleted {job['name']} ({job_id})")
+    job = ctx.store.require_job(job_id)
+    ctx.store.delete_job(job_id)
+    ctx.out.emit({"ok": True, "job_id": job_id, "deleted": True}, f"Deleted {job.name} ({job_id})")
     return 0
 
 
@@ -253,11 +250,11 @@ def jobs_run(ctx: Context) -> int:
 
     job_id = ctx.positional(0, "jobs run <id>")
     ctx.no_extra(1, "jobs run <id>")
-    job, dispatch = service.run_now(ctx.db, job_id, utcnow())
+    job, dispatch = service.run_now(ctx.store, job_id, utcnow())
     ctx.out.emit(
-        {"ok": True, "job_id": job["id"], "name": job["name"], "dispatch_id": dispatch["id"],
+        {"ok": True, "job_id": job.id, "name": job.name, "dispatch_id": dispatch["id"],
          "dispatch_kind": dispatch["dispatch_kind"]},
-        f"Queued for immediate run: {job['name']} (dispatch: {dispatch['id']})",
+        f"Queued for immediate run: {job.name} (dispatch: {dispatch['id']})",
     )
     return 0
 
@@ -266,17 +263,14 @@ def jobs_run(ctx: Context) -> int:
 
 
 def runs_list(ctx: Context) -> int:
-    from scheduler.store.sqlite import runs as run_store
 
     usage = "runs list <job-id> [limit]"
     job_id = ctx.positional(0, usage)
     limit = _positive_int(ctx.args[1], "limit", maximum=MAX_RUNS_LIMIT) if len(ctx.args) > 1 else 20
     ctx.no_extra(2, usage)
-    runs = run_store.list_runs(ctx.db, job_id, limit)
+    runs = ctx.store.list_runs(job_id, limit)
     if not runs:
-        from scheduler.store.sqlite import jobs as job_store
-
-        job_store.require_job(ctx.db, job_id)
+        ctx.store.require_job(job_id)
     rows = [
         {"id": r["id"][:8], "status": r["status"], "started": r["started_at"],
          "finished": r["finished_at"], "durationMs": r["duration_ms"],
@@ -288,18 +282,16 @@ def runs_list(ctx: Context) -> int:
 
 
 def runs_get(ctx: Context) -> int:
-    from scheduler.store.sqlite import runs as run_store
 
     run_id = ctx.positional(0, "runs get <run-id>")
     ctx.no_extra(1, "runs get <run-id>")
-    ctx.out.emit(run_store.require_run(ctx.db, run_id), None)
+    ctx.out.emit(ctx.store.require_run(run_id).as_row(), None)
     return 0
 
 
 def runs_output(ctx: Context) -> int:
     from pathlib import Path
 
-    from scheduler.store.sqlite import runs as run_store
 
     usage = "runs output <run-id> [stdout|stderr]"
     run_id = ctx.positional(0, usage)
@@ -307,7 +299,7 @@ def runs_output(ctx: Context) -> int:
     ctx.no_extra(2, usage)
     if kind not in ("stdout", "stderr"):
         raise UsageError(f"usage: openclaw-scheduler {usage}")
-    run = run_store.require_run(ctx.db, run_id)
+    run = ctx.store.require_run(run_id).row
     file_path = run[f"shell_{kind}_path"]
     if file_path:
         try:
@@ -325,10 +317,9 @@ def runs_output(ctx: Context) -> int:
 
 
 def runs_running(ctx: Context) -> int:
-    from scheduler.store.sqlite import runs as run_store
 
     ctx.no_extra(0, "runs running")
-    runs = run_store.running_runs(ctx.db)
+    runs = ctx.store.running_runs()
     rows = [{"id": r["id"][:8], "job": r["job_name"], "started": r["started_at"],
              "heartbeat": r["last_heartbeat"]} for r in runs]
     ctx.out.emit(runs, lambda: table(rows, ["id", "job", "started", "heartbeat"]))
@@ -336,13 +327,12 @@ def runs_running(ctx: Context) -> int:
 
 
 def runs_stale(ctx: Context) -> int:
-    from scheduler.store.sqlite import runs as run_store
 
     threshold = (
         _positive_int(ctx.args[0], "threshold-s", maximum=MAX_STALE_THRESHOLD_S) if ctx.args else 90
     )
     ctx.no_extra(1, "runs stale [threshold-s]")
-    runs = run_store.stale_runs(ctx.db, threshold, to_sqlite(utcnow()))
+    runs = ctx.store.stale_runs(threshold, to_sqlite(utcnow()))
     rows = [{"id": r["id"][:8], "job": r["job_name"], "heartbeat": r["last_heartbeat"]} for r in runs]
     ctx.out.emit(runs, lambda: table(rows, ["id", "job", "heartbeat"]))
     return 0
@@ -352,14 +342,12 @@ def runs_stale(ctx: Context) -> int:
 
 
 def idem_status(ctx: Context) -> int:
-    from scheduler.store.sqlite import idempotency
-    from scheduler.store.sqlite import jobs as job_store
 
     job_id = ctx.positional(0, "idem status <job-id>")
     ctx.no_extra(1, "idem status <job-id>")
-    entries = idempotency.for_job(ctx.db, job_id)
+    entries = ctx.store.ledger_for_job(job_id)
     if not entries:
-        job_store.require_job(ctx.db, job_id)
+        ctx.store.require_job(job_id)
     rows = [{"key": e["key"][:12] + "..", "run": (e["run_id"] or "-")[:8], "status": e["status"],
              "claimed": e["claimed_at"], "released": e["released_at"], "expires": e["expires_at"]}
             for e in entries]
@@ -368,11 +356,10 @@ def idem_status(ctx: Context) -> int:
 
 
 def idem_check(ctx: Context) -> int:
-    from scheduler.store.sqlite import idempotency
 
     key = ctx.positional(0, "idem check <key>")
     ctx.no_extra(1, "idem check <key>")
-    entry = idempotency.get(ctx.db, key)
+    entry = ctx.store.ledger_entry(key)
     if entry is None:
         ctx.out.emit({"found": False, "key": key}, "Key not found in ledger")
     else:
@@ -381,24 +368,22 @@ def idem_check(ctx: Context) -> int:
 
 
 def idem_release(ctx: Context) -> int:
-    from scheduler.store.sqlite import idempotency
 
     key = ctx.positional(0, "idem release <key>")
     ctx.no_extra(1, "idem release <key>")
-    before = idempotency.get(ctx.db, key)
+    before = ctx.store.ledger_entry(key)
     if before is not None and before["status"] == "released":
         ctx.out.emit({"ok": True, "key": key, "already_released": True}, "Key already released")
         return 0
-    idempotency.release(ctx.db, key, to_sqlite(utcnow()))
+    ctx.store.release_key(key, to_sqlite(utcnow()))
     ctx.out.emit({"ok": True, "key": key, "released": True}, f"Released idempotency key: {key[:12]}..")
     return 0
 
 
 def idem_prune(ctx: Context) -> int:
-    from scheduler.store.sqlite import idempotency
 
     ctx.no_extra(0, "idem prune")
-    pruned = idempotency.prune(ctx.db, to_sqlite(utcnow()))
+    pruned = ctx.store.prune_ledger( to_sqlite(utcnow()))
     ctx.out.emit({"ok": True, "pruned": pruned}, f"Pruned {pruned} expired idempotency entries")
     return 0
 
@@ -417,16 +402,14 @@ def _checked_text(value: str, name: str, limit: int) -> str:
 
 
 def alias_list(ctx: Context) -> int:
-    from scheduler.store.sqlite import messages
 
     ctx.no_extra(0, "alias list")
-    aliases = messages.list_aliases(ctx.db)
+    aliases = ctx.store.list_aliases()
     ctx.out.emit(aliases, lambda: table(aliases, ["alias", "channel", "target", "description"]))
     return 0
 
 
 def alias_add(ctx: Context) -> int:
-    from scheduler.store.sqlite import messages
 
     usage = "alias add <name> <channel> <target> [description]"
     name = ctx.positional(0, usage).lstrip("@")
@@ -440,7 +423,7 @@ def alias_add(ctx: Context) -> int:
         )
     if description is not None:
         _checked_text(description, "description", 256)
-    row = messages.add_alias(ctx.db, name, channel, target, description)
+    row = ctx.store.add_alias(name, channel, target, description)
     ctx.out.emit({"ok": True, "alias": row["alias"], "channel": row["channel"], "target": row["target"],
                   "description": row["description"]}, f"Added alias: @{name} -> {channel}/{target}")
     return 0
@@ -448,11 +431,10 @@ def alias_add(ctx: Context) -> int:
 
 def alias_remove(ctx: Context) -> int:
     from scheduler.errors import NotFoundError
-    from scheduler.store.sqlite import messages
 
     name = ctx.positional(0, "alias remove <name>").lstrip("@")
     ctx.no_extra(1, "alias remove <name>")
-    if not messages.remove_alias(ctx.db, name):
+    if not ctx.store.remove_alias(name):
         raise NotFoundError(f"Alias not found: {name}")
     ctx.out.emit({"ok": True, "alias": name, "removed": True}, f"Removed alias: @{name}")
     return 0
@@ -462,25 +444,24 @@ def alias_remove(ctx: Context) -> int:
 
 
 def pools_list(ctx: Context) -> int:
-    from scheduler.store.sqlite.status import pool_overview
 
     ctx.no_extra(0, "pools list")
-    rows = pool_overview(ctx.db, to_sqlite(utcnow()))
+    rows = ctx.store.pool_overview(to_sqlite(utcnow()))
     ctx.out.emit({"ok": True, "pools": rows},
                  lambda: table(rows, ["name", "capacity", "configured", "jobs", "running", "waiting"]))
     return 0
 
 
 def pools_set(ctx: Context) -> int:
-    from scheduler.store.sqlite import pools
+    from scheduler.models import pools
 
     usage = "pools set <name> <capacity>"
     name = pools.check_name(ctx.positional(0, usage))
     capacity = pools.check_capacity(
         _positive_int(ctx.positional(1, usage), "capacity", maximum=pools.MAX_CAPACITY))
     ctx.no_extra(2, usage)
-    previous = pools.get_capacity(ctx.db, name)
-    pools.set_capacity(ctx.db, name, capacity, to_sqlite(utcnow()))
+    previous = ctx.store.pool_capacity(name)
+    ctx.store.set_pool_capacity(name, capacity, to_sqlite(utcnow()))
     was = pools.DEFAULT_CAPACITY if previous is None else previous
     ctx.out.emit({"ok": True, "pool": name, "capacity": capacity, "previous_capacity": was},
                  f"Pool {name!r}: capacity {capacity} (was {was})")
@@ -489,11 +470,11 @@ def pools_set(ctx: Context) -> int:
 
 def pools_remove(ctx: Context) -> int:
     from scheduler.errors import NotFoundError
-    from scheduler.store.sqlite import pools
+    from scheduler.models import pools
 
     name = ctx.positional(0, "pools remove <name>")
     ctx.no_extra(1, "pools remove <name>")
-    if not pools.remove(ctx.db, name):
+    if not ctx.store.remove_pool(name):
         raise NotFoundError(
             f"No capacity is set for pool {name!r}; it already has the default, {pools.DEFAULT_CAPACITY}"
         )
@@ -514,11 +495,10 @@ def _pool_lines(busy: list[dict[str, Any]]) -> list[str]:
 def status(ctx: Context) -> int:
     from scheduler import paths
     from scheduler.engine.lock import probe
-    from scheduler.store.sqlite.status import overview
 
     ctx.no_extra(0, "status")
     database = paths.db_path()
-    data = {"db_path": str(database), **overview(ctx.db, 90, to_sqlite(utcnow()))}
+    data = {"db_path": str(database), **ctx.store.overview(90, to_sqlite(utcnow()))}
     data["daemon"] = probe(database)
 
     def human() -> None:
@@ -549,11 +529,10 @@ def status(ctx: Context) -> int:
 
 def version(ctx: Context) -> int:
     from scheduler import __version__
-    from scheduler.store.sqlite.status import schema_version
 
     ctx.no_extra(0, "version")
     ctx.out.emit({"ok": True, "name": "openclaw-scheduler", "version": __version__,
-                  "schema_version": schema_version(ctx.db)})
+                  "schema_version": ctx.store.schema_version()})
     return 0
 
 

@@ -13,7 +13,7 @@ from scheduler.cli.output import Output
 from scheduler.errors import ValidationError
 
 if TYPE_CHECKING:
-    from scheduler.store.sqlite.db import Database
+    from scheduler.store.api import Store
 
 
 class UsageError(ValidationError):
@@ -23,27 +23,26 @@ class UsageError(ValidationError):
 
 
 class Context:
-    __slots__ = ("_db", "args", "out")
+    __slots__ = ("_store", "args", "out")
 
     def __init__(self, out: Output, args: list[str]) -> None:
         self.out = out
         self.args = args
-        self._db: Database | None = None
+        self._store: Store | None = None
 
     @property
-    def db(self) -> Database:
-        if self._db is None:
+    def store(self) -> Store:
+        """The store of ``SCHEDULER_DB``, opened (created, migrated) on first use."""
+        if self._store is None:
             from scheduler import paths
-            from scheduler.store.sqlite.db import Database
-            from scheduler.store.sqlite.migrations import migrate
+            from scheduler.store import open_store
 
-            self._db = Database.open(paths.db_path())
-            migrate(self._db)
-        return self._db
+            self._store = open_store(paths.db_path())
+        return self._store
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
+        if self._store is not None:
+            self._store.close()
 
     def positional(self, index: int, usage: str) -> str:
         plain = [a for a in self.args if not a.startswith("--")]

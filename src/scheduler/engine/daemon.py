@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -30,15 +31,11 @@ from scheduler.errors import SchedulerError, StoreCorruptError, StoreError, Stor
 from scheduler.gateway.client import GatewayClient, resolve_token
 from scheduler.logs import get as get_logger
 from scheduler.models.enums import ANNOUNCE_MODES
-from scheduler.store.sqlite import claims as claim_store
-from scheduler.store.sqlite import idempotency, recovery
-from scheduler.store.sqlite import queue as queue_store
-from scheduler.store.sqlite import runs as run_store
-from scheduler.store.sqlite.asyncdb import AsyncDatabase
-from scheduler.store.sqlite.claims import Claim
-from scheduler.store.sqlite.db import CORRUPT_FIX, Database, Row
-from scheduler.store.sqlite.finish import Finish, Finished, FinishPolicy
-from scheduler.store.sqlite.messages import Delivery
+from scheduler.models.records import Job
+from scheduler.store import open_store
+from scheduler.store.api import WATCHDOG, Claim, Delivery, Finish, Finished, FinishPolicy, Owner, Store
+from scheduler.store.sqlite.db import CORRUPT_FIX
+from scheduler.store.thread import StoreThread
 from scheduler.strategies.agent import AgentStrategy
 from scheduler.strategies.base import DeferRun, Outcome, Strategy
 from scheduler.strategies.shell_job import ShellJobStrategy
@@ -91,7 +88,8 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.log = get_logger("scheduler.daemon")
-        self.db = AsyncDatabase(settings.db_path, synchronous=settings.sqlite_synchronous)
+        self.db = StoreThread()  # the store, opened in run(), on its own thread
+        self.owner = Owner.new()
         self.strategies: dict[str, Strategy] = {
             "shell": ShellJobStrategy(
                 shell=settings.shell,
@@ -107,7 +105,7 @@ class Daemon:
         agent = AgentStrategy(self.gateway, self.db, log=get_logger("scheduler.agent"),
                               on_gateway_down=self._gateway_went_down)
         self.strategies.update({target: agent for target in AGENT_TARGETS})
-        self.strategies[claim_store.WATCHDOG] = WatchdogStrategy(
+        self.strategies[WATCHDOG] = WatchdogStrategy(
             shell=settings.shell, env_allow=settings.shell_env_allow
         )
         self.gateway_healthy = False
@@ -133,6 +131,10 @@ class Daemon:
         self._background: set[asyncio.Task[None]] = set()
         self.clock = ClockWatch()
         self.db.observe(self._store_error_seen)
+
+    @property
+    def store(self) -> Store:
+        return self.db.store
 
     @property
     def targets(self) -> frozenset[str]:
@@ -175,7 +177,8 @@ class Daemon:
                            "db": str(database), "state": "starting"}
         self._lock = daemon_lock.acquire(database, self._lock_info)
         try:
-            await self.db.open()
+            await self.db.open(functools.partial(open_store, database,
+                                                 synchronous=self.settings.sqlite_synchronous))
             try:
                 await self._check_database()
                 self._check_token_file()
@@ -200,24 +203,28 @@ class Daemon:
 
     async def _check_database(self) -> None:
         """Refuse a damaged database before writing into it: its integrity is checked at start."""
-        problems = await self.db.run(Database.integrity_problems)
+        problems = await self.db.run(self.store.integrity_problems)
         if problems:
             path = self.settings.db_path
             raise StoreCorruptError(
                 f"{path} fails its integrity check ({problems[0]}); " + CORRUPT_FIX.format(path=path)
             )
-        self._db_identity = await self.db.run(Database.file_identity)
+        self._db_identity = await self.db.run(self.store.identity)
 
     async def _close(self) -> None:
-        """Close the gateway client and the database, each within a bound: a stuck close must not
+        """Close the gateway client and the store, each within a bound: a stuck close must not
         keep a stopping daemon alive (the exit deadline would end it anyway)."""
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.gateway.aclose(), timeout=5)
         try:
-            await asyncio.wait_for(self.db.close(checkpoint=True), timeout=STOP_DEADLINE_MARGIN_S / 2)
+            if self.db.is_open:
+                await asyncio.wait_for(self.db.run(self.store.close, checkpoint=True),
+                                       timeout=STOP_DEADLINE_MARGIN_S / 2)
         except TimeoutError:
             self.log.error("daemon.db_close_stuck", note="exiting without a clean close; SQLite "
                            "replays the WAL at the next open")
+        finally:
+            self.db.shutdown()
 
     def _set_state(self, state: str, **details: Any) -> None:
         """What `status` shows about this daemon (kept in its lock file)."""
@@ -292,31 +299,31 @@ class Daemon:
         self._fail(EXIT_INTERNAL, f"helper task {name} failed")
 
     async def _recover(self) -> None:
-        found = await self.db.run(recovery.recover_orphans, sqlite_now())
+        found = await self.db.run(self.store.recover_orphans, sqlite_now(), self.owner)
         replayed = {row["retry_of_run_id"] for row in found.replays}
         for run in found.crashed:
-            self.log.warning("run.crashed", run_id=run["id"], job_id=run["job_id"],
-                             replay=run["id"] in replayed)
+            self.log.warning("run.crashed", run_id=run.id, job_id=run.job_id, owner=run.owner,
+                             replay=run.id in replayed)
         if found.crashed:
-            killed = kill_processes_of_runs({run["id"] for run in found.crashed})
+            killed = kill_processes_of_runs({run.id for run in found.crashed})
             for pid, run_id in killed.items():
                 self.log.warning("run.orphan_killed", run_id=run_id, pid=pid)
-        for job in await self.db.run(recovery.jobs_missing_next_run):
-            await self.db.run(recovery.set_next_run, job["id"], self._next_fire_text(job))
+        for job in await self.db.run(self.store.jobs_missing_next_run):
+            await self.db.run(self.store.set_next_run, job.id, self._next_fire_text(job))
         await self._catch_up_with_a_clock_stepped_back()
-        unsupported = await self.db.run(claim_store.jobs_without_strategy, self.targets)
+        unsupported = await self.db.run(self.store.jobs_without_strategy, self.targets)
         if unsupported:
             self.log.warning(
                 "jobs.waiting_for_strategy",
                 count=len(unsupported),
-                job_ids=[j["id"] for j in unsupported[:20]],
+                job_ids=[j.id for j in unsupported[:20]],
                 note="these jobs stay due until a strategy for their target is available",
             )
-        self._data_version = await self.db.run(Database.data_version)
+        self._data_version = await self.db.run(self.store.change_token)
 
     async def _catch_up_with_a_clock_stepped_back(self) -> None:
         """Runs recorded later than now: the clock went back while no daemon watched it."""
-        latest = await self.db.run(recovery.latest_recorded_instant)
+        latest = await self.db.run(self.store.latest_recorded_instant)
         if latest is None:
             return
         behind = (from_sqlite(latest) - utcnow()).total_seconds()
@@ -325,8 +332,8 @@ class Daemon:
             await self._shift_back(behind)
 
     async def _shift_back(self, seconds: float) -> None:
-        moved = await self.db.run(recovery.shift_back_after_clock_step, seconds, sqlite_now(),
-                                  self._next_fire_after)
+        moved = await self.db.run(self.store.shift_back_after_clock_step, seconds, sqlite_now(),
+                                self._next_fire_after)
         self.log.info("clock.due_times_moved", seconds=round(seconds, 3), rows=moved)
         self.wake.set()
 
@@ -441,16 +448,16 @@ class Daemon:
     async def _claim(self, free: int) -> int:
         now_text = to_sqlite(utcnow())
         batch = await self.db.run(
-            claim_store.claim_due, now_text, free, self.targets, self._next_fire_text
+            self.store.claim_due, now_text, free, self.targets, self._next_fire_text, self.owner
         )
         for skipped in batch.skipped:
-            self.log.info("run.skipped", run_id=skipped["id"], job_id=skipped["job_id"],
-                          reason=skipped["error_message"])
+            self.log.info("run.skipped", run_id=skipped.id, job_id=skipped.job_id,
+                          reason=skipped.error_message)
         for claim in batch.claims:
             self._start(claim)
-        if batch.claims or batch.postponed:
+        if batch.claims or batch.waiting:
             self.log.debug("scheduler.claimed", runs=len(batch.claims), skipped=len(batch.skipped),
-                           postponed=batch.postponed, free_slots=free)
+                           waiting=batch.waiting, free_slots=free)
         return len(batch.claims)
 
     async def _sleep_budget(self, free: int, claimed: int) -> float:
@@ -459,7 +466,7 @@ class Daemon:
             return tick  # a finishing run sets `wake`
         if claimed:
             return 0.0  # look again at once: more may be due
-        next_due = await self.db.run(claim_store.next_due_at, self.targets)
+        next_due = await self.db.run(self.store.next_due_at, self.targets)
         if next_due is None:
             delay = tick
         else:
@@ -468,32 +475,31 @@ class Daemon:
         self.log.debug("scheduler.sleep", next_due=next_due, delay_s=round(delay, 3))
         return delay
 
-    def _next_fire_text(self, job: Row) -> str | None:
+    def _next_fire_text(self, job: Job) -> str | None:
         return self._next_fire_after(job, to_sqlite(utcnow()))
 
-    def _next_fire_after(self, job: Row, after_text: str) -> str | None:
-        expr = job["schedule_cron"]
-        if not expr:
+    def _next_fire_after(self, job: Job, after_text: str) -> str | None:
+        if not job.schedule_cron:
             return None
         try:
-            fire = cron.next_fire(str(expr), str(job["schedule_tz"] or "UTC"), from_sqlite(after_text))
+            fire = cron.next_fire(job.schedule_cron, job.schedule_tz, from_sqlite(after_text))
         except SchedulerError as exc:
-            self.log.error("job.bad_schedule", job_id=job["id"], error=str(exc))
+            self.log.error("job.bad_schedule", job_id=job.id, error=str(exc))
             return None
         return None if fire is None else to_sqlite(fire)
 
     # -- running one claim -------------------------------------------------------------------
 
     def _start(self, claim: Claim) -> None:
-        task = asyncio.create_task(self._execute(claim), name=f"run-{claim.run['id']}")
-        self.active[claim.run["id"]] = _Active(claim=claim, task=task)
+        task = asyncio.create_task(self._execute(claim), name=f"run-{claim.run.id}")
+        self.active[claim.run.id] = _Active(claim=claim, task=task)
 
     async def _execute(self, claim: Claim) -> None:
-        run_id = claim.run["id"]
+        run_id = claim.run.id
         active = self.active[run_id]
         job = claim.job
-        self.log.info("run.started", run_id=run_id, job_id=job["id"], job=job["name"], source=claim.source)
-        kind = claim_store.WATCHDOG if job["job_type"] == "watchdog" else job["session_target"]
+        self.log.info("run.started", run_id=run_id, job_id=job.id, job=job.name, source=claim.source)
+        kind = WATCHDOG if job.is_watchdog else job.session_target
         strategy = self.strategies[kind]
         work = asyncio.create_task(strategy.execute(job, claim.run))
         active.work = work
@@ -505,7 +511,7 @@ class Daemon:
         except asyncio.CancelledError:
             outcome = self._cancelled_outcome(active)
         except Exception as exc:  # a strategy bug must still end the run, never leave it running
-            self.log.exception("run.strategy_failed", run_id=run_id, job_id=job["id"])
+            self.log.exception("run.strategy_failed", run_id=run_id, job_id=job.id)
             outcome = Outcome("error", {"error_message": f"internal error: {exc}"})
         duration_ms = int((time.monotonic() - active.started) * 1000)
         try:
@@ -518,18 +524,18 @@ class Daemon:
         if active.aborted is not None:
             return Outcome("cancelled", {"error_message": f"Cancelled: {active.aborted}"})
         if active.overdue:
-            limit = int(active.claim.run["run_timeout_ms"] or 0)
+            limit = active.claim.run.run_timeout_ms
             return Outcome("timeout", {"error_message": f"Exceeded {limit}ms timeout"})
         return Outcome("cancelled", {"error_message": "Cancelled: daemon shutdown"})
 
     async def _defer(self, claim: Claim, reason: str) -> None:
         try:
-            await self.db.run(claim_store.defer_claim, claim, sqlite_now(), reason)
-            self.log.warning("run.deferred", run_id=claim.run["id"], job_id=claim.job["id"], reason=reason)
+            await self.db.run(self.store.defer_claim, claim, sqlite_now(), reason)
+            self.log.warning("run.deferred", run_id=claim.run.id, job_id=claim.job.id, reason=reason)
         except SchedulerError as exc:  # left `running`: the health check or next start ends it
-            self.log.error("run.defer_failed", run_id=claim.run["id"], error=str(exc))
+            self.log.error("run.defer_failed", run_id=claim.run.id, error=str(exc))
         finally:
-            self.active.pop(claim.run["id"], None)
+            self.active.pop(claim.run.id, None)
             self.wake.set()
 
     def _finish_of(self, claim: Claim, outcome: Outcome, duration_ms: int) -> Finish:
@@ -537,10 +543,10 @@ class Daemon:
                       delivery=_delivery_of(claim.job, outcome), remove_job=outcome.remove_job)
 
     def _log_finish(self, finish: Finish, finished: Finished) -> None:
-        run_id = finish.claim.run["id"]
+        run_id = finish.claim.run.id
         self._stale_submitted.discard(run_id)
         if not finished.recorded:
-            self.log.info("run.not_recorded", run_id=run_id, job_id=finish.claim.job["id"],
+            self.log.info("run.not_recorded", run_id=run_id, job_id=finish.claim.job.id,
                           status=finish.status,
                           reason="no running run left to end: its job was deleted (its runs went "
                           "with it), or another process ended it; nothing delivered or retried")
@@ -549,17 +555,18 @@ class Daemon:
         self.log.info(
             "run.finished",
             run_id=run_id,
-            job_id=finish.claim.job["id"],
+            job_id=finish.claim.job.id,
             status=finish.status,
             duration_ms=finish.duration_ms,
             error=finish.columns.get("error_message"),
-            next_run_at=None if job is None else job["next_run_at"],
+            next_run_at=None if job is None else job.next_run_at,
             job_removed=job is None,
             retry_at=None if finished.retry is None else finished.retry["scheduled_for"],
             delivery=None if finished.message is None else finished.message["id"],
         )
         if finished.message is not None:
             self.deliveries_ready.set()
+        self.wake.set()  # a pool place or the job itself may be free now (stale runs end here too)
 
     def _policy(self) -> FinishPolicy:
         return FinishPolicy(now_text=sqlite_now(), backoff_until=self._backoff_until,
@@ -588,7 +595,7 @@ class Daemon:
             if not self._files_still_ours():
                 return
             try:
-                version = await self.db.run(Database.data_version)
+                version = await self.db.run(self.store.change_token)
                 if version != self._data_version:
                     self._data_version = version
                     self.wake.set()
@@ -622,7 +629,7 @@ class Daemon:
         working = [rid for rid, a in self.active.items() if a.work is not None and not a.work.done()]
         if not working:
             return
-        statuses = await self.db.run(run_store.statuses, working)
+        statuses = await self.db.run(self.store.run_statuses, working)
         for run_id in working:
             status = statuses.get(run_id)
             active = self.active.get(run_id)
@@ -630,7 +637,7 @@ class Daemon:
                 continue
             active.aborted = ("its job was deleted" if status is None
                               else f"the run was ended elsewhere ({status})")
-            self.log.warning("run.aborted", run_id=run_id, job_id=active.claim.job["id"],
+            self.log.warning("run.aborted", run_id=run_id, job_id=active.claim.job.id,
                              reason=active.aborted)
             active.work.cancel()
 
@@ -645,10 +652,10 @@ class Daemon:
             self._cancel_overdue_work()
             try:
                 stale = await self.db.run(
-                    recovery.unwatched_stale_runs, self.settings.stale_threshold_s, sqlite_now(),
+                    self.store.unwatched_stale_runs, self.settings.stale_threshold_s, sqlite_now(),
                     set(self.active),
                 )
-                await self.db.run(queue_store.reap, sqlite_now())
+                await self.db.run(self.store.reap_queue, sqlite_now())
             except SchedulerError as exc:
                 self.log.warning("run.health_check_failed", error=str(exc))
                 continue
@@ -657,25 +664,25 @@ class Daemon:
 
     def _cancel_overdue_work(self) -> None:
         for active in list(self.active.values()):
-            limit_s = (active.claim.run["run_timeout_ms"] or 0) / 1000
+            limit_s = active.claim.run.run_timeout_ms / 1000
             work = active.work
             if (limit_s and not active.overdue and work is not None and not work.done()
                     and time.monotonic() - active.started > limit_s + OVERDUE_GRACE_S):
-                self.log.warning("run.overdue", run_id=active.claim.run["id"], limit_s=limit_s)
+                self.log.warning("run.overdue", run_id=active.claim.run.id, limit_s=limit_s)
                 active.overdue = True
                 work.cancel()
 
     def _end_stale_run(self, claim: Claim) -> None:
-        run_id = claim.run["id"]
+        run_id = claim.run.id
         if run_id in self._stale_submitted:
             return  # already handed to the recorder, which waits for the database
         self._stale_submitted.add(run_id)
         threshold = self.settings.stale_threshold_s
-        self.log.warning("run.stale", run_id=run_id, job_id=claim.job["id"],
-                         last_heartbeat=claim.run["last_heartbeat"])
+        self.log.warning("run.stale", run_id=run_id, job_id=claim.job.id,
+                         last_heartbeat=claim.run.last_heartbeat)
         message = f"No heartbeat for {threshold}s and no process watching the run"
         outcome = Outcome("timeout", {"error_message": message})
-        self.recorder.submit(self._finish_of(claim, outcome, _age_ms(claim.run["started_at"])))
+        self.recorder.submit(self._finish_of(claim, outcome, _age_ms(claim.run.started_at)))
 
     async def _beat_running_runs(self) -> None:
         interval = self.settings.run_heartbeat_ms / 1000
@@ -684,7 +691,7 @@ class Daemon:
             if not self.active:
                 continue
             try:
-                await self.db.run(run_store.beat, list(self.active), sqlite_now())
+                await self.db.run(self.store.beat, list(self.active), sqlite_now())
             except SchedulerError as exc:
                 self.log.warning("run.heartbeat_failed", error=str(exc))
 
@@ -721,8 +728,8 @@ class Daemon:
                 await asyncio.sleep(interval)
             first = False
             try:
-                pruned = await self.db.run(idempotency.prune, sqlite_now())
-                await self.db.run(Database.checkpoint, "PASSIVE")
+                pruned = await self.db.run(self.store.prune_ledger, sqlite_now())
+                await self.db.run(self.store.checkpoint)
             except SchedulerError as exc:
                 self.log.warning("prune.failed", error=str(exc))
                 continue
@@ -740,7 +747,7 @@ class Daemon:
             task.add_done_callback(self._background.discard)
 
     async def _confirm_corruption(self, error: StoreCorruptError) -> None:
-        problems = await self.db.run(Database.integrity_problems)
+        problems = await self.db.run(self.store.integrity_problems)
         if not problems:
             self.log.warning("db.corruption_not_confirmed", error=str(error),
                              note="the integrity check passed; going on")
@@ -760,16 +767,16 @@ def _identity(path: Any) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
-def _delivery_of(job: Row, outcome: Outcome) -> Delivery | None:
+def _delivery_of(job: Job, outcome: Outcome) -> Delivery | None:
     text = outcome.delivery_text
     if not text or not text.strip():
         return None
     if outcome.delivery_target is not None:
         channel, target = outcome.delivery_target
         return Delivery(text=text, channel=channel, target=target)
-    if job["delivery_mode"] not in ANNOUNCE_MODES:
+    if job.delivery_mode not in ANNOUNCE_MODES:
         return None
-    return Delivery(text=text, channel=job["delivery_channel"], target=job["delivery_to"])
+    return Delivery(text=text, channel=job.delivery_channel, target=job.delivery_to)
 
 
 def _age_ms(started_at: str) -> int:

@@ -18,9 +18,8 @@ from typing import Any
 from scheduler.errors import SchedulerError
 from scheduler.gateway.channels import channel_limit, chunk_message
 from scheduler.gateway.client import GatewayBusy, GatewayClient
-from scheduler.store.sqlite import messages
-from scheduler.store.sqlite.asyncdb import AsyncDatabase
-from scheduler.store.sqlite.db import Row
+from scheduler.models.records import OutboundMessage
+from scheduler.store.thread import StoreThread
 from scheduler.timeutil import from_sqlite, sqlite_now, to_sqlite, utcnow
 
 # Seconds before retry n of a delivery: 5 s, 15 s, 45 s, … capped at an hour.
@@ -35,7 +34,7 @@ def retry_delay_s(attempt: int, retry_after_s: float | None = None) -> float:
 
 
 class OutboundSender:
-    def __init__(self, db: AsyncDatabase, client: GatewayClient, ready: asyncio.Event, log: Any,
+    def __init__(self, db: StoreThread, client: GatewayClient, ready: asyncio.Event, log: Any,
                  *, idle_check_s: float = 15.0) -> None:
         self.db = db
         # A result is sent as soon as it is recorded (``ready``); this bounds how late a due
@@ -58,40 +57,41 @@ class OutboundSender:
             self.ready.clear()
 
     async def _until_next(self) -> float:
-        nxt = await self.db.run(messages.next_outbound_at)
+        nxt = await self.db.run(self.db.store.next_outbound_at)
         if nxt is None:
             return self.idle_check_s
         return max(0.05, min(self.idle_check_s, (from_sqlite(nxt) - utcnow()).total_seconds()))
 
     async def _send_due(self) -> None:
-        for message in await self.db.run(messages.due_outbound, sqlite_now()):
+        for message in await self.db.run(self.db.store.due_outbound, sqlite_now()):
             await self.send(message)
 
-    async def send(self, message: Row) -> bool:
+    async def send(self, message: OutboundMessage) -> bool:
         """Send every chunk not yet accepted; True once the whole message is delivered."""
-        chunks = chunk_message(message["body"], channel_limit(message["channel"]))
-        done = messages.chunks_sent(message)
+        store = self.db.store
+        chunks = chunk_message(message.body, channel_limit(message.channel))
+        done = message.chunks_sent
         for index in range(done, len(chunks)):
             try:
                 await self.client.send_message(
-                    text=chunks[index], channel=message["channel"], target=message["delivery_to"]
+                    text=chunks[index], channel=message.channel, target=message.delivery_to
                 )
             except SchedulerError as exc:
-                attempt = (message["delivery_attempts"] or 0) + 1
+                attempt = message.delivery_attempts + 1
                 after = exc.retry_after_s if isinstance(exc, GatewayBusy) else None
                 retry_at = to_sqlite(utcnow() + timedelta(seconds=retry_delay_s(attempt, after)))
                 if index > done:
-                    await self.db.run(messages.record_progress, message["id"], index)
+                    await self.db.run(store.record_delivery_progress, message.id, index)
                 row = await self.db.run(
-                    messages.mark_attempt_failed, message["id"], str(exc), retry_at, sqlite_now()
+                    store.mark_delivery_failed, message.id, str(exc), retry_at, sqlite_now()
                 )
-                self.log.warning("delivery.failed", message_id=message["id"], run_id=message["run_id"],
+                self.log.warning("delivery.failed", message_id=message.id, run_id=message.run_id,
                                  attempt=attempt, error=str(exc), status=row["status"],
                                  retry_at=row["next_attempt_at"])
                 return False
             if len(chunks) > 1 and index + 1 < len(chunks):
-                await self.db.run(messages.record_progress, message["id"], index + 1)
-        await self.db.run(messages.mark_delivered, message["id"], sqlite_now())
-        self.log.info("delivery.sent", message_id=message["id"], run_id=message["run_id"],
-                      channel=message["channel"], chunks=len(chunks))
+                await self.db.run(store.record_delivery_progress, message.id, index + 1)
+        await self.db.run(store.mark_delivered, message.id, sqlite_now())
+        self.log.info("delivery.sent", message_id=message.id, run_id=message.run_id,
+                      channel=message.channel, chunks=len(chunks))
         return True

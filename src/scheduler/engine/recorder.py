@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from scheduler.errors import StoreCorruptError, StoreError, StoreGoneError
-from scheduler.store.sqlite.asyncdb import AsyncDatabase
-from scheduler.store.sqlite.finish import Finish, Finished, FinishPolicy, finish_runs, record_unrecordable
+from scheduler.store.api import Finish, Finished, FinishPolicy
+from scheduler.store.thread import StoreThread
 
 # Waits between attempts at a batch the database refused for a passing reason.
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -31,7 +31,7 @@ def _retry_delay(attempt: int) -> float:
 
 
 class Recorder:
-    def __init__(self, db: AsyncDatabase, policy: Callable[[], FinishPolicy], log: Any,
+    def __init__(self, db: StoreThread, policy: Callable[[], FinishPolicy], log: Any,
                  on_recorded: Callable[[Finish, Finished], None]) -> None:
         self.db = db
         self.policy = policy
@@ -66,7 +66,7 @@ class Recorder:
         attempt = 0
         while True:
             try:
-                rows = await self.db.run(finish_runs, [f for f, _ in batch], self.policy())
+                rows = await self.db.run(self.db.store.finish_runs, [f for f, _ in batch], self.policy())
             except (StoreCorruptError, StoreGoneError):
                 raise  # the daemon stops; these runs are found `running` and crash-recovered
             except StoreError as exc:
@@ -112,8 +112,8 @@ class Recorder:
                 await self._write([pending])
             return
         finish, done = batch[0]
-        run_id = finish.claim.run["id"]
-        self.log.error("run.record_failed", run_id=run_id, job_id=finish.claim.job["id"],
+        run_id = finish.claim.run.id
+        self.log.error("run.record_failed", run_id=run_id, job_id=finish.claim.job.id,
                        error=repr(cause), exc_info=cause,
                        reaction="recorded as error without delivery, retries or job update")
         await self._write_fallback(finish, f"the run's result could not be recorded: {cause}")
@@ -124,7 +124,7 @@ class Recorder:
         attempt = 0
         while True:
             try:
-                await self.db.run(record_unrecordable, finish.claim, message[:2000],
+                await self.db.run(self.db.store.record_unrecordable, finish.claim, message[:2000],
                                   self.policy().now_text)
                 return
             except StoreError as exc:

@@ -1,1 +1,16 @@
-"""The SQLite layer: the only package in the project that speaks SQL."""
+"""Persistent state: the ``Store`` interface (``api``) and its backends (``sqlite``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scheduler.store.api import Store
+
+
+def open_store(path: Path, *, synchronous: str = "FULL") -> Store:
+    """The store for ``path``, created and migrated as needed (SQLite: the only backend yet)."""
+    from scheduler.store.sqlite.store import SqliteStore
+
+    return SqliteStore.open(path, synchronous=synchronous)

@@ -28,12 +28,9 @@ from scheduler.gateway.client import (
     GatewayUnavailable,
     canonical_session_key,
 )
-from scheduler.models.enums import ANNOUNCE_MODES
-from scheduler.store.sqlite import jobs as job_store
-from scheduler.store.sqlite import messages
-from scheduler.store.sqlite import runs as run_store
-from scheduler.store.sqlite.asyncdb import AsyncDatabase
-from scheduler.store.sqlite.db import Row
+from scheduler.models.enums import ANNOUNCE_MODES, DeliveryGuarantee, SessionTarget
+from scheduler.models.records import Job, Run
+from scheduler.store.thread import StoreThread
 from scheduler.strategies.base import DeferRun, Outcome
 from scheduler.strategies.prompt import build_prompt
 from scheduler.strategies.reply import interpret_reply
@@ -52,15 +49,15 @@ def busy_wait_s(attempt: int, retry_after_s: float | None) -> float:
     return float(min(BUSY_CAP_S, BUSY_BASE_S * 2.0 ** max(0, attempt - 1)))
 
 
-def soft_failure_text(job: Row, run: Row, content: str) -> str:
-    will_retry = (job["max_retries"] or 0) > 0 and (run["retry_count"] or 0) < (job["max_retries"] or 0)
+def soft_failure_text(job: Job, run: Run, content: str) -> str:
+    will_retry = job.max_retries > 0 and run.retry_count < job.max_retries
     label = "will retry" if will_retry else "no retries configured"
-    return f"\u26a0\ufe0f Job soft-failed ({label}): {job['name']}\n\n{content}"
+    return f"\u26a0\ufe0f Job soft-failed ({label}): {job.name}\n\n{content}"
 
 
 class AgentStrategy:
     def __init__(
-        self, client: GatewayClient, db: AsyncDatabase, *, log: Any,
+        self, client: GatewayClient, db: StoreThread, *, log: Any,
         on_gateway_down: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
@@ -68,22 +65,22 @@ class AgentStrategy:
         self.log = log
         self.on_gateway_down = on_gateway_down
 
-    def session_key(self, job: Row) -> str:
-        requested = job["preferred_session_key"]
-        if not requested and job["session_target"] == "main":
+    def session_key(self, job: Job) -> str:
+        requested = job.preferred_session_key
+        if not requested and job.session_target is SessionTarget.MAIN:
             requested = "main"
-        return canonical_session_key(job["agent_id"] or "main", requested, job["id"])
+        return canonical_session_key(job.agent_id, requested, job.id)
 
-    async def execute(self, job: Row, run: Row) -> Outcome:
-        agent_id = job["agent_id"] or "main"
+    async def execute(self, job: Job, run: Run) -> Outcome:
+        agent_id = job.agent_id
         session_key = self.session_key(job)
         prompt, meta, injected = await self._prompt(job, run, agent_id)
         columns: dict[str, Any] = {"session_key": session_key, "context_summary": json.dumps(meta)}
-        timeout_s = (run["run_timeout_ms"] or job["run_timeout_ms"] or 300000) / 1000
+        timeout_s = run.run_timeout_ms / 1000
         try:
             reply = await self._turn(job, prompt, agent_id, session_key, timeout_s)
         except GatewayUnavailable as exc:
-            if exc.may_have_started and job["delivery_guarantee"] != "at-least-once":
+            if exc.may_have_started and job.delivery_guarantee is not DeliveryGuarantee.AT_LEAST_ONCE:
                 # The gateway may have begun the turn: running it again could do the work twice,
                 # which an at-most-once job forbids. Fail it (the retry ladder still applies).
                 message = f"{exc}; not run again automatically (delivery_guarantee at-most-once)"
@@ -103,11 +100,11 @@ class AgentStrategy:
             return Outcome("timeout", {**columns, "error_message": message})
         except _Idle as idle:
             return Outcome("timeout", {**columns, "error_message": str(idle)})
-        verdict = interpret_reply(reply.content, job["delivery_mode"] or "announce")
+        verdict = interpret_reply(reply.content, job.delivery_mode)
         columns.update(summary=verdict.summary, error_message=verdict.error_message)
         if reply.session_key:
             columns["session_key"] = reply.session_key
-        self.log.info("agent.turn", run_id=run["id"], job_id=job["id"], status=verdict.status,
+        self.log.info("agent.turn", run_id=run.id, job_id=job.id, status=verdict.status,
                       sentinel=verdict.sentinel,
                       total_tokens=(reply.usage or {}).get("total_tokens"))
         delivery = None
@@ -117,27 +114,32 @@ class AgentStrategy:
 
     async def _unsee(self, message_ids: list[str]) -> None:
         """The gateway never took the prompt: its inbox messages stay for the agent's next one."""
-        await self.db.run(messages.return_to_inbox, message_ids, sqlite_now())
+        await self.db.run(self.db.store.return_to_inbox, message_ids, sqlite_now())
 
-    def _failure_delivery(self, job: Row, message: str) -> str | None:
-        if job["delivery_mode"] not in ANNOUNCE_MODES:
+    def _failure_delivery(self, job: Job, message: str) -> str | None:
+        if job.delivery_mode not in ANNOUNCE_MODES:
             return None
-        return f"\u26a0\ufe0f Job failed: {job['name']}\n\n{message}"
+        return f"\u26a0\ufe0f Job failed: {job.name}\n\n{message}"
 
-    async def _prompt(self, job: Row, run: Row, agent_id: str) -> tuple[str, dict[str, Any], list[str]]:
+    async def _prompt(self, job: Job, run: Run, agent_id: str) -> tuple[str, dict[str, Any], list[str]]:
         """The prompt, its context meta, and the ids of the inbox messages it carries."""
-        inbox = await self.db.run(messages.take_inbox, agent_id, sqlite_now())
+        store = self.db.store
+        inbox = await self.db.run(store.take_inbox, agent_id, sqlite_now())
         parent_run = parent_job = None
-        if run["triggered_by_run"]:
-            parent_run = await self.db.run(run_store.get_run, run["triggered_by_run"])
+        if run.triggered_by_run:
+            parent_run = await self.db.run(store.get_run, run.triggered_by_run)
             if parent_run is not None:
-                parent_job = await self.db.run(job_store.get_job, parent_run["job_id"])
-        prompt, meta = build_prompt(job, run, pending_messages=inbox, parent_job=parent_job,
-                                    parent_run=parent_run)
+                parent_job = await self.db.run(store.get_job, parent_run.job_id)
+        # The prompt mirrors the reference over whole rows (its JavaScript rendering of each value).
+        prompt, meta = build_prompt(
+            job.row, run.row, pending_messages=inbox,
+            parent_job=None if parent_job is None else parent_job.row,
+            parent_run=None if parent_run is None else parent_run.row,
+        )
         return prompt, meta, [str(m["id"]) for m in inbox]
 
     async def _turn(
-        self, job: Row, prompt: str, agent_id: str, session_key: str, timeout_s: float
+        self, job: Job, prompt: str, agent_id: str, session_key: str, timeout_s: float
     ) -> ChatReply:
         deadline = time.monotonic() + timeout_s
         attempt = 0
@@ -152,16 +154,16 @@ class AgentStrategy:
                 wait = busy_wait_s(attempt, busy.retry_after_s)
                 if time.monotonic() + wait >= deadline:
                     raise
-                self.log.warning("agent.gateway_busy", job_id=job["id"], attempt=attempt,
+                self.log.warning("agent.gateway_busy", job_id=job.id, attempt=attempt,
                                  wait_s=round(wait, 1), error=str(busy))
                 await asyncio.sleep(wait)
 
     async def _watched_chat(
-        self, job: Row, prompt: str, agent_id: str, session_key: str, timeout_s: float
+        self, job: Job, prompt: str, agent_id: str, session_key: str, timeout_s: float
     ) -> ChatReply:
         chat = asyncio.create_task(self.client.chat(
             message=prompt, agent_id=agent_id, session_key=session_key,
-            model_override=job["payload_model"], auth_profile=job["auth_profile"], timeout_s=timeout_s,
+            model_override=job.payload_model, auth_profile=job.auth_profile, timeout_s=timeout_s,
         ))
         watcher = asyncio.create_task(self._watch_activity(job, session_key, chat))
         try:
@@ -184,11 +186,11 @@ class AgentStrategy:
                 with contextlib.suppress(BaseException):
                     await chat
 
-    async def _watch_activity(self, job: Row, session_key: str, chat: asyncio.Task[ChatReply]) -> None:
+    async def _watch_activity(self, job: Job, session_key: str, chat: asyncio.Task[ChatReply]) -> None:
         """Cancel ``chat`` only when the gateway shows the session idle for twice
         ``payload_timeout_seconds``: found, not running, and not updated. A session the gateway
         does not list, or a failed probe, never counts as idle."""
-        idle_limit = 2 * float(job["payload_timeout_seconds"] or 120)
+        idle_limit = 2 * float(job.payload_timeout_seconds or 120)
         poll = min(MAX_ACTIVITY_POLL_S, max(1.0, idle_limit / 4))
         last_update: Any = None
         last_progress = time.monotonic()

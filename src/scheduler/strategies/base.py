@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from scheduler.store.sqlite.db import Row
+from scheduler.models.records import Job, Run
 
 
 @dataclass(frozen=True)
@@ -33,4 +33,4 @@ class DeferRun(Exception):
 
 
 class Strategy(Protocol):
-    async def execute(self, job: Row, run: Row) -> Outcome: ...
+    async def execute(self, job: Job, run: Run) -> Outcome: ...

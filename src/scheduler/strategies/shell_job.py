@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from scheduler.store.sqlite.db import Row
+from scheduler.models.records import Job, Run
 from scheduler.strategies.base import Outcome
 from scheduler.strategies.process_tree import DeferredSweeper
 from scheduler.strategies.shell import DEFAULT_CAPTURE_LIMIT, run_shell_command, scrubbed_environment
@@ -41,15 +41,15 @@ class ShellJobStrategy:
         self.env = scrubbed_environment(os.environ if environ is None else environ, env_allow)
         self.sweeper = DeferredSweeper()
 
-    async def execute(self, job: Row, run: Row) -> Outcome:
-        timeout_ms = int(run["run_timeout_ms"] or job["run_timeout_ms"] or 300000)
-        run_id = str(run["id"])
-        limits = OutputLimits.from_job(job)
+    async def execute(self, job: Job, run: Run) -> Outcome:
+        timeout_ms = run.run_timeout_ms
+        run_id = run.id
+        limits = OutputLimits.from_job(job.row)
         result = await run_shell_command(
-            str(job["payload_message"]),
+            job.payload_message,
             shell=self.shell,
             timeout_s=timeout_ms / 1000,
-            env={**self.env, JOB_ID_VARIABLE: str(job["id"])},
+            env={**self.env, JOB_ID_VARIABLE: job.id},
             run_id=run_id,
             sweeper=self.sweeper,
             capture_limit_bytes=head_limit(limits),
@@ -68,7 +68,7 @@ class ShellJobStrategy:
                                                         fields.error_message))
 
 
-def shell_announcement(job: Row, status: str, delivery_text: str, error_message: str | None) -> str | None:
+def shell_announcement(job: Job, status: str, delivery_text: str, error_message: str | None) -> str | None:
     """The reference's shell rule (§4.4): announce-always sends every result (failures prefixed),
     announce sends failures only; the output preview, or the error when there is no output."""
     if status == "cancelled":
@@ -76,9 +76,9 @@ def shell_announcement(job: Row, status: str, delivery_text: str, error_message:
     payload = delivery_text if delivery_text.strip() else (error_message or "")
     if not payload:
         return None
-    mode = job["delivery_mode"]
+    mode = job.delivery_mode
     if mode == "announce-always":
-        prefix = "" if status == "ok" else f"\u26a0\ufe0f Shell job failed: {job['name']}\n\n"
+        prefix = "" if status == "ok" else f"\u26a0\ufe0f Shell job failed: {job.name}\n\n"
         return prefix + payload
     if mode == "announce" and status != "ok":
         return payload

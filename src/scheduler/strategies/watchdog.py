@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from scheduler.store.sqlite.db import Row
+from scheduler.models.records import Job, Run
 from scheduler.strategies.base import Outcome
 from scheduler.strategies.process_tree import DeferredSweeper
 from scheduler.strategies.shell import run_shell_command, scrubbed_environment
@@ -81,11 +81,11 @@ def completion_notice(label: str, kind: str, detail: str) -> str:
     return f"\u2705 [watchdog] Task \"{label}\" completed -- watchdog disarmed\n\n{detail}"
 
 
-def stuck_alert(job: Row, command: str, reason: str, elapsed: int, stdout: str, stderr: str) -> str:
+def stuck_alert(job: Job, command: str, reason: str, elapsed: int, stdout: str, stderr: str) -> str:
     lines = [
-        f"\U0001f6a8 [watchdog] Task \"{job['watchdog_target_label']}\" appears stuck",
-        f"- Dispatched: {job['watchdog_started_at'] or 'unknown'}",
-        f"- Running for: {elapsed} minutes (threshold: {job['watchdog_timeout_min'] or '?'} min)",
+        f"\U0001f6a8 [watchdog] Task \"{job.watchdog_target_label}\" appears stuck",
+        f"- Dispatched: {job.watchdog_started_at or 'unknown'}",
+        f"- Running for: {elapsed} minutes (threshold: {job.watchdog_timeout_min or '?'} min)",
         f"- Reason: {reason}",
         f"- Check: {command.split()[0]}{' [...]' if len(command) > 80 else ''}",
     ]
@@ -103,22 +103,22 @@ class WatchdogStrategy:
         self.env = scrubbed_environment(os.environ if environ is None else environ, env_allow)
         self.sweeper = DeferredSweeper()
 
-    async def execute(self, job: Row, run: Row) -> Outcome:
-        command = str(job["watchdog_check_cmd"] or "")
+    async def execute(self, job: Job, run: Run) -> Outcome:
+        command = job.watchdog_check_cmd or ""
         if not command:
             return Outcome("error", {"error_message": "Watchdog job missing watchdog_check_cmd"})
-        timeout_ms = min(int(job["run_timeout_ms"] or 300_000), CHECK_TIMEOUT_CAP_MS)
+        timeout_ms = min(job.run_timeout_ms, CHECK_TIMEOUT_CAP_MS)
         # The run id in the check's environment lets every process it starts be found and ended.
         result = await run_shell_command(command, shell=self.shell, timeout_s=timeout_ms / 1000,
-                                         env=self.env, run_id=str(run["id"]), sweeper=self.sweeper,
+                                         env=self.env, run_id=run.id, sweeper=self.sweeper,
                                          capture_limit_bytes=CHECK_OUTPUT_LIMIT)
         stdout = result.stdout.decode("utf-8", "replace").strip()
         stderr = result.stderr.decode("utf-8", "replace").strip()
-        elapsed = elapsed_minutes(job["watchdog_started_at"])
-        limit = job["watchdog_timeout_min"]
+        elapsed = elapsed_minutes(job.watchdog_started_at)
+        limit = job.watchdog_timeout_min
         timed_out = elapsed is not None and limit is not None and elapsed >= int(limit)
         shown = elapsed or 0
-        channel, target = job["watchdog_alert_channel"], job["watchdog_alert_target"]
+        channel, target = job.watchdog_alert_channel, job.watchdog_alert_target
         alert_to = (str(channel), str(target)) if channel and target else None
 
         def alert(summary: str, text: str, *, remove: bool = False) -> Outcome:
@@ -129,8 +129,8 @@ class WatchdogStrategy:
             return Outcome("ok", {"summary": f"Watchdog check failed (transient): {stderr or stdout}"})
         ended = terminal_outcome(stdout) if result.exit_code == 0 else None
         if ended is not None:
-            text = completion_notice(str(job["watchdog_target_label"]), *ended)
-            return alert(text, text, remove=bool(job["watchdog_self_destruct"]))
+            text = completion_notice(str(job.watchdog_target_label), *ended)
+            return alert(text, text, remove=job.watchdog_self_destruct)
         if result.exit_code == 1 or timed_out:
             reason = (f"running for {shown}min (threshold: {limit}min)" if timed_out
                       else "check command reported stuck")

@@ -16,44 +16,18 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from typing import Literal
 
+from scheduler.models.records import Job, Run
+from scheduler.store.api import WATCHDOG, Claim, ClaimBatch, NextFire, Owner
 from scheduler.store.sqlite import idempotency as ledger
 from scheduler.store.sqlite import pools, queue
 from scheduler.store.sqlite.db import Database, Row
 from scheduler.timeutil import from_sqlite
 
-Source = Literal["cron", "at", "manual", "retry", "chain"]
-NextFire = Callable[[Row], str | None]
 Verdict = Literal["run", "skip", "queue", "full"]
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A run created for due work, ready for a strategy."""
-
-    run: Row
-    job: Row
-    source: Source
-    dispatch_id: str | None
-
-
-@dataclass
-class ClaimBatch:
-    claims: list[Claim] = field(default_factory=list)
-    skipped: list[Row] = field(default_factory=list)
-    waiting: int = 0  # due work left untouched: its pool is full, or its own job's run is active
-
-    @property
-    def postponed(self) -> int:
-        """The older name of ``waiting`` (the engine's debug line still uses it)."""
-        return self.waiting
-
-
-# The pseudo-target that stands for watchdog jobs, whatever their session_target.
-WATCHDOG = "watchdog"
 
 
 def _target_filter(targets: Collection[str]) -> tuple[str, list[str]]:
@@ -166,14 +140,13 @@ def next_due_at(db: Database, targets: Collection[str]) -> str | None:
     return min(due) if due else None
 
 
-def jobs_without_strategy(db: Database, targets: Collection[str]) -> list[Row]:
+def jobs_without_strategy(db: Database, targets: Collection[str]) -> list[Job]:
     """Enabled root jobs this daemon has no strategy for (they stay due, untouched)."""
     where, params = _target_filter(targets)
-    return db.query(
-        "SELECT j.id, j.session_target, j.job_type FROM jobs j "
-        f"WHERE j.enabled = 1 AND j.parent_id IS NULL AND NOT ({where})",
-        params,
+    rows = db.query(
+        f"SELECT j.* FROM jobs j WHERE j.enabled = 1 AND j.parent_id IS NULL AND NOT ({where})", params
     )
+    return [Job.from_row(row) for row in rows]
 
 
 # -- guards ------------------------------------------------------------------------------------
@@ -261,9 +234,9 @@ def _start_run(
 
 def _skip(conn: sqlite3.Connection, job: Row, now_text: str, batch: ClaimBatch, message: str,
           dispatch_id: str | None = None) -> None:
-    batch.skipped.append(
+    batch.skipped.append(Run.from_row(
         _insert_run(conn, job, now_text, status="skipped", dispatch_id=dispatch_id, message=message)
-    )
+    ))
 
 
 # -- scheduled occurrences ---------------------------------------------------------------------
@@ -292,7 +265,7 @@ def _missed_message(job: Row, scheduled: str, missed: float, load: pools.PoolLoa
 
 def _advance(conn: sqlite3.Connection, job: Row, next_fire: NextFire) -> bool:
     """Move the job past its due occurrence (compare-and-set on ``next_run_at``)."""
-    advanced = None if job["schedule_kind"] == "at" else next_fire(job)
+    advanced = None if job["schedule_kind"] == "at" else next_fire(Job.from_row(job))
     moved = conn.execute(
         "UPDATE jobs SET next_run_at = ? WHERE id = ? AND next_run_at = ? AND enabled = 1",
         (advanced, job["id"], job["next_run_at"]),
@@ -328,7 +301,8 @@ def _claim_occurrence(
     else:
         run = _start_run(conn, job, now_text, key)
         load.take(job["resource_pool"])
-        batch.claims.append(Claim(run=run, job=job, source="at" if is_at else "cron", dispatch_id=None))
+        batch.claims.append(Claim(run=Run.from_row(run), job=Job.from_row(job),
+                                  source="at" if is_at else "cron", dispatch_id=None))
 
 
 # -- queue rows --------------------------------------------------------------------------------
@@ -393,7 +367,8 @@ def _start_row_run(conn: sqlite3.Connection, row: Row, job: Row, key: str, now_t
         dispatch_id=row["id"], retry_of=row["retry_of_run_id"], replay_of=replay_of,
         triggered_by=row["source_run_id"], retry_count=retry_count,
     )
-    return Claim(run=run, job=job, source=row["dispatch_kind"], dispatch_id=row["id"])
+    return Claim(run=Run.from_row(run), job=Job.from_row(job), source=row["dispatch_kind"],
+                 dispatch_id=row["id"])
 
 
 def _claim_row(conn: sqlite3.Connection, row: Row, job: Row, now_text: str, batch: ClaimBatch,
@@ -481,10 +456,11 @@ def _due_work(conn: sqlite3.Connection, now_text: str, limit: int, targets: Coll
 
 
 def claim_due(
-    db: Database, now_text: str, limit: int, targets: Collection[str], next_fire: NextFire
+    db: Database, now_text: str, limit: int, targets: Collection[str], next_fire: NextFire,
+    owner: Owner | None = None,
 ) -> ClaimBatch:
-    """Claim up to ``limit`` runs of due work, first due first served. Work that must wait for
-    its pool is left as it is (counted in ``waiting``)."""
+    """Claim up to ``limit`` runs of due work, first due first served, for ``owner``. Work that
+    must wait for its pool is left as it is (counted in ``waiting``)."""
     batch = ClaimBatch()
     if limit <= 0:
         return batch
@@ -497,7 +473,18 @@ def claim_due(
                 _claim_occurrence(conn, item.job, now_text, next_fire, batch, load)
             else:
                 _claim_row(conn, item.row, item.job, now_text, batch, load)
+        if owner is not None and batch.claims:
+            _own(conn, batch, owner)
     return batch
+
+
+def _own(conn: sqlite3.Connection, batch: ClaimBatch, owner: Owner) -> None:
+    """Stamp the claiming instance on its new runs, in the claim's transaction."""
+    conn.executemany("UPDATE runs SET owner = ? WHERE id = ?",
+                     [(owner.text, claim.run.id) for claim in batch.claims])
+    batch.claims = [
+        replace(claim, run=Run.from_row({**claim.run.row, "owner": owner.text})) for claim in batch.claims
+    ]
 
 
 def defer_claim(db: Database, claim: Claim, now_text: str, reason: str) -> None:
@@ -505,21 +492,21 @@ def defer_claim(db: Database, claim: Claim, now_text: str, reason: str) -> None:
     released, and the work is due again in its old place (a queue row returns to ``pending``
     with its ``scheduled_for``; a scheduled occurrence puts the job's ``next_run_at`` back to
     it). Used when the gateway is down."""
-    key = claim.run["idempotency_key"]
+    key = claim.run.idempotency_key
     with db.transaction() as conn:
         conn.execute(
             "UPDATE runs SET status = 'skipped', finished_at = ?, duration_ms = 0, summary = ?, "
             "error_message = ?, idempotency_key = NULL WHERE id = ? AND status = 'running'",
-            (now_text, reason, reason, claim.run["id"]),
+            (now_text, reason, reason, claim.run.id),
         )
         if key:
             ledger.release_in(conn, key, now_text)
         if claim.dispatch_id:
             queue.release(conn, claim.dispatch_id)
-        elif claim.job["next_run_at"] is not None:
-            occurrence = claim.job["next_run_at"]
+        elif claim.job.next_run_at is not None:
+            occurrence = claim.job.next_run_at
             conn.execute(
                 "UPDATE jobs SET next_run_at = CASE WHEN next_run_at IS NULL OR next_run_at > ? "
                 "THEN ? ELSE next_run_at END WHERE id = ?",
-                (occurrence, occurrence, claim.job["id"]),
+                (occurrence, occurrence, claim.job.id),
             )

@@ -10,53 +10,15 @@ error backoff of cron jobs (reference §5.1–§5.3, computed on UTC instants, �
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
+from scheduler.models.enums import FAILED_RUN_STATUSES, RunStatus, ScheduleKind
+from scheduler.models.records import Job, Run
+from scheduler.store.api import Claim, Finish, Finished, FinishPolicy, Source
 from scheduler.store.sqlite import queue
-from scheduler.store.sqlite.claims import Claim, Source
 from scheduler.store.sqlite.db import Database, Row
-from scheduler.store.sqlite.messages import Delivery, enqueue_outbound
-from scheduler.store.sqlite.runs import FINISH_COLUMNS
-
-FAILED_STATUSES = ("error", "timeout")
-
-
-@dataclass(frozen=True)
-class Finish:
-    """The end of one run, as the engine hands it over to be recorded."""
-
-    claim: Claim
-    status: str
-    duration_ms: int
-    columns: dict[str, Any]
-    delivery: Delivery | None = None  # a result to announce, recorded with the run's end
-    remove_job: bool = False  # the job deletes itself with this run (a self-destructing watchdog)
-
-    def __post_init__(self) -> None:
-        unknown = set(self.columns) - FINISH_COLUMNS
-        if unknown:
-            raise ValueError(f"not run result columns: {sorted(unknown)}")
-
-
-@dataclass(frozen=True)
-class FinishPolicy:
-    """Times the engine computes (the store does no calendar arithmetic of its own)."""
-
-    now_text: str
-    backoff_until: Callable[[int], str]  # earliest next cron run after n consecutive errors
-    retry_at: Callable[[int], str]  # when retry number n (1-based) is due
-
-
-@dataclass(frozen=True)
-class Finished:
-    job: Row | None  # the job afterwards; None if deleted (by the user or delete_after_run)
-    retry: Row | None  # the retry queue row, when one was scheduled
-    message: Row | None = None  # the outbound delivery recorded with it
-    # False when there was no running run left to end: its job was deleted meanwhile (the run
-    # went with it) or another process already ended it. Nothing else was then written.
-    recorded: bool = True
+from scheduler.store.sqlite.messages import enqueue_outbound
 
 
 def finish_runs(db: Database, finishes: Sequence[Finish], policy: FinishPolicy) -> list[Finished]:
@@ -72,7 +34,7 @@ def _finish_one(conn: sqlite3.Connection, finish: Finish, policy: FinishPolicy) 
     ended = conn.execute(
         "UPDATE runs SET status = ?, finished_at = ?, duration_ms = ?, last_heartbeat = ?"
         f"{assignments} WHERE id = ? AND status = 'running'",
-        [finish.status, now_text, finish.duration_ms, now_text, *columns.values(), claim.run["id"]],
+        [finish.status, now_text, finish.duration_ms, now_text, *columns.values(), claim.run.id],
     )
     if ended.rowcount == 0:
         # Ending it again would deliver, retry or count it twice; a deleted job took its runs.
@@ -81,74 +43,69 @@ def _finish_one(conn: sqlite3.Connection, finish: Finish, policy: FinishPolicy) 
         queue.close(conn, claim.dispatch_id, "done", now_text)
     message = None
     if finish.delivery is not None:
-        message = enqueue_outbound(conn, finish.delivery, job=claim.job, run_id=claim.run["id"],
+        message = enqueue_outbound(conn, finish.delivery, job=claim.job, run_id=claim.run.id,
                                    now_text=now_text)
-    job = conn.execute("SELECT * FROM jobs WHERE id = ?", (claim.job["id"],)).fetchone()
+    job = _load(conn, claim.job.id)
     if job is None:
         return Finished(job=None, retry=None, message=message)
     if finish.remove_job:
-        conn.execute("DELETE FROM jobs WHERE id = ?", (job["id"],))
+        conn.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
         return Finished(job=None, retry=None, message=message)
     retry = _schedule_retry(conn, job, claim.run, finish.status, policy)
     if retry is not None:
         conn.execute(
             "UPDATE jobs SET last_run_at = ?, last_status = ?, updated_at = ? WHERE id = ?",
-            (now_text, finish.status, now_text, job["id"]),
+            (now_text, finish.status, now_text, job.id),
         )
-        return Finished(job=_reload(conn, job["id"]), retry=retry, message=message)
+        return Finished(job=_load(conn, job.id), retry=retry, message=message)
     after = _update_job_after_run(conn, job, claim.source, finish.status, policy)
     return Finished(job=after, retry=None, message=message)
 
 
 def _schedule_retry(
-    conn: sqlite3.Connection, job: Row, run: Row, status: str, policy: FinishPolicy
+    conn: sqlite3.Connection, job: Job, run: Run, status: str, policy: FinishPolicy
 ) -> Row | None:
-    if status not in FAILED_STATUSES or not job["enabled"]:
+    if status not in FAILED_RUN_STATUSES or not job.enabled:
         return None
-    current = conn.execute("SELECT retry_count FROM runs WHERE id = ?", (run["id"],)).fetchone()
-    done = (current["retry_count"] if current else run["retry_count"]) or 0
-    if done >= (job["max_retries"] or 0):
+    current = conn.execute("SELECT retry_count FROM runs WHERE id = ?", (run.id,)).fetchone()
+    done = (current["retry_count"] if current else run.retry_count) or 0
+    if done >= job.max_retries:
         return None
-    cap = job["max_queued_dispatches"] or 25
-    if queue.live_backlog(conn, job["id"]) >= cap:
+    cap = job.max_queued_dispatches
+    if queue.live_backlog(conn, job.id) >= cap:
         # The backlog cap wins and this failure is final; say so on the run, not only in a log.
         conn.execute(
             "UPDATE runs SET error_message = COALESCE(error_message || ' ', '') || ? WHERE id = ?",
-            (f"(retry {done + 1}/{job['max_retries']} not scheduled: {cap} queued runs already "
-             "wait, max_queued_dispatches)", run["id"]),
+            (f"(retry {done + 1}/{job.max_retries} not scheduled: {cap} queued runs already "
+             "wait, max_queued_dispatches)", run.id),
         )
         return None
     attempt = done + 1
     row = queue.insert(
-        conn, job["id"], "retry", policy.retry_at(attempt),
-        source_run_id=run["id"], retry_of_run_id=run["id"],
+        conn, job.id, "retry", policy.retry_at(attempt), source_run_id=run.id, retry_of_run_id=run.id,
     )
-    conn.execute("UPDATE runs SET retry_count = ? WHERE id = ?", (attempt, run["id"]))
+    conn.execute("UPDATE runs SET retry_count = ? WHERE id = ?", (attempt, run.id))
     return row
 
 
-def _reload(conn: sqlite3.Connection, job_id: str) -> Row | None:
-    row: Row | None = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    return row
+def _load(conn: sqlite3.Connection, job_id: str) -> Job | None:
+    row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return None if row is None else Job.from_row(row)
 
 
-def _ends_at_job(job: Row, source: Source) -> bool:
+def _ends_at_job(job: Job, source: Source) -> bool:
     """The run was an at-job's own occurrence (or a retry/replay of it), now finally over."""
-    return (
-        job["schedule_kind"] == "at"
-        and job["next_run_at"] is None
-        and source in ("at", "retry")
-    )
+    return job.schedule_kind is ScheduleKind.AT and job.next_run_at is None and source in ("at", "retry")
 
 
 def _update_job_after_run(
-    conn: sqlite3.Connection, job: Row, source: Source, status: str, policy: FinishPolicy
-) -> Row | None:
+    conn: sqlite3.Connection, job: Job, source: Source, status: str, policy: FinishPolicy
+) -> Job | None:
     now_text = policy.now_text
-    errors = job["consecutive_errors"] or 0
-    if status in FAILED_STATUSES:
+    errors = job.consecutive_errors
+    if status in FAILED_RUN_STATUSES:
         errors += 1
-    elif status == "ok":
+    elif status == RunStatus.OK:
         errors = 0
     patch: dict[str, Any] = {
         "last_run_at": now_text,
@@ -158,25 +115,24 @@ def _update_job_after_run(
     }
     delete = False
     if _ends_at_job(job, source):
-        if job["delete_after_run"]:
+        if job.delete_after_run:
             delete = True
         else:
             patch["enabled"] = 0
-    elif job["schedule_kind"] != "at" and job["parent_id"] is None:
-        if errors > 0 and status in FAILED_STATUSES and job["next_run_at"] is not None:
-            patch["next_run_at"] = max(job["next_run_at"], policy.backoff_until(errors))
-        if status == "ok" and job["delete_after_run"] and source == "cron":
+    elif job.schedule_kind is not ScheduleKind.AT and job.parent_id is None:
+        if errors > 0 and status in FAILED_RUN_STATUSES and job.next_run_at is not None:
+            patch["next_run_at"] = max(job.next_run_at, policy.backoff_until(errors))
+        if status == RunStatus.OK and job.delete_after_run and source == "cron":
             delete = True
-        queued = job["queued_count"] or 0
-        if queued > 0 and not delete:
-            patch["queued_count"] = queued - 1
+        if job.queued_count > 0 and not delete:
+            patch["queued_count"] = job.queued_count - 1
             patch["next_run_at"] = now_text
     if delete:
-        conn.execute("DELETE FROM jobs WHERE id = ?", (job["id"],))
+        conn.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
         return None
     assignments = ", ".join(f"{name} = ?" for name in patch)
-    conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*patch.values(), job["id"]])
-    return _reload(conn, job["id"])
+    conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*patch.values(), job.id])
+    return _load(conn, job.id)
 
 
 def record_unrecordable(db: Database, claim: Claim, message: str, now_text: str) -> bool:
@@ -187,7 +143,7 @@ def record_unrecordable(db: Database, claim: Claim, message: str, now_text: str)
         ended = conn.execute(
             "UPDATE runs SET status = 'error', finished_at = ?, last_heartbeat = ?, error_message = ?, "
             "duration_ms = COALESCE(duration_ms, 0) WHERE id = ? AND status = 'running'",
-            (now_text, now_text, message, claim.run["id"]),
+            (now_text, now_text, message, claim.run.id),
         ).rowcount
         if ended and claim.dispatch_id:
             queue.close(conn, claim.dispatch_id, "done", now_text)

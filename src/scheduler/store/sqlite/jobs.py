@@ -7,6 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 from scheduler.errors import NotFoundError, StoreConstraintError, ValidationError
+from scheduler.models.records import Job
 from scheduler.store.sqlite.db import Database, Row
 from scheduler.store.sqlite.migrations import _expected_columns
 
@@ -36,7 +37,7 @@ def _explain_integrity(exc: StoreConstraintError) -> ValidationError:
     return ValidationError(f"the job violates a database constraint: {text.split(': ', 1)[-1]}")
 
 
-def insert_job(db: Database, row: Mapping[str, Any]) -> Row:
+def insert_job(db: Database, row: Mapping[str, Any]) -> Job:
     _check_columns(row, allow_immutable=True)
     names = list(row)
     sql = (
@@ -54,11 +55,12 @@ def insert_job(db: Database, row: Mapping[str, Any]) -> Row:
     return require_job(db, str(row["id"]))
 
 
-def get_job(db: Database, job_id: str) -> Row | None:
-    return db.query_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+def get_job(db: Database, job_id: str) -> Job | None:
+    row = db.query_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    return None if row is None else Job.from_row(row)
 
 
-def require_job(db: Database, job_id: str) -> Row:
+def require_job(db: Database, job_id: str) -> Job:
     job = get_job(db, job_id)
     if job is None:
         raise NotFoundError(f"Job not found: {job_id}")
@@ -73,7 +75,7 @@ def list_jobs(db: Database, job_type: str | None = None) -> list[Row]:
     )
 
 
-def update_job(db: Database, job_id: str, columns: Mapping[str, Any], now_text: str) -> Row:
+def update_job(db: Database, job_id: str, columns: Mapping[str, Any], now_text: str) -> Job:
     """Apply a validated patch; ``updated_at`` is stamped. A patch that disables the job also
     cancels its pending retries and chained runs, in the same transaction. Raises NotFoundError."""
     _check_columns(columns, allow_immutable=False)

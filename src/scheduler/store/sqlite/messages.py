@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from dataclasses import dataclass
-from typing import Any
 
+from scheduler.models.records import Job, OutboundMessage, parse_metadata
+from scheduler.store.api import Delivery
 from scheduler.store.sqlite.db import Database, Row
 
 OUTBOUND = "@outbound"
@@ -26,15 +26,6 @@ _KIND_RANK = (
     "CASE kind WHEN 'constraint' THEN 0 WHEN 'decision' THEN 1 WHEN 'fact' THEN 2 "
     "WHEN 'task' THEN 3 WHEN 'preference' THEN 4 ELSE 5 END"
 )
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """A result to announce: the text and the job's (unresolved) target."""
-
-    text: str
-    channel: str | None
-    target: str | None
 
 
 def resolve_target(conn: sqlite3.Connection, channel: str | None, target: str | None) -> tuple[
@@ -52,7 +43,7 @@ def resolve_target(conn: sqlite3.Connection, channel: str | None, target: str | 
 
 
 def enqueue_outbound(
-    conn: sqlite3.Connection, delivery: Delivery, *, job: Row, run_id: str, now_text: str
+    conn: sqlite3.Connection, delivery: Delivery, *, job: Job, run_id: str, now_text: str
 ) -> Row:
     """Record an outbound result inside the caller's transaction. An unknown alias is recorded
     as ``failed`` with the reason (the reference sent it to the literal ``@name``, §17 #17)."""
@@ -63,8 +54,8 @@ def enqueue_outbound(
         "status, last_error, created_at, job_id, run_id, metadata, next_attempt_at) "
         "VALUES (?, ?, ?, 'result', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            message_id, SENDER, OUTBOUND, (job["name"] or "")[:100], delivery.text, channel, target,
-            "failed" if problem else "pending", problem, now_text, job["id"], run_id,
+            message_id, SENDER, OUTBOUND, job.name[:100], delivery.text, channel, target,
+            "failed" if problem else "pending", problem, now_text, job.id, run_id,
             json.dumps({"chunks_sent": 0, "requested_to": delivery.target}), now_text,
         ),
     )
@@ -72,12 +63,13 @@ def enqueue_outbound(
     return row
 
 
-def due_outbound(db: Database, now_text: str, limit: int = 50) -> list[Row]:
-    return db.query(
+def due_outbound(db: Database, now_text: str, limit: int = 50) -> list[OutboundMessage]:
+    rows = db.query(
         "SELECT * FROM messages WHERE to_agent = ? AND status = 'pending' "
         "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) ORDER BY created_at LIMIT ?",
         (OUTBOUND, now_text, limit),
     )
+    return [OutboundMessage.from_row(row) for row in rows]
 
 
 def next_outbound_at(db: Database) -> str | None:
@@ -89,25 +81,11 @@ def next_outbound_at(db: Database) -> str | None:
     return None if value is None else str(value)
 
 
-def _metadata(raw: str | None) -> dict[str, Any]:
-    """A message's ``metadata`` JSON as a dict ({} when absent or not an object)."""
-    try:
-        loaded = json.loads(raw or "{}")
-    except ValueError:
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
-
-
-def chunks_sent(message: Row) -> int:
-    value = _metadata(message["metadata"]).get("chunks_sent", 0)
-    return value if isinstance(value, int) else 0
-
-
 def record_progress(db: Database, message_id: str, sent: int) -> None:
     """Chunks the gateway accepted so far: a retry resumes after them."""
     with db.transaction() as conn:
         row = conn.execute("SELECT metadata FROM messages WHERE id = ?", (message_id,)).fetchone()
-        meta = _metadata(row["metadata"] if row is not None else None)
+        meta = parse_metadata(row["metadata"] if row is not None else None)
         meta["chunks_sent"] = sent
         conn.execute("UPDATE messages SET metadata = ? WHERE id = ?", (json.dumps(meta), message_id))
 

@@ -11,15 +11,10 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
-from scheduler.errors import ValidationError
+from scheduler.models.pools import DEFAULT_CAPACITY, check_capacity, check_name
+
+__all__ = ["DEFAULT_CAPACITY", "PoolLoad", "full_pools", "get_capacity", "remove", "set_capacity"]
 from scheduler.store.sqlite.db import Database
-
-DEFAULT_CAPACITY = 1
-# A bound, so that the number is always one SQLite and every report can hold (and a typo like
-# 10000000 is caught); far above any machine's useful parallelism.
-MAX_CAPACITY = 10_000
-MAX_NAME_LENGTH = 128  # the same limit as the job field resource_pool
-
 
 # Running runs per pool. It walks the pooled jobs (idx_jobs_pool; CROSS JOIN keeps that order)
 # and their running runs (idx_runs_running_job), so its cost grows with the pooled jobs, not
@@ -88,25 +83,6 @@ class PoolLoad:
 
 
 # -- capacities (the CLI's `pools` commands) ------------------------------------------------------
-
-
-def check_name(name: str) -> str:
-    """A pool name as jobs write it: 1-128 characters, not blank, no control characters."""
-    if (not name.strip() or len(name) > MAX_NAME_LENGTH
-            or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name)):
-        raise ValidationError(
-            f"pool name must be 1-{MAX_NAME_LENGTH} printable characters (the job's resource_pool), "
-            f"got {name!r}"
-        )
-    return name
-
-
-def check_capacity(capacity: int) -> int:
-    if not DEFAULT_CAPACITY <= capacity <= MAX_CAPACITY:
-        raise ValidationError(
-            f"pool capacity must be a whole number from 1 to {MAX_CAPACITY}, got {capacity}"
-        )
-    return capacity
 
 
 def get_capacity(db: Database, name: str) -> int | None:

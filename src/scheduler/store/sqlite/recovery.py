@@ -8,33 +8,32 @@ is not run again (an at-job whose only occurrence crashed is disabled).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from collections.abc import Collection
 from datetime import timedelta
 
+from scheduler.models.records import Job, Run
+from scheduler.store.api import Claim, NextFireAfter, Owner, Recovery, Source
 from scheduler.store.sqlite import idempotency as ledger
 from scheduler.store.sqlite import queue
-from scheduler.store.sqlite.claims import Claim, Source
-from scheduler.store.sqlite.db import Database, Row
+from scheduler.store.sqlite.db import Database
 from scheduler.timeutil import from_sqlite, to_sqlite
 
 CRASH_MESSAGE = "the daemon stopped while this run was in progress (found at start-up)"
 
 
-@dataclass
-class Recovery:
-    crashed: list[Row] = field(default_factory=list)
-    replays: list[Row] = field(default_factory=list)  # queue rows scheduled to replay crashed runs
-
-
-def recover_orphans(db: Database, now_text: str) -> Recovery:
-    """Call with the single-instance lock held, before claiming anything."""
+def recover_orphans(db: Database, now_text: str, owner: Owner | None = None) -> Recovery:
+    """Call with the single-instance lock held, before claiming anything: every instance but
+    ``owner`` (this daemon) is gone, so their running runs crashed. (Runs of the reference's
+    daemon, and of old versions of ours, have no owner.)"""
     result = Recovery()
+    mine = "" if owner is None else owner.text
     with db.transaction() as conn:
         orphans = conn.execute(
             "SELECT r.*, j.schedule_kind AS job_schedule_kind, j.next_run_at AS job_next_run_at, "
             "j.delivery_guarantee AS job_guarantee, j.enabled AS job_enabled "
-            "FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.status = 'running' ORDER BY r.started_at"
+            "FROM runs r JOIN jobs j ON j.id = r.job_id WHERE r.status = 'running' "
+            "AND (r.owner IS NULL OR r.owner != ?) ORDER BY r.started_at",
+            (mine,),
         ).fetchall()
         for run in orphans:
             conn.execute(
@@ -62,17 +61,18 @@ def recover_orphans(db: Database, now_text: str) -> Recovery:
                 + " WHERE id = ?",
                 (now_text, now_text, run["job_id"]),
             )
-            result.crashed.append(run)
+            result.crashed.append(Run.from_row(run))
     queue.reap(db, now_text)
     return result
 
 
-def jobs_missing_next_run(db: Database) -> list[Row]:
+def jobs_missing_next_run(db: Database) -> list[Job]:
     """Enabled root cron jobs with no next run (a reference DB can hold these)."""
-    return db.query(
+    rows = db.query(
         "SELECT * FROM jobs WHERE enabled = 1 AND parent_id IS NULL AND next_run_at IS NULL "
         "AND schedule_kind = 'cron' AND schedule_cron IS NOT NULL"
     )
+    return [Job.from_row(row) for row in rows]
 
 
 def set_next_run(db: Database, job_id: str, next_run_at: str | None) -> None:
@@ -97,14 +97,11 @@ def unwatched_stale_runs(
         job = db.query_one("SELECT * FROM jobs WHERE id = ?", (run["job_id"],))
         if job is None:
             continue
-        source: Source = run["dispatch_kind"] or ("at" if job["schedule_kind"] == "at" else "cron")
-        run.pop("dispatch_kind", None)
-        claims.append(Claim(run=run, job=job, source=source, dispatch_id=run["dispatch_queue_id"]))
+        source: Source = run.pop("dispatch_kind", None) or (
+            "at" if job["schedule_kind"] == "at" else "cron")
+        claims.append(Claim(run=Run.from_row(run), job=Job.from_row(job), source=source,
+                            dispatch_id=run["dispatch_queue_id"]))
     return claims
-
-
-# The next fire time of a cron job strictly after an instant (stored UTC text), or None.
-NextFireAfter = Callable[[Row, str], str | None]
 
 
 def _earlier_by(value: str, seconds: float, floor: str) -> str:
@@ -130,7 +127,7 @@ def shift_back_after_clock_step(
         ).fetchall()
         for job in jobs:
             start = _earlier_by(job["next_run_at"], seconds, now_text)
-            fire = next_fire_after(job, to_sqlite(from_sqlite(start) - timedelta(seconds=1)))
+            fire = next_fire_after(Job.from_row(job), to_sqlite(from_sqlite(start) - timedelta(seconds=1)))
             if fire is not None and fire < job["next_run_at"]:
                 conn.execute("UPDATE jobs SET next_run_at = ? WHERE id = ?", (fire, job["id"]))
                 moved += 1

@@ -5,35 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from scheduler.errors import NotFoundError
+from scheduler.models.records import Run
 from scheduler.store.sqlite.db import Database, Row
 
 TERMINAL_STATUSES = ("ok", "error", "timeout", "skipped", "cancelled", "crashed")
-# Run columns a strategy may set when it finishes a run.
-FINISH_COLUMNS = frozenset(
-    {
-        "summary",
-        "error_message",
-        "shell_exit_code",
-        "shell_signal",
-        "shell_timed_out",
-        "shell_stdout",
-        "shell_stderr",
-        "shell_stdout_path",
-        "shell_stderr_path",
-        "shell_stdout_bytes",
-        "shell_stderr_bytes",
-        "context_summary",
-        "session_key",
-        "session_id",
-    }
-)
 
 
-def get_run(db: Database, run_id: str) -> Row | None:
-    return db.query_one("SELECT * FROM runs WHERE id = ?", (run_id,))
+def get_run(db: Database, run_id: str) -> Run | None:
+    row = db.query_one("SELECT * FROM runs WHERE id = ?", (run_id,))
+    return None if row is None else Run.from_row(row)
 
 
-def require_run(db: Database, run_id: str) -> Row:
+def require_run(db: Database, run_id: str) -> Run:
     run = get_run(db, run_id)
     if run is None:
         raise NotFoundError(f"Run not found: {run_id}")

@@ -155,7 +155,8 @@ CREATE TABLE IF NOT EXISTS runs (
   authorization_decision TEXT DEFAULT NULL,
   authorization_proof_verification TEXT DEFAULT NULL,
   evidence_record TEXT DEFAULT NULL,
-  credential_handoff_summary TEXT DEFAULT NULL
+  credential_handoff_summary TEXT DEFAULT NULL,
+  owner TEXT DEFAULT NULL -- ours: the daemon instance running it, '<instance id>@<host>'
 );
 CREATE INDEX IF NOT EXISTS idx_runs_job_id ON runs(job_id);
 CREATE INDEX IF NOT EXISTS idx_runs_status ON runs(status) WHERE status = 'running';

@@ -1,0 +1,207 @@
+"""The store's interface: every operation of the engine and the CLI on persistent state.
+
+The engine and the CLI see only this module (``Store`` and the value types below). The SQLite
+implementation lives in ``store/sqlite/`` and is the only code that speaks SQL; a second backend
+implements the same protocol, and ``tests/test_store_contract.py`` holds every backend to it.
+
+The methods are synchronous: the CLI calls them directly (a command must start in a few tens of
+milliseconds), and the daemon runs them on one dedicated thread (``store.thread.StoreThread``).
+Instants cross the interface as stored UTC text, ``YYYY-MM-DD HH:MM:SS``; rows as typed records.
+Every error a method raises is a ``StoreError`` subclass (``scheduler.errors``).
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from scheduler.models.records import Job, OutboundMessage, Run
+
+Source = Literal["cron", "at", "manual", "retry", "chain"]
+# The next fire time of a cron job after now, as stored text (None: it never fires again).
+NextFire = Callable[[Job], str | None]
+# The next fire time of a cron job strictly after an instant (stored text), or None.
+NextFireAfter = Callable[[Job, str], str | None]
+Row = dict[str, Any]
+
+# The pseudo-target that stands for watchdog jobs, whatever their session_target.
+WATCHDOG = "watchdog"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The daemon instance that claims and runs work: recorded on every run it starts, so that
+    recovery touches only the runs of instances that are gone."""
+
+    instance: str
+    host: str
+
+    @classmethod
+    def new(cls) -> Owner:
+        return cls(instance=str(uuid.uuid4()), host=socket.gethostname())
+
+    @property
+    def text(self) -> str:
+        """As stored in ``runs.owner``: ``<instance id>@<host>``."""
+        return f"{self.instance}@{self.host}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run created for due work, ready for a strategy."""
+
+    run: Run
+    job: Job
+    source: Source
+    dispatch_id: str | None
+
+
+@dataclass
+class ClaimBatch:
+    claims: list[Claim] = field(default_factory=list)
+    skipped: list[Run] = field(default_factory=list)
+    waiting: int = 0  # due work left untouched: its pool is full, or its own job's run is active
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A result to announce: the text and the job's (unresolved) target."""
+
+    text: str
+    channel: str | None
+    target: str | None
+
+
+# Run columns a strategy may set when it finishes a run.
+FINISH_COLUMNS = frozenset({
+    "summary", "error_message", "shell_exit_code", "shell_signal", "shell_timed_out",
+    "shell_stdout", "shell_stderr", "shell_stdout_path", "shell_stderr_path", "shell_stdout_bytes",
+    "shell_stderr_bytes", "context_summary", "session_key", "session_id",
+})
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The end of one run, as the engine hands it over to be recorded."""
+
+    claim: Claim
+    status: str
+    duration_ms: int
+    columns: dict[str, Any]
+    delivery: Delivery | None = None  # a result to announce, recorded with the run's end
+    remove_job: bool = False  # the job deletes itself with this run (a self-destructing watchdog)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.columns) - FINISH_COLUMNS
+        if unknown:
+            raise ValueError(f"not run result columns: {sorted(unknown)}")
+
+
+@dataclass(frozen=True)
+class FinishPolicy:
+    """Times the engine computes (the store does no calendar arithmetic of its own)."""
+
+    now_text: str
+    backoff_until: Callable[[int], str]  # earliest next cron run after n consecutive errors
+    retry_at: Callable[[int], str]  # when retry number n (1-based) is due
+
+
+@dataclass(frozen=True)
+class Finished:
+    job: Job | None  # the job afterwards; None if deleted (by the user or delete_after_run)
+    retry: Row | None  # the retry queue row, when one was scheduled
+    message: Row | None = None  # the outbound delivery recorded with it
+    # False when there was no running run left to end: its job was deleted meanwhile (the run
+    # went with it) or another process already ended it. Nothing else was then written.
+    recorded: bool = True
+
+
+@dataclass
+class Recovery:
+    crashed: list[Run] = field(default_factory=list)
+    replays: list[Row] = field(default_factory=list)  # queue rows scheduled to replay crashed runs
+
+
+class Store(Protocol):
+    """Everything the engine and the CLI do with persistent state."""
+
+    # -- the database itself -------------------------------------------------------------------
+    def close(self, *, checkpoint: bool = False) -> None:
+        """Close; with ``checkpoint``, leave the database compact (a stopping daemon)."""
+    def change_token(self) -> int:
+        """Changes whenever another process commits: the daemon's cue that the CLI wrote."""
+    def integrity_problems(self) -> list[str]: ...
+    def identity(self) -> tuple[int, int] | None:
+        """What names the database the daemon opened (a file's device and inode)."""
+    def checkpoint(self) -> None: ...
+    def schema_version(self) -> int | None: ...
+
+    # -- claiming due work ---------------------------------------------------------------------
+    def claim_due(self, now: str, limit: int, targets: Collection[str], next_fire: NextFire,
+                  owner: Owner) -> ClaimBatch: ...
+    def next_due_at(self, targets: Collection[str]) -> str | None: ...
+    def defer_claim(self, claim: Claim, now: str, reason: str) -> None: ...
+    def jobs_without_strategy(self, targets: Collection[str]) -> list[Job]: ...
+
+    # -- recording run endings -----------------------------------------------------------------
+    def finish_runs(self, finishes: Sequence[Finish], policy: FinishPolicy) -> list[Finished]: ...
+    def record_unrecordable(self, claim: Claim, message: str, now: str) -> bool: ...
+
+    # -- liveness and recovery -----------------------------------------------------------------
+    def beat(self, run_ids: Collection[str], now: str) -> None: ...
+    def run_statuses(self, run_ids: Collection[str]) -> dict[str, str]: ...
+    def recover_orphans(self, now: str, owner: Owner) -> Recovery:
+        """End as ``crashed`` the running runs of instances that are gone (on one host: every
+        instance but ``owner``, whose single-instance lock is held)."""
+    def unwatched_stale_runs(self, threshold_s: int, now: str,
+                             watched: Collection[str]) -> list[Claim]: ...
+    def reap_queue(self, now: str) -> int: ...
+    def jobs_missing_next_run(self) -> list[Job]: ...
+    def set_next_run(self, job_id: str, next_run_at: str | None) -> None: ...
+    def shift_back_after_clock_step(self, seconds: float, now: str,
+                                    next_fire_after: NextFireAfter) -> int: ...
+    def latest_recorded_instant(self) -> str | None: ...
+
+    # -- outbound results and inboxes ----------------------------------------------------------
+    def due_outbound(self, now: str, limit: int = 50) -> list[OutboundMessage]: ...
+    def next_outbound_at(self) -> str | None: ...
+    def record_delivery_progress(self, message_id: str, chunks_sent: int) -> None: ...
+    def mark_delivered(self, message_id: str, now: str) -> None: ...
+    def mark_delivery_failed(self, message_id: str, error: str, retry_at: str | None,
+                             now: str) -> Row: ...
+    def take_inbox(self, agent_id: str, now: str, limit: int = 5) -> list[Row]: ...
+    def return_to_inbox(self, message_ids: list[str], now: str) -> None: ...
+
+    # -- jobs and runs -------------------------------------------------------------------------
+    def insert_job(self, row: Mapping[str, Any]) -> Job: ...
+    def get_job(self, job_id: str) -> Job | None: ...
+    def require_job(self, job_id: str) -> Job: ...
+    def list_jobs(self, job_type: str | None = None) -> list[Row]: ...
+    def update_job(self, job_id: str, columns: Mapping[str, Any], now: str) -> Job: ...
+    def delete_job(self, job_id: str) -> None: ...
+    def get_run(self, run_id: str) -> Run | None: ...
+    def require_run(self, run_id: str) -> Run: ...
+    def list_runs(self, job_id: str, limit: int) -> list[Row]: ...
+    def running_runs(self) -> list[Row]: ...
+    def stale_runs(self, threshold_s: int, now: str) -> list[Row]: ...
+    def enqueue_dispatch(self, job_id: str, kind: str, scheduled_for: str, *,
+                         backlog_cap: int | None = None) -> Row | None: ...
+
+    # -- the idempotency ledger ----------------------------------------------------------------
+    def ledger_for_job(self, job_id: str, limit: int = 20) -> list[Row]: ...
+    def ledger_entry(self, key: str) -> Row | None: ...
+    def release_key(self, key: str, now: str) -> Row: ...
+    def prune_ledger(self, now: str) -> int: ...
+
+    # -- delivery aliases, resource pools, status ------------------------------------------------
+    def list_aliases(self) -> list[Row]: ...
+    def add_alias(self, alias: str, channel: str, target: str, description: str | None) -> Row: ...
+    def remove_alias(self, alias: str) -> bool: ...
+    def pool_capacity(self, name: str) -> int | None: ...
+    def set_pool_capacity(self, name: str, capacity: int, now: str) -> None: ...
+    def remove_pool(self, name: str) -> bool: ...
+    def pool_overview(self, now: str) -> list[Row]: ...
+    def overview(self, stale_threshold_s: int, now: str) -> dict[str, Any]: ...
