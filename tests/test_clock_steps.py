@@ -18,7 +18,8 @@ import pytest
 
 from conftest import shell_job, wait_until
 from scheduler.engine.clock import ClockWatch
-from scheduler.models.job import new_job_row, validate_job_spec
+from scheduler.models.job import new_job_row
+from scheduler.models.validation import validate_job_spec
 from scheduler.store import claims as claim_store
 from scheduler.store import jobs as job_store
 from scheduler.store import queue, recovery
@@ -99,6 +100,7 @@ def test_a_step_back_brings_due_times_back_and_frees_the_repeated_stretch(store:
     assert after["next_run_at"] == _at(60)
     (row,) = store.query("SELECT scheduled_for FROM job_dispatch_queue WHERE id = ?", (retry["id"],))
     assert row["scheduled_for"] == _at(30)
+    store.conn.execute("UPDATE job_dispatch_queue SET status = 'cancelled' WHERE id = ?", (retry["id"],))
     # 13:00 comes round again an hour later: a new occurrence, not "already claimed".
     store.conn.execute("UPDATE jobs SET next_run_at = ? WHERE id = ?", (_at(3600), job["id"]))
     again = claim_store.claim_due(store, _at(3600), 10, {"shell"}, lambda j: _at(3660))

@@ -14,7 +14,8 @@ import pytest
 from scheduler.engine import supervisor as supervision
 from scheduler.engine.recorder import Recorder
 from scheduler.engine.supervisor import OnFailure, Supervisor
-from scheduler.models.job import new_job_row, validate_job_spec
+from scheduler.models.job import new_job_row
+from scheduler.models.validation import validate_job_spec
 from scheduler.store import claims as claim_store
 from scheduler.store import jobs as job_store
 from scheduler.store.asyncdb import AsyncDatabase

@@ -560,6 +560,7 @@ class Daemon:
         )
         if finished.message is not None:
             self.deliveries_ready.set()
+        self.wake.set()  # a pool place or the job itself may be free now (stale runs end here too)
 
     def _policy(self) -> FinishPolicy:
         return FinishPolicy(now_text=sqlite_now(), backoff_until=self._backoff_until,
