@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import kill_quietly, pids_with_marker, process_alive
+from scheduler.models.records import Job, Run
 from scheduler.strategies.process_tree import (
     DeferredSweeper,
     ProcessInfo,
@@ -235,10 +236,11 @@ async def test_watchdog_check_leaves_nothing_behind(tmp_path: Path, cleanup) -> 
     pidfile = tmp_path / "check.pid"
     strategy = WatchdogStrategy(shell=SHELL, environ=ENV)
     strategy.sweeper.interval_s = 0.05
-    job = {"watchdog_check_cmd": f"(setsid sleep {mark} >/dev/null 2>&1 & echo $! > {pidfile}); exit 0",
-           "run_timeout_ms": 10000, "watchdog_started_at": None, "watchdog_timeout_min": None,
-           "watchdog_alert_channel": None, "watchdog_alert_target": None,
-           "watchdog_target_label": "t", "watchdog_self_destruct": 0}
-    outcome = await strategy.execute(job, {"id": f"test-{mark}"})
+    job = Job.from_row({
+        "id": f"job-{mark}", "job_type": "watchdog", "run_timeout_ms": 10000,
+        "watchdog_check_cmd": f"(setsid sleep {mark} >/dev/null 2>&1 & echo $! > {pidfile}); exit 0",
+        "watchdog_started_at": None, "watchdog_timeout_min": None, "watchdog_alert_channel": None,
+        "watchdog_alert_target": None, "watchdog_target_label": "t", "watchdog_self_destruct": 0})
+    outcome = await strategy.execute(job, Run.from_row({"id": f"test-{mark}"}))
     assert outcome.status == "ok"
     assert await _gone(await _read_pids(pidfile)), "the check's daemonized child outlived the run"

@@ -133,14 +133,14 @@ def _receipt(conn: sqlite3.Connection, message_id: str, event: str, actor: str, 
 
 def take_inbox(db: Database, agent_id: str, now_text: str, limit: int = 5) -> list[Row]:
     """Up to ``limit`` pending messages addressed to ``agent_id`` (or ``broadcast``) for injection
-    into its next prompt, marked ``delivered``. Outbound results are never addressed to an agent,
-    so they can never be taken here."""
+    into its next prompt, marked ``delivered``. Outbound results are addressed to no agent, and
+    are never taken here, even by a job whose agent_id is ``@outbound``."""
     with db.transaction() as conn:
         rows = conn.execute(
-            "SELECT * FROM messages WHERE (to_agent = ? OR to_agent = 'broadcast') "
+            "SELECT * FROM messages WHERE (to_agent = ? OR to_agent = 'broadcast') AND to_agent != ? "
             "AND status = 'pending' AND (expires_at IS NULL OR expires_at > ?) "
             f"ORDER BY {_KIND_RANK}, priority DESC, created_at LIMIT ?",
-            (agent_id, now_text, limit),
+            (agent_id, OUTBOUND, now_text, limit),
         ).fetchall()
         for row in rows:
             conn.execute(
