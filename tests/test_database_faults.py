@@ -254,10 +254,19 @@ def test_a_second_sigint_ends_the_daemon_at_once(cli, daemon) -> None:
     wait_until(lambda: not pids_with_marker(mark), timeout=5, message="the job's process killed")
 
 
-def test_status_reads_the_daemon_state(cli, daemon) -> None:
+def test_status_reads_the_daemon_state_and_its_runs_name_it(cli, daemon, db) -> None:
+    import socket
+
     d = daemon()
     code, out, _, _ = cli("status")
     assert code == 0 and out["daemon"]["running"] and out["daemon"]["state"] == "serving"
+    instance = out["daemon"]["instance"]
+    assert instance == d.wait_for_event("daemon.started")["instance"]
+    assert instance.endswith("@" + socket.gethostname())
+    job = add(cli, shell_job(name="owned", delete_after_run=0), "--in", "1s")
+    (run,) = wait_until(lambda: db("SELECT * FROM runs WHERE job_id = ? AND status = 'ok'", (job["id"],)),
+                        timeout=15)
+    assert run["owner"] == instance
     assert d.stop() == 0
     assert json.loads(json.dumps(cli("status")[1]))["daemon"]["running"] is False
 

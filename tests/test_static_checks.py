@@ -80,3 +80,13 @@ def test_no_import_cycles_even_through_lazy_imports() -> None:
 def test_nothing_imports_the_main_module() -> None:
     importers = [name for name, deps in _module_graph().items() if "scheduler.__main__" in deps]
     assert importers == []
+
+
+def test_only_the_store_knows_its_backends() -> None:
+    """Everything above the store speaks store.api; only store/ reaches a backend module."""
+    reaching = sorted(
+        name for name, deps in _module_graph().items()
+        if not name.startswith("scheduler.store")
+        and any(d.startswith("scheduler.store.sqlite") for d in deps)
+    )
+    assert reaching == []

@@ -34,7 +34,6 @@ from scheduler.models.enums import ANNOUNCE_MODES
 from scheduler.models.records import Job
 from scheduler.store import open_store
 from scheduler.store.api import WATCHDOG, Claim, Delivery, Finish, Finished, FinishPolicy, Owner, Store
-from scheduler.store.sqlite.db import CORRUPT_FIX
 from scheduler.store.thread import StoreThread
 from scheduler.strategies.agent import AgentStrategy
 from scheduler.strategies.base import DeferRun, Outcome, Strategy
@@ -174,7 +173,7 @@ class Daemon:
         _use_pidfd_child_watcher()
         database = self.settings.db_path
         self._lock_info = {"pid": os.getpid(), "since": sqlite_now(), "version": __version__,
-                           "db": str(database), "state": "starting"}
+                           "db": str(database), "instance": self.owner.text, "state": "starting"}
         self._lock = daemon_lock.acquire(database, self._lock_info)
         try:
             await self.db.open(functools.partial(open_store, database,
@@ -189,6 +188,7 @@ class Daemon:
                     "daemon.started",
                     version=__version__,
                     pid=os.getpid(),
+                    instance=self.owner.text,
                     db=str(database),
                     max_concurrency=self.settings.max_concurrency,
                     tick_ms=self.settings.tick_ms,
@@ -206,9 +206,8 @@ class Daemon:
         problems = await self.db.run(self.store.integrity_problems)
         if problems:
             path = self.settings.db_path
-            raise StoreCorruptError(
-                f"{path} fails its integrity check ({problems[0]}); " + CORRUPT_FIX.format(path=path)
-            )
+            raise StoreCorruptError(f"{path} fails its integrity check ({problems[0]}); "
+                                    + self.store.repair_hint())
         self._db_identity = await self.db.run(self.store.identity)
 
     async def _close(self) -> None:
@@ -229,7 +228,7 @@ class Daemon:
     def _set_state(self, state: str, **details: Any) -> None:
         """What `status` shows about this daemon (kept in its lock file)."""
         self._lock_info = {k: v for k, v in self._lock_info.items() if k in
-                           ("pid", "since", "version", "db")} | {"state": state, **details}
+                           ("pid", "since", "version", "db", "instance")} | {"state": state, **details}
         if self._lock is not None:
             self._lock.update(self._lock_info)
 
@@ -755,7 +754,7 @@ class Daemon:
             return
         path = self.settings.db_path
         self.log.error("db.corrupt", db=str(path), problems=problems,
-                       fix=CORRUPT_FIX.format(path=path), note="stopping: writing on would spread it")
+                       fix=self.store.repair_hint(), note="stopping: writing on would spread it")
         self._fail(error.exit_code, "database damaged")
 
 

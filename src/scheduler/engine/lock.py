@@ -81,7 +81,7 @@ def probe(database: Path) -> dict[str, Any]:
     """``{"running": bool, "pid", "since", "version"}`` for whichever daemon holds the lock."""
     path = lock_path(database)
     result: dict[str, Any] = {"running": False, "pid": None, "since": None, "version": None,
-                              "state": None}
+                              "instance": None, "state": None}
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -96,6 +96,7 @@ def probe(database: Path) -> dict[str, Any]:
                 pid=info.get("pid"),
                 since=info.get("since"),
                 version=info.get("version"),
+                instance=info.get("instance"),
                 state=info.get("state"),
             )
             if info.get("error"):

@@ -134,6 +134,8 @@ class Store(Protocol):
     def change_token(self) -> int:
         """Changes whenever another process commits: the daemon's cue that the CLI wrote."""
     def integrity_problems(self) -> list[str]: ...
+    def repair_hint(self) -> str:
+        """What an operator does about a damaged database (one sentence naming the commands)."""
     def identity(self) -> tuple[int, int] | None:
         """What names the database the daemon opened (a file's device and inode)."""
     def checkpoint(self) -> None: ...

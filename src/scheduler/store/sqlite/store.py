@@ -35,7 +35,7 @@ from scheduler.store.sqlite import (
     runs,
     status,
 )
-from scheduler.store.sqlite.db import Database
+from scheduler.store.sqlite.db import CORRUPT_FIX, Database
 from scheduler.store.sqlite.migrations import migrate
 
 
@@ -74,6 +74,9 @@ class SqliteStore:
 
     def integrity_problems(self) -> list[str]:
         return self.db.integrity_problems()
+
+    def repair_hint(self) -> str:
+        return CORRUPT_FIX.format(path=self.db.path)
 
     def identity(self) -> tuple[int, int] | None:
         return self.db.file_identity()
