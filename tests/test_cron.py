@@ -731,3 +731,10 @@ def test_next_fire_is_fast() -> None:
             cron.next_fire(expr, "Europe/Berlin", after)
     per_call = (time.perf_counter() - began) / 10000
     assert per_call < 200e-6, f"{per_call * 1e6:.1f} µs per next_fire"  # measured ~5 µs
+
+
+@pytest.mark.parametrize("expr", ["1" * 5000 + " * * * *", "*/" + "9" * 5000 + " * * * *",
+                                  "0 " + "0" * 4999 + "25 * * *"])
+def test_numbers_with_thousands_of_digits_are_a_clear_error(expr: str) -> None:
+    with pytest.raises(ValidationError, match="out of range"):
+        cron.next_fire(expr, "UTC", datetime(2026, 1, 1, tzinfo=UTC))

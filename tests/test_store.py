@@ -250,3 +250,12 @@ def test_unknown_ids_raise_not_found(db: Database) -> None:
         job_store.delete_job(db, "nope")
     with pytest.raises(NotFoundError):
         job_store.update_job(db, "nope", {"name": "x"}, NOW_TEXT)
+
+
+def test_text_that_is_not_utf8_reads_with_replacement_characters(tmp_path: Path) -> None:
+    db = _open(tmp_path / "s.db")
+    job = _shell_job(db, name="bytes")
+    db.conn.execute("UPDATE jobs SET name = CAST(X'6f6bff21' AS TEXT) WHERE id = ?", (job["id"],))
+    assert job_store.require_job(db, job["id"]).name == "ok\ufffd!"
+    assert [row["name"] for row in job_store.list_jobs(db)] == ["ok\ufffd!"]
+    db.close()

@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     shutdown_grace_ms: int = Field(30000, ge=0, validation_alias="SCHEDULER_SHUTDOWN_GRACE_MS")
     wake_poll_ms: int = Field(200, ge=10, le=10000, validation_alias="SCHEDULER_WAKE_POLL_MS")
     run_heartbeat_ms: int = Field(10000, ge=1000, validation_alias="SCHEDULER_RUN_HEARTBEAT_MS")
-    retry_base_ms: int = Field(30000, ge=100, validation_alias="SCHEDULER_RETRY_BASE_MS")
+    # At most an hour: the ladder doubles up to 20 times (max_retries), and must stay a date.
+    retry_base_ms: int = Field(30000, ge=100, le=3_600_000, validation_alias="SCHEDULER_RETRY_BASE_MS")
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
         "FULL", validation_alias="SCHEDULER_SQLITE_SYNCHRONOUS"
     )

@@ -122,9 +122,18 @@ def _check_range(rule: _FieldRule, number: int) -> None:
         raise _Bad(f"{rule.name} field: {number} is out of range ({rule.low}-{rule.high})")
 
 
+def _whole(rule: _FieldRule, text: str) -> int:
+    """ASCII digits as a number; more digits than any field could hold are out of range at once
+    (``int()`` refuses 4300 digits and more)."""
+    digits = text.lstrip("0") or "0"
+    if len(digits) > 9:
+        raise _Bad(f"{rule.name} field: {text[:12]}... is out of range ({rule.low}-{rule.high})")
+    return int(digits)
+
+
 def _value(rule: _FieldRule, text: str, upper: bool = False, check: bool = True) -> int:
     if text.isdigit() and text.isascii():
-        number = int(text)
+        number = _whole(rule, text)
     elif rule.names is not None and text.lower() in rule.names:
         number = rule.names[text.lower()]
         if upper and rule is _DOW and number == 0:
@@ -142,7 +151,9 @@ def _value(rule: _FieldRule, text: str, upper: bool = False, check: bool = True)
 def _step(rule: _FieldRule, item: str, text: str) -> int:
     if not text:
         raise _Bad(f'{rule.name} field: "{item}" has no step after "/"')
-    step = int(text)
+    if not (text.isdigit() and text.isascii()):
+        raise _Bad(f'{rule.name} field: step "{item}" must be a whole number')
+    step = _whole(rule, text)
     if step == 0:
         raise _Bad(f'{rule.name} field: step "{item}" must be at least 1')
     if step > rule.slots:

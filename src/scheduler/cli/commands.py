@@ -68,7 +68,6 @@ def _schedule_text(job: dict[str, Any]) -> str:
 
 
 def jobs_list(ctx: Context) -> int:
-
     job_type = ctx.option("--type")
     ctx.no_extra(0, "jobs list [--type <job_type>]")
     jobs = ctx.store.list_jobs(job_type)
@@ -96,7 +95,6 @@ def jobs_list(ctx: Context) -> int:
 
 
 def jobs_get(ctx: Context) -> int:
-
     job_id = ctx.positional(0, "jobs get <id>")
     ctx.no_extra(1, "jobs get <id>")
     ctx.out.emit(ctx.store.require_job(job_id).as_row(), None)
@@ -236,7 +234,6 @@ def jobs_disable(ctx: Context) -> int:
 
 
 def jobs_delete(ctx: Context) -> int:
-
     job_id = ctx.positional(0, "jobs delete <id>")
     ctx.no_extra(1, "jobs delete <id>")
     job = ctx.store.require_job(job_id)
@@ -263,7 +260,6 @@ def jobs_run(ctx: Context) -> int:
 
 
 def runs_list(ctx: Context) -> int:
-
     usage = "runs list <job-id> [limit]"
     job_id = ctx.positional(0, usage)
     limit = _positive_int(ctx.args[1], "limit", maximum=MAX_RUNS_LIMIT) if len(ctx.args) > 1 else 20
@@ -282,7 +278,6 @@ def runs_list(ctx: Context) -> int:
 
 
 def runs_get(ctx: Context) -> int:
-
     run_id = ctx.positional(0, "runs get <run-id>")
     ctx.no_extra(1, "runs get <run-id>")
     ctx.out.emit(ctx.store.require_run(run_id).as_row(), None)
@@ -290,9 +285,6 @@ def runs_get(ctx: Context) -> int:
 
 
 def runs_output(ctx: Context) -> int:
-    from pathlib import Path
-
-
     usage = "runs output <run-id> [stdout|stderr]"
     run_id = ctx.positional(0, usage)
     kind = (ctx.args[1] if len(ctx.args) > 1 else "stdout").lower()
@@ -301,23 +293,42 @@ def runs_output(ctx: Context) -> int:
         raise UsageError(f"usage: openclaw-scheduler {usage}")
     run = ctx.store.require_run(run_id).row
     file_path = run[f"shell_{kind}_path"]
-    if file_path:
-        try:
-            content = Path(file_path).read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            raise SchedulerError(f"Cannot read output file {file_path}: {exc.strerror or exc}") from None
-    else:
-        content = run[f"shell_{kind}"] or ""
     if ctx.out.json_mode:
+        content = _read_output_file(file_path) if file_path else run[f"shell_{kind}"] or ""
         ctx.out.emit({"ok": True, "run_id": run["id"], "kind": kind, "file_path": file_path,
                       "content": content})
+    elif file_path:
+        _copy_output_file(file_path)
     else:
+        content = run[f"shell_{kind}"] or ""
         sys.stdout.write(content if content.endswith("\n") or not content else content + "\n")
     return 0
 
 
-def runs_running(ctx: Context) -> int:
+def _read_output_file(file_path: str) -> str:
+    try:
+        with open(file_path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise SchedulerError(f"Cannot read output file {file_path}: {exc.strerror or exc}") from None
 
+
+def _copy_output_file(file_path: str) -> None:
+    """Stream an offloaded output file to stdout in chunks: it may hold gigabytes."""
+    last = b"\n"
+    try:
+        with open(file_path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                sys.stdout.buffer.write(chunk)
+                last = chunk[-1:]
+    except OSError as exc:
+        raise SchedulerError(f"Cannot read output file {file_path}: {exc.strerror or exc}") from None
+    if last != b"\n":
+        sys.stdout.buffer.write(b"\n")
+    sys.stdout.buffer.flush()
+
+
+def runs_running(ctx: Context) -> int:
     ctx.no_extra(0, "runs running")
     runs = ctx.store.running_runs()
     rows = [{"id": r["id"][:8], "job": r["job_name"], "started": r["started_at"],
@@ -327,7 +338,6 @@ def runs_running(ctx: Context) -> int:
 
 
 def runs_stale(ctx: Context) -> int:
-
     threshold = (
         _positive_int(ctx.args[0], "threshold-s", maximum=MAX_STALE_THRESHOLD_S) if ctx.args else 90
     )
@@ -342,7 +352,6 @@ def runs_stale(ctx: Context) -> int:
 
 
 def idem_status(ctx: Context) -> int:
-
     job_id = ctx.positional(0, "idem status <job-id>")
     ctx.no_extra(1, "idem status <job-id>")
     entries = ctx.store.ledger_for_job(job_id)
@@ -356,7 +365,6 @@ def idem_status(ctx: Context) -> int:
 
 
 def idem_check(ctx: Context) -> int:
-
     key = ctx.positional(0, "idem check <key>")
     ctx.no_extra(1, "idem check <key>")
     entry = ctx.store.ledger_entry(key)
@@ -368,7 +376,6 @@ def idem_check(ctx: Context) -> int:
 
 
 def idem_release(ctx: Context) -> int:
-
     key = ctx.positional(0, "idem release <key>")
     ctx.no_extra(1, "idem release <key>")
     before = ctx.store.ledger_entry(key)
@@ -381,7 +388,6 @@ def idem_release(ctx: Context) -> int:
 
 
 def idem_prune(ctx: Context) -> int:
-
     ctx.no_extra(0, "idem prune")
     pruned = ctx.store.prune_ledger( to_sqlite(utcnow()))
     ctx.out.emit({"ok": True, "pruned": pruned}, f"Pruned {pruned} expired idempotency entries")
@@ -402,7 +408,6 @@ def _checked_text(value: str, name: str, limit: int) -> str:
 
 
 def alias_list(ctx: Context) -> int:
-
     ctx.no_extra(0, "alias list")
     aliases = ctx.store.list_aliases()
     ctx.out.emit(aliases, lambda: table(aliases, ["alias", "channel", "target", "description"]))
@@ -410,7 +415,6 @@ def alias_list(ctx: Context) -> int:
 
 
 def alias_add(ctx: Context) -> int:
-
     usage = "alias add <name> <channel> <target> [description]"
     name = ctx.positional(0, usage).lstrip("@")
     channel = _checked_text(ctx.positional(1, usage), "channel", 64)
@@ -444,7 +448,6 @@ def alias_remove(ctx: Context) -> int:
 
 
 def pools_list(ctx: Context) -> int:
-
     ctx.no_extra(0, "pools list")
     rows = ctx.store.pool_overview(to_sqlite(utcnow()))
     ctx.out.emit({"ok": True, "pools": rows},

@@ -45,6 +45,10 @@ CORRUPT_FIX = (
 )
 
 
+def _tolerant_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
 def _primary_code(exc: sqlite3.Error) -> int | None:
     code = getattr(exc, "sqlite_errorcode", None)
     return None if code is None else int(code) & 0xFF
@@ -154,6 +158,9 @@ class Database:
                 check_same_thread=False,
             )
             conn.row_factory = _dict_row
+            # Text that is not UTF-8 (another program wrote it) reads with U+FFFD in place of the
+            # bad bytes instead of failing every query that touches its row.
+            conn.text_factory = _tolerant_text
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if not is_memory:
                 conn.execute("PRAGMA journal_mode = WAL")
