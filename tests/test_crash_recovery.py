@@ -47,11 +47,11 @@ class Tracked:
 
     @property
     def id(self) -> str:
-        return str(self.job.id)
+        return str(self.job["id"])
 
     @property
     def is_at(self) -> bool:
-        return self.job.schedule_kind == "at"
+        return self.job["schedule_kind"] == "at"
 
     def executions(self) -> int:
         return len(self.out.read_text().split()) if self.out.exists() else 0

@@ -739,14 +739,17 @@ class Daemon:
     def _store_error_seen(self, error: StoreError) -> None:
         """Every database error passes here: the first sign of damage triggers an integrity
         check, and damage confirmed stops the daemon (writing on would spread it)."""
-        if isinstance(error, StoreCorruptError) and not self._corruption_checked:
+        if isinstance(error, StoreCorruptError) and self.db.is_open and not self._corruption_checked:
             self._corruption_checked = True
             task = asyncio.get_running_loop().create_task(self._confirm_corruption(error))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
     async def _confirm_corruption(self, error: StoreCorruptError) -> None:
-        problems = await self.db.run(self.store.integrity_problems)
+        try:
+            problems = await self.db.run(self.store.integrity_problems)
+        except StoreError as exc:  # the check itself cannot read the file: damage enough
+            problems = [str(exc)]
         if not problems:
             self.log.warning("db.corruption_not_confirmed", error=str(error),
                              note="the integrity check passed; going on")
