@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
-from scheduler.textutil import JS_WHITESPACE, utf8_len
+from scheduler.jstext import JS_WHITESPACE, utf8_len
 
 TELEGRAM_MAX_MESSAGE_LENGTH: Final = 4096
 # Per-channel limits in UTF-8 bytes; channels not listed are sent as one part.

@@ -48,7 +48,7 @@ import httpx
 
 from scheduler import __version__, logs
 from scheduler.errors import ConfigError, SchedulerError, ValidationError
-from scheduler.textutil import js_regex
+from scheduler.jstext import js_regex
 
 SESSION_KEY_HEADER = "x-openclaw-session-key"
 AGENT_ID_HEADER = "x-openclaw-agent-id"

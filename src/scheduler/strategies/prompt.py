@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
-from scheduler.textutil import js_trim, utf8_len
+from scheduler.jstext import js_trim, utf8_len
 
 # -- JavaScript rendering of database values ----------------------------------------------------
 

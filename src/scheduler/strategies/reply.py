@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from scheduler.gateway.client import DRAIN_PATTERN, DRAIN_SOURCES
+from scheduler.jstext import JS_WS_CLASS, js_regex, js_trim
 from scheduler.models.enums import ANNOUNCE_MODES
-from scheduler.textutil import JS_WS_CLASS, js_regex, js_trim
 
 # -- Sentinels (§4.7) ---------------------------------------------------------------------------
 
@@ -35,7 +35,7 @@ def matches_sentinel(content: str | None, token: str) -> bool:
 
 TRANSIENT_SCAN_CHARS: Final = 500
 
-# The reference's patterns, written as JavaScript regex sources (see textutil.js_regex).
+# The reference's patterns, written as JavaScript regex sources (see jstext.js_regex).
 _TRANSIENT_SOURCES: Final = (
     r"\btemporarily overloaded\b",
     r"\bservice\s+(?:is\s+)?unavailable\b",
