@@ -51,12 +51,17 @@ def printable_lines(text: str) -> str:
     return "\n".join(escaped(line) for line in text.split("\n"))
 
 
+# One encoder for every row (json.dumps would build the same one per call).
+_ROW_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
 def dumps(data: Any) -> str:
     """Pretty JSON. A list of rows is written one compact row per line: same JSON, and it keeps
     Python's C encoder (any ``indent`` falls back to the pure-Python one, 3x slower on
     ``jobs list`` with 1,000 jobs)."""
     if isinstance(data, list) and data and all(isinstance(item, dict) for item in data):
-        rows = ",\n".join("  " + json.dumps(item, ensure_ascii=False, default=str) for item in data)
+        encode = _ROW_ENCODER.encode
+        rows = ",\n".join("  " + encode(item) for item in data)
         text = "[\n" + rows + "\n]"
     else:
         text = json.dumps(data, indent=2, ensure_ascii=False, default=str)

@@ -55,7 +55,8 @@ STOP_DEADLINE_MARGIN_S = 10.0
 FORCED_STOP_S = 2.0
 # Database calls of the loop failing this long mark the daemon "degraded" for `status`.
 DEGRADED_AFTER_S = 10.0
-CLOCK_CHECK_S = 1.0
+# How often the database file, the lock file and the wall clock are looked at.
+FILE_CHECK_S = 1.0
 # A bug in the daemon (a helper or the loop failed): the service manager should restart it.
 EXIT_INTERNAL = 70
 # Gateway health: checked every minute while up; while down, with backoff between these bounds.
@@ -129,6 +130,7 @@ class Daemon:
         self._corruption_checked = False
         self._background: set[asyncio.Task[None]] = set()
         self.clock = ClockWatch()
+        self._clock_behind = 0.0  # seconds of a backward step not yet applied
         self.db.observe(self._store_error_seen)
 
     @property
@@ -350,7 +352,6 @@ class Daemon:
         supervisor.start("watch-writes", self._watch_for_writes, OnFailure.RESTART)
         supervisor.start("run-heartbeat", self._beat_running_runs, OnFailure.RESTART)
         supervisor.start("run-health", self._check_run_health, OnFailure.RESTART)
-        supervisor.start("clock", self._watch_clock, OnFailure.RESTART)
         supervisor.start("prune", self._prune, OnFailure.RESTART)
         try:
             await self._run_loop()
@@ -587,12 +588,19 @@ class Daemon:
 
     async def _watch_for_writes(self) -> None:
         """Every SCHEDULER_WAKE_POLL_MS: has another process written (wake the loop; abort work
-        whose job was deleted)? Is the database file still the one we opened?"""
+        whose job was deleted)? About once a second: is the database file still the one we
+        opened, and was the wall clock stepped?"""
         interval = self.settings.wake_poll_ms / 1000
+        # The files are looked at about once a second (every poll would be 5 stats a second).
+        every = max(1, round(FILE_CHECK_S / interval))
+        polls = 0
         while not self.stopping.is_set():
             await asyncio.sleep(interval)
-            if not self._files_still_ours():
-                return
+            polls += 1
+            if polls % every == 0:
+                if not self._files_still_ours():
+                    return
+                await self._follow_the_clock()
             try:
                 version = await self.db.run(self.store.change_token)
                 if version != self._data_version:
@@ -694,27 +702,25 @@ class Daemon:
             except SchedulerError as exc:
                 self.log.warning("run.heartbeat_failed", error=str(exc))
 
-    async def _watch_clock(self) -> None:
+    async def _follow_the_clock(self) -> None:
         """A wall clock stepped back leaves every computed due time too far ahead (an hour's step
         would stop minutely jobs for an hour): bring them back. Forward steps need nothing: what
-        became due runs once, as after downtime."""
-        behind = 0.0  # seconds of backward step not yet applied (the database may refuse)
-        while True:
-            await asyncio.sleep(CLOCK_CHECK_S)
-            jump = self.clock.step()
-            if jump is not None and jump > 0:
-                self.log.info("clock.stepped_forward", seconds=round(jump, 3))
-            elif jump is not None:
-                behind += -jump
-                self.log.warning("clock.stepped_back", seconds=round(-jump, 3))
-            if behind <= 0:
-                continue
-            try:
-                await self._shift_back(behind)
-            except SchedulerError as exc:
-                self.log.warning("clock.shift_failed", error=str(exc), retry_in_s=CLOCK_CHECK_S)
-                continue
-            behind = 0.0
+        became due runs once, as after downtime. Called about once a second by the write watcher
+        (one timer fewer for an idle daemon); a shift the database refuses is tried next time."""
+        jump = self.clock.step()
+        if jump is not None and jump > 0:
+            self.log.info("clock.stepped_forward", seconds=round(jump, 3))
+        elif jump is not None:
+            self._clock_behind += -jump
+            self.log.warning("clock.stepped_back", seconds=round(-jump, 3))
+        if self._clock_behind <= 0:
+            return
+        try:
+            await self._shift_back(self._clock_behind)
+        except SchedulerError as exc:
+            self.log.warning("clock.shift_failed", error=str(exc), retry_in_s=FILE_CHECK_S)
+            return
+        self._clock_behind = 0.0
 
     async def _prune(self) -> None:
         """At start and then every SCHEDULER_PRUNE_MS: delete expired idempotency-ledger entries

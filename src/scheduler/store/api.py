@@ -12,8 +12,6 @@ Every error a method raises is a ``StoreError`` subclass (``scheduler.errors``).
 
 from __future__ import annotations
 
-import socket
-import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -41,6 +39,9 @@ class Owner:
 
     @classmethod
     def new(cls) -> Owner:
+        import socket
+        import uuid
+
         return cls(instance=str(uuid.uuid4()), host=socket.gethostname())
 
     @property

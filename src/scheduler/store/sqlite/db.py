@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from scheduler.errors import (
     StoreBusyError,
@@ -30,8 +30,19 @@ BUSY_TIMEOUT_MS = 5000
 _SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
+# The column names of the statement read last: (its description, the names). Rebuilt only when
+# another statement is read; one tuple, so a thread never pairs a description with wrong names.
+_names_of: tuple[Any, tuple[str, ...]] = (None, ())
+
+
 def _dict_row(cursor: sqlite3.Cursor, row: Sequence[Any]) -> Row:
-    return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
+    global _names_of
+    description, names = _names_of
+    if cursor.description is not description:
+        description = cursor.description
+        names = tuple(column[0] for column in description)
+        _names_of = (description, names)
+    return dict(zip(names, row, strict=True))
 
 
 # SQLite's primary result codes (the low byte of an extended code) we tell apart.
@@ -43,6 +54,10 @@ CORRUPT_FIX = (
     "stop every process that uses it, then restore the latest backup, or salvage what is left "
     "with: sqlite3 {path} .recover | sqlite3 {path}.recovered"
 )
+
+
+_NOT_UTF8 = "Could not decode to UTF-8"
+T = TypeVar("T")
 
 
 def _tolerant_text(raw: bytes) -> str:
@@ -158,9 +173,6 @@ class Database:
                 check_same_thread=False,
             )
             conn.row_factory = _dict_row
-            # Text that is not UTF-8 (another program wrote it) reads with U+FFFD in place of the
-            # bad bytes instead of failing every query that touches its row.
-            conn.text_factory = _tolerant_text
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if not is_memory:
                 conn.execute("PRAGMA journal_mode = WAL")
@@ -202,15 +214,35 @@ class Database:
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
         try:
             return list(self.conn.execute(sql, params).fetchall())
+        except sqlite3.OperationalError as exc:
+            if _NOT_UTF8 not in str(exc):
+                raise translate_error(exc, self.path) from None
+            return self._read_tolerantly(lambda: list(self.conn.execute(sql, params).fetchall()))
         except _STORE_FAILURES as exc:
             raise translate_error(exc, self.path) from None
 
     def query_one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Row | None:
         try:
             row: Row | None = self.conn.execute(sql, params).fetchone()
+        except sqlite3.OperationalError as exc:
+            if _NOT_UTF8 not in str(exc):
+                raise translate_error(exc, self.path) from None
+            row = self._read_tolerantly(lambda: self.conn.execute(sql, params).fetchone())
         except _STORE_FAILURES as exc:
             raise translate_error(exc, self.path) from None
         return row
+
+    def _read_tolerantly(self, read: Callable[[], T]) -> T:
+        """Read again, text that is not UTF-8 (another program wrote it) decoded with U+FFFD for
+        the bad bytes, rather than fail every read of its rows. Only then: the C decoder is much
+        faster than a Python one for every text value."""
+        self.conn.text_factory = _tolerant_text
+        try:
+            return read()
+        except _STORE_FAILURES as exc:
+            raise translate_error(exc, self.path) from None
+        finally:
+            self.conn.text_factory = str
 
     def scalar(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
         row = self.query_one(sql, params)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler.errors import NotFoundError, StoreConstraintError, ValidationError
-from scheduler.models.records import Job
 from scheduler.store.sqlite.db import Database, Row
 from scheduler.store.sqlite.migrations import _expected_columns
+
+if TYPE_CHECKING:
+    from scheduler.models.records import Job
 
 _IMMUTABLE = frozenset({"id", "queued_count", "created_at"})
 
@@ -57,6 +59,8 @@ def insert_job(db: Database, row: Mapping[str, Any]) -> Job:
 
 def get_job(db: Database, job_id: str) -> Job | None:
     row = db.query_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    from scheduler.models.records import Job
+
     return None if row is None else Job.from_row(row)
 
 

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from scheduler.errors import NotFoundError
-from scheduler.models.records import Run
 from scheduler.store.sqlite.db import Database, Row
+
+if TYPE_CHECKING:
+    from scheduler.models.records import Run
 
 TERMINAL_STATUSES = ("ok", "error", "timeout", "skipped", "cancelled", "crashed")
 
 
 def get_run(db: Database, run_id: str) -> Run | None:
     row = db.query_one("SELECT * FROM runs WHERE id = ?", (run_id,))
+    from scheduler.models.records import Run
+
     return None if row is None else Run.from_row(row)
 
 

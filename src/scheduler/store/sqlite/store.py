@@ -1,42 +1,34 @@
 """``SqliteStore``: the ``Store`` interface (store/api.py) on one SQLite connection.
 
 Each method is one operation of the engine or the CLI, done by the module that holds its SQL.
+Those modules are imported where a method needs them: a CLI call then loads only what its
+command uses (``jobs list`` needs none of the claim, finish or recovery code).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler.errors import StoreError
-from scheduler.models.records import Job, OutboundMessage, Run
-from scheduler.store.api import (
-    Claim,
-    ClaimBatch,
-    Finish,
-    Finished,
-    FinishPolicy,
-    NextFire,
-    NextFireAfter,
-    Owner,
-    Recovery,
-    Row,
-)
-from scheduler.store.sqlite import (
-    claims,
-    finish,
-    idempotency,
-    jobs,
-    messages,
-    pools,
-    queue,
-    recovery,
-    runs,
-    status,
-)
 from scheduler.store.sqlite.db import CORRUPT_FIX, Database
 from scheduler.store.sqlite.migrations import migrate
+
+if TYPE_CHECKING:
+    from scheduler.models.records import Job, OutboundMessage, Run
+    from scheduler.store.api import (
+        Claim,
+        ClaimBatch,
+        Finish,
+        Finished,
+        FinishPolicy,
+        NextFire,
+        NextFireAfter,
+        Owner,
+        Recovery,
+        Row,
+    )
 
 
 class SqliteStore:
@@ -85,152 +77,199 @@ class SqliteStore:
         self.db.checkpoint("PASSIVE")
 
     def schema_version(self) -> int | None:
+        from scheduler.store.sqlite import status
         return status.schema_version(self.db)
 
     # -- claiming due work ---------------------------------------------------------------------
     def claim_due(self, now: str, limit: int, targets: Collection[str], next_fire: NextFire,
                   owner: Owner) -> ClaimBatch:
+        from scheduler.store.sqlite import claims
         return claims.claim_due(self.db, now, limit, targets, next_fire, owner)
 
     def next_due_at(self, targets: Collection[str]) -> str | None:
+        from scheduler.store.sqlite import claims
         return claims.next_due_at(self.db, targets)
 
     def defer_claim(self, claim: Claim, now: str, reason: str) -> None:
+        from scheduler.store.sqlite import claims
         claims.defer_claim(self.db, claim, now, reason)
 
     def jobs_without_strategy(self, targets: Collection[str]) -> list[Job]:
+        from scheduler.store.sqlite import claims
         return claims.jobs_without_strategy(self.db, targets)
 
     # -- recording run endings -----------------------------------------------------------------
     def finish_runs(self, finishes: Sequence[Finish], policy: FinishPolicy) -> list[Finished]:
+        from scheduler.store.sqlite import finish
         return finish.finish_runs(self.db, finishes, policy)
 
     def record_unrecordable(self, claim: Claim, message: str, now: str) -> bool:
+        from scheduler.store.sqlite import finish
         return finish.record_unrecordable(self.db, claim, message, now)
 
     # -- liveness and recovery -----------------------------------------------------------------
     def beat(self, run_ids: Collection[str], now: str) -> None:
+        from scheduler.store.sqlite import runs
         runs.beat(self.db, run_ids, now)
 
     def run_statuses(self, run_ids: Collection[str]) -> dict[str, str]:
+        from scheduler.store.sqlite import runs
         return runs.statuses(self.db, run_ids)
 
     def recover_orphans(self, now: str, owner: Owner) -> Recovery:
+        from scheduler.store.sqlite import recovery
         return recovery.recover_orphans(self.db, now, owner)
 
     def unwatched_stale_runs(self, threshold_s: int, now: str, watched: Collection[str]) -> list[Claim]:
+        from scheduler.store.sqlite import recovery
         return recovery.unwatched_stale_runs(self.db, threshold_s, now, watched)
 
     def reap_queue(self, now: str) -> int:
+        from scheduler.store.sqlite import queue
         return queue.reap(self.db, now)
 
     def jobs_missing_next_run(self) -> list[Job]:
+        from scheduler.store.sqlite import recovery
         return recovery.jobs_missing_next_run(self.db)
 
     def set_next_run(self, job_id: str, next_run_at: str | None) -> None:
+        from scheduler.store.sqlite import recovery
         recovery.set_next_run(self.db, job_id, next_run_at)
 
     def shift_back_after_clock_step(self, seconds: float, now: str,
                                     next_fire_after: NextFireAfter) -> int:
+        from scheduler.store.sqlite import recovery
         return recovery.shift_back_after_clock_step(self.db, seconds, now, next_fire_after)
 
     def latest_recorded_instant(self) -> str | None:
+        from scheduler.store.sqlite import recovery
         return recovery.latest_recorded_instant(self.db)
 
     # -- outbound results and inboxes ----------------------------------------------------------
     def due_outbound(self, now: str, limit: int = 50) -> list[OutboundMessage]:
+        from scheduler.store.sqlite import messages
         return messages.due_outbound(self.db, now, limit)
 
     def next_outbound_at(self) -> str | None:
+        from scheduler.store.sqlite import messages
         return messages.next_outbound_at(self.db)
 
     def record_delivery_progress(self, message_id: str, chunks_sent: int) -> None:
+        from scheduler.store.sqlite import messages
         messages.record_progress(self.db, message_id, chunks_sent)
 
     def mark_delivered(self, message_id: str, now: str) -> None:
+        from scheduler.store.sqlite import messages
         messages.mark_delivered(self.db, message_id, now)
 
     def mark_delivery_failed(self, message_id: str, error: str, retry_at: str | None, now: str) -> Row:
+        from scheduler.store.sqlite import messages
         return messages.mark_attempt_failed(self.db, message_id, error, retry_at, now)
 
     def take_inbox(self, agent_id: str, now: str, limit: int = 5) -> list[Row]:
+        from scheduler.store.sqlite import messages
         return messages.take_inbox(self.db, agent_id, now, limit)
 
     def return_to_inbox(self, message_ids: list[str], now: str) -> None:
+        from scheduler.store.sqlite import messages
         messages.return_to_inbox(self.db, message_ids, now)
 
     # -- jobs and runs -------------------------------------------------------------------------
     def insert_job(self, row: Mapping[str, Any]) -> Job:
+        from scheduler.store.sqlite import jobs
         return jobs.insert_job(self.db, row)
 
     def get_job(self, job_id: str) -> Job | None:
+        from scheduler.store.sqlite import jobs
         return jobs.get_job(self.db, job_id)
 
     def require_job(self, job_id: str) -> Job:
+        from scheduler.store.sqlite import jobs
         return jobs.require_job(self.db, job_id)
 
     def list_jobs(self, job_type: str | None = None) -> list[Row]:
+        from scheduler.store.sqlite import jobs
         return jobs.list_jobs(self.db, job_type)
 
     def update_job(self, job_id: str, columns: Mapping[str, Any], now: str) -> Job:
+        from scheduler.store.sqlite import jobs
         return jobs.update_job(self.db, job_id, columns, now)
 
     def delete_job(self, job_id: str) -> None:
+        from scheduler.store.sqlite import jobs
         jobs.delete_job(self.db, job_id)
 
     def get_run(self, run_id: str) -> Run | None:
+        from scheduler.store.sqlite import runs
         return runs.get_run(self.db, run_id)
 
     def require_run(self, run_id: str) -> Run:
+        from scheduler.store.sqlite import runs
         return runs.require_run(self.db, run_id)
 
     def list_runs(self, job_id: str, limit: int) -> list[Row]:
+        from scheduler.store.sqlite import runs
         return runs.list_runs(self.db, job_id, limit)
 
     def running_runs(self) -> list[Row]:
+        from scheduler.store.sqlite import runs
         return runs.running_runs(self.db)
 
     def stale_runs(self, threshold_s: int, now: str) -> list[Row]:
+        from scheduler.store.sqlite import runs
         return runs.stale_runs(self.db, threshold_s, now)
 
     def enqueue_dispatch(self, job_id: str, kind: str, scheduled_for: str, *,
                          backlog_cap: int | None = None) -> Row | None:
+        from scheduler.store.sqlite import queue
         return queue.enqueue_dispatch(self.db, job_id, kind, scheduled_for, backlog_cap=backlog_cap)
 
     # -- the idempotency ledger ----------------------------------------------------------------
     def ledger_for_job(self, job_id: str, limit: int = 20) -> list[Row]:
+        from scheduler.store.sqlite import idempotency
         return idempotency.for_job(self.db, job_id, limit)
 
     def ledger_entry(self, key: str) -> Row | None:
+        from scheduler.store.sqlite import idempotency
         return idempotency.get(self.db, key)
 
     def release_key(self, key: str, now: str) -> Row:
+        from scheduler.store.sqlite import idempotency
         return idempotency.release(self.db, key, now)
 
     def prune_ledger(self, now: str) -> int:
+        from scheduler.store.sqlite import idempotency
         return idempotency.prune(self.db, now)
 
     # -- delivery aliases, resource pools, status ------------------------------------------------
     def list_aliases(self) -> list[Row]:
+        from scheduler.store.sqlite import messages
         return messages.list_aliases(self.db)
 
     def add_alias(self, alias: str, channel: str, target: str, description: str | None) -> Row:
+        from scheduler.store.sqlite import messages
         return messages.add_alias(self.db, alias, channel, target, description)
 
     def remove_alias(self, alias: str) -> bool:
+        from scheduler.store.sqlite import messages
         return messages.remove_alias(self.db, alias)
 
     def pool_capacity(self, name: str) -> int | None:
+        from scheduler.store.sqlite import pools
         return pools.get_capacity(self.db, name)
 
     def set_pool_capacity(self, name: str, capacity: int, now: str) -> None:
+        from scheduler.store.sqlite import pools
         pools.set_capacity(self.db, name, capacity, now)
 
     def remove_pool(self, name: str) -> bool:
+        from scheduler.store.sqlite import pools
         return pools.remove(self.db, name)
 
     def pool_overview(self, now: str) -> list[Row]:
+        from scheduler.store.sqlite import status
         return status.pool_overview(self.db, now)
 
     def overview(self, stale_threshold_s: int, now: str) -> dict[str, Any]:
+        from scheduler.store.sqlite import status
         return status.overview(self.db, stale_threshold_s, now)
