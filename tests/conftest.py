@@ -45,6 +45,19 @@ def _base_env(db_path: Path, extra: dict[str, str] | None = None) -> dict[str, s
     return env
 
 
+def add_job(cli: Callable[..., CliResult], spec: str, *options: str) -> dict[str, Any]:
+    """``jobs add`` through the CLI; the stored row (fails the test on a non-zero exit)."""
+    code, out, stdout, stderr = cli("jobs", "add", spec, *options)
+    assert code == 0, stdout + stderr
+    job: dict[str, Any] = out["job"]
+    return job
+
+
+def runs_of(db: Callable[..., list[dict[str, Any]]], job_id: str) -> list[dict[str, Any]]:
+    """The job's runs, oldest first, read straight from the database."""
+    return db("SELECT * FROM runs WHERE job_id = ? ORDER BY started_at, rowid", (job_id,))
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "scheduler.db"

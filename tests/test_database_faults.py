@@ -18,19 +18,9 @@ from typing import Any
 
 import pytest
 
-from conftest import pids_with_marker, shell_job, wait_until
+from conftest import add_job, pids_with_marker, runs_of, shell_job, wait_until
 
 NEVER_SOON = "0 0 1 1 *"
-
-
-def add(cli, spec: str, *options: str) -> dict[str, Any]:
-    code, out, stdout, stderr = cli("jobs", "add", spec, *options)
-    assert code == 0, stdout + stderr
-    return out["job"]
-
-
-def runs_of(db, job_id: str) -> list[dict[str, Any]]:
-    return db("SELECT * FROM runs WHERE job_id = ? ORDER BY started_at, rowid", (job_id,))
 
 
 def write(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
@@ -53,7 +43,7 @@ def wait_exit(d, timeout: float) -> int:
 def test_a_run_whose_end_cannot_be_stored_is_recorded_as_error_and_the_daemon_goes_on(
     cli, daemon, db, db_path
 ) -> None:
-    job = add(cli, shell_job(name="overflowing", payload_message="exit 3", delete_after_run=0,
+    job = add_job(cli, shell_job(name="overflowing", payload_message="exit 3", delete_after_run=0,
                              schedule_cron=NEVER_SOON))
     # A database written by something else: a counter at the top of SQLite's integer range.
     write(db_path, "UPDATE jobs SET consecutive_errors = ? WHERE id = ?", (2**63 - 1, job["id"]))
@@ -63,7 +53,7 @@ def test_a_run_whose_end_cannot_be_stored_is_recorded_as_error_and_the_daemon_go
                         timeout=15, message="the run recorded")
     assert run["status"] == "error" and "could not be recorded" in run["error_message"]
     d.wait_for_event("run.record_failed", lambda e: e["run_id"] == run["id"], timeout=5)
-    other = add(cli, shell_job(name="next", payload_message="echo fine", delete_after_run=0),
+    other = add_job(cli, shell_job(name="next", payload_message="echo fine", delete_after_run=0),
                 "--in", "1s")
     wait_until(lambda: [r for r in runs_of(db, other["id"]) if r["status"] == "ok"], timeout=15)
     assert d.events("daemon.task_failed") == []
@@ -159,7 +149,7 @@ def corrupt_table(db_path: Path, table: str) -> None:
 
 
 def test_a_damaged_database_is_refused_at_start_with_the_fix(cli, daemon, db_path) -> None:
-    add(cli, shell_job(name="a", schedule_cron=NEVER_SOON))
+    add_job(cli, shell_job(name="a", schedule_cron=NEVER_SOON))
     corrupt_table(db_path, "jobs")
     d = daemon(wait=False)
     code = wait_exit(d, 20)
@@ -171,7 +161,7 @@ def test_a_damaged_database_is_refused_at_start_with_the_fix(cli, daemon, db_pat
 
 
 def test_damage_found_while_running_stops_the_daemon(cli, daemon, db_path) -> None:
-    add(cli, shell_job(name="a", schedule_cron=NEVER_SOON))
+    add_job(cli, shell_job(name="a", schedule_cron=NEVER_SOON))
     d = daemon()
     corrupt_table(db_path, "jobs")
     # Another process writes elsewhere: the daemon's cache is dropped and it reads the damage.
@@ -186,7 +176,7 @@ def test_damage_found_while_running_stops_the_daemon(cli, daemon, db_path) -> No
 
 
 def test_a_deleted_database_stops_the_daemon(cli, daemon, db_path) -> None:
-    add(cli, shell_job(name="a", schedule_cron=NEVER_SOON))
+    add_job(cli, shell_job(name="a", schedule_cron=NEVER_SOON))
     d = daemon()
     for suffix in ("", "-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
@@ -218,7 +208,7 @@ def test_an_empty_database_file_is_refused_not_taken_for_new(cli, daemon, db_pat
 
 
 def test_sigterm_ends_the_daemon_in_time_while_the_database_stays_locked(cli, daemon, db_path) -> None:
-    job = add(cli, shell_job(name="ends under a lock", payload_message="sleep 1", delete_after_run=0),
+    job = add_job(cli, shell_job(name="ends under a lock", payload_message="sleep 1", delete_after_run=0),
               "--in", "1s")
     d = daemon(env={"SCHEDULER_SHUTDOWN_GRACE_MS": "2000"})
     d.wait_for_event("run.started", lambda e: e["job_id"] == job["id"], timeout=15)
@@ -240,7 +230,7 @@ def test_sigterm_ends_the_daemon_in_time_while_the_database_stays_locked(cli, da
 
 def test_a_second_sigint_ends_the_daemon_at_once(cli, daemon) -> None:
     mark = f"{os.getpid()}{int(time.time() * 1000) % 100000}"
-    job = add(cli, shell_job(name="stubborn", payload_message=f"trap '' TERM; sleep 60.{mark}",
+    job = add_job(cli, shell_job(name="stubborn", payload_message=f"trap '' TERM; sleep 60.{mark}",
                              run_timeout_ms=120000), "--in", "1s")
     d = daemon(env={"SCHEDULER_SHUTDOWN_GRACE_MS": "60000"})
     d.wait_for_event("run.started", lambda e: e["job_id"] == job["id"], timeout=15)
@@ -263,7 +253,7 @@ def test_status_reads_the_daemon_state_and_its_runs_name_it(cli, daemon, db) -> 
     instance = out["daemon"]["instance"]
     assert instance == d.wait_for_event("daemon.started")["instance"]
     assert instance.endswith("@" + socket.gethostname())
-    job = add(cli, shell_job(name="owned", delete_after_run=0), "--in", "1s")
+    job = add_job(cli, shell_job(name="owned", delete_after_run=0), "--in", "1s")
     (run,) = wait_until(lambda: db("SELECT * FROM runs WHERE job_id = ? AND status = 'ok'", (job["id"],)),
                         timeout=15)
     assert run["owner"] == instance

@@ -8,29 +8,18 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any
 
 import pytest
 
-from conftest import pids_with_marker, shell_job, wait_until
+from conftest import add_job, pids_with_marker, runs_of, shell_job, wait_until
 from fakegateway import INVOKE, FakeGateway, Reply
 
 NEVER_SOON = "0 0 1 1 *"
 
 
-def add(cli, spec: str, *options: str) -> dict[str, Any]:
-    code, out, stdout, stderr = cli("jobs", "add", spec, *options)
-    assert code == 0, stdout + stderr
-    return out["job"]
-
-
-def runs_of(db, job_id: str) -> list[dict[str, Any]]:
-    return db("SELECT * FROM runs WHERE job_id = ? ORDER BY started_at, rowid", (job_id,))
-
-
 def assert_daemon_still_works(cli, db, d) -> None:
     """Another job runs and is recorded; SIGTERM then ends the daemon with 0; no helper died."""
-    other = add(cli, shell_job(name="after", payload_message="echo after-ok", delete_after_run=0),
+    other = add_job(cli, shell_job(name="after", payload_message="echo after-ok", delete_after_run=0),
                 "--in", "1s")
     wait_until(lambda: [r for r in runs_of(db, other["id"]) if r["status"] == "ok"], timeout=15,
                message="the next job's run recorded ok")
@@ -43,7 +32,7 @@ def assert_daemon_still_works(cli, db, d) -> None:
 def test_deleting_a_job_mid_run_aborts_its_work(cli, daemon, db, fake_gateway, mode: str) -> None:
     mark = f"{random.randint(100000, 999999)}"
     d = daemon(env={"OPENCLAW_GATEWAY_URL": fake_gateway.url})
-    job = add(cli, shell_job(name="doomed", payload_message=f"sleep 30.{mark}; exit 3",
+    job = add_job(cli, shell_job(name="doomed", payload_message=f"sleep 30.{mark}; exit 3",
                              delivery_mode=mode, delivery_channel="telegram", delivery_to="12345"),
               "--in", "1s")
     started = d.wait_for_event("run.started", lambda e: e["job_id"] == job["id"], timeout=15)
@@ -64,7 +53,7 @@ def test_deleting_an_agent_job_mid_turn_cancels_its_request(cli, daemon, db, fak
         {"message": {"role": "assistant", "content": "late"}}]}, delay_s=30))
     d = daemon(env={"OPENCLAW_GATEWAY_URL": fake_gateway.url})
     d.wait_for_event("gateway.up", timeout=10)
-    job = add(cli, json.dumps({
+    job = add_job(cli, json.dumps({
         "name": "slow turn", "session_target": "isolated", "payload_message": "think",
         "run_timeout_ms": 60000, "origin": "system", "delivery_mode": "announce-always",
         "delivery_channel": "telegram", "delivery_to": "12345"}), "--in", "1s")
@@ -82,7 +71,7 @@ def test_editing_a_job_mid_run_keeps_its_recording_and_delivery(
 ) -> None:
     d = daemon(env={"OPENCLAW_GATEWAY_URL": fake_gateway.url})
     d.wait_for_event("gateway.up", timeout=10)
-    job = add(cli, shell_job(name="edited", payload_message="sleep 2; echo first-version",
+    job = add_job(cli, shell_job(name="edited", payload_message="sleep 2; echo first-version",
                              delivery_mode="announce-always", delivery_channel="telegram",
                              delivery_to="12345", delete_after_run=0, max_retries=2),
               "--in", "1s")
@@ -105,7 +94,7 @@ def test_editing_a_job_mid_run_keeps_its_recording_and_delivery(
 
 def test_disabling_a_job_mid_run_records_it_and_schedules_no_retry(cli, daemon, db) -> None:
     d = daemon()
-    job = add(cli, shell_job(name="disabled midway", payload_message="sleep 2; exit 3",
+    job = add_job(cli, shell_job(name="disabled midway", payload_message="sleep 2; exit 3",
                              max_retries=3, delete_after_run=0), "--in", "1s")
     d.wait_for_event("run.started", lambda e: e["job_id"] == job["id"], timeout=15)
     assert cli("jobs", "disable", job["id"])[0] == 0

@@ -29,7 +29,7 @@ from scheduler.gateway.client import (
     canonical_session_key,
 )
 from scheduler.models.enums import ANNOUNCE_MODES, DeliveryGuarantee, SessionTarget
-from scheduler.models.records import Job, Run
+from scheduler.models.records import DEFAULT_PAYLOAD_TIMEOUT_S, Job, Run
 from scheduler.store.thread import StoreThread
 from scheduler.strategies.base import DeferRun, Outcome
 from scheduler.strategies.prompt import build_prompt
@@ -190,7 +190,7 @@ class AgentStrategy:
         """Cancel ``chat`` only when the gateway shows the session idle for twice
         ``payload_timeout_seconds``: found, not running, and not updated. A session the gateway
         does not list, or a failed probe, never counts as idle."""
-        idle_limit = 2 * float(job.payload_timeout_seconds or 120)
+        idle_limit = 2 * float(job.payload_timeout_seconds or DEFAULT_PAYLOAD_TIMEOUT_S)
         poll = min(MAX_ACTIVITY_POLL_S, max(1.0, idle_limit / 4))
         last_update: Any = None
         last_progress = time.monotonic()

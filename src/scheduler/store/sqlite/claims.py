@@ -17,10 +17,10 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
-from scheduler.models.records import Job, Run
+from scheduler.models.records import DEFAULT_MAX_QUEUED_DISPATCHES, DEFAULT_RUN_TIMEOUT_MS, Job, Run
 from scheduler.store.api import WATCHDOG, Claim, ClaimBatch, NextFire, Owner
 from scheduler.store.sqlite import idempotency as ledger
 from scheduler.store.sqlite import pools, queue
@@ -163,7 +163,7 @@ def _overlap(conn: sqlite3.Connection, job: Row) -> Verdict:
         return "run"
     if policy == "queue":
         queued = job["queued_count"] or 0
-        return "queue" if queued < (job["max_queued_dispatches"] or 25) else "full"
+        return "queue" if queued < (job["max_queued_dispatches"] or DEFAULT_MAX_QUEUED_DISPATCHES) else "full"
     return "skip"
 
 
@@ -192,18 +192,19 @@ def _insert_run(
     triggered_by: str | None = None,
     retry_count: int = 0,
     message: str | None = None,
+    owner: str | None = None,
 ) -> Row:
     run_id = str(uuid.uuid4())
     finished = None if status == "running" else now_text
     conn.execute(
         "INSERT INTO runs (id, job_id, status, started_at, finished_at, duration_ms, last_heartbeat, "
         "dispatched_at, run_timeout_ms, idempotency_key, dispatch_queue_id, retry_of, replay_of, "
-        "triggered_by_run, retry_count, summary, error_message) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "triggered_by_run, retry_count, summary, error_message, owner) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             run_id, job["id"], status, now_text, finished, None if finished is None else 0, now_text,
-            now_text, job["run_timeout_ms"] or 300000, key, dispatch_id, retry_of, replay_of,
-            triggered_by, retry_count, message, message,
+            now_text, job["run_timeout_ms"] or DEFAULT_RUN_TIMEOUT_MS, key, dispatch_id, retry_of,
+            replay_of, triggered_by, retry_count, message, message, owner,
         ),
     )
     row: Row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -221,12 +222,14 @@ def _start_run(
     replay_of: str | None = None,
     triggered_by: str | None = None,
     retry_count: int = 0,
+    owner: str | None = None,
 ) -> Row:
-    """Insert the running run and claim its key (the caller checked the key is free)."""
+    """Insert the running run, owned by the claiming instance, and claim its key (the caller
+    checked the key is free)."""
     ledger.free_run_key(conn, key)
     run = _insert_run(
         conn, job, now_text, status="running", key=key, dispatch_id=dispatch_id, retry_of=retry_of,
-        replay_of=replay_of, triggered_by=triggered_by, retry_count=retry_count,
+        replay_of=replay_of, triggered_by=triggered_by, retry_count=retry_count, owner=owner,
     )
     ledger.claim(conn, key, job["id"], run["id"], now_text, one_shot=bool(job["delete_after_run"]))
     return run
@@ -263,9 +266,9 @@ def _missed_message(job: Row, scheduled: str, missed: float, load: pools.PoolLoa
     return text
 
 
-def _advance(conn: sqlite3.Connection, job: Row, next_fire: NextFire) -> bool:
+def _advance(conn: sqlite3.Connection, job: Row, record: Job, next_fire: NextFire) -> bool:
     """Move the job past its due occurrence (compare-and-set on ``next_run_at``)."""
-    advanced = None if job["schedule_kind"] == "at" else next_fire(Job.from_row(job))
+    advanced = None if job["schedule_kind"] == "at" else next_fire(record)
     moved = conn.execute(
         "UPDATE jobs SET next_run_at = ? WHERE id = ? AND next_run_at = ? AND enabled = 1",
         (advanced, job["id"], job["next_run_at"]),
@@ -275,7 +278,7 @@ def _advance(conn: sqlite3.Connection, job: Row, next_fire: NextFire) -> bool:
 
 def _claim_occurrence(
     conn: sqlite3.Connection, job: Row, now_text: str, next_fire: NextFire, batch: ClaimBatch,
-    load: pools.PoolLoad,
+    load: pools.PoolLoad, owner: str | None,
 ) -> None:
     scheduled = job["next_run_at"]
     is_at = job["schedule_kind"] == "at"
@@ -286,7 +289,8 @@ def _claim_occurrence(
     if _occurrence_waits(job, claimed, missed, verdict, load):
         batch.waiting += 1
         return
-    if not _advance(conn, job, next_fire):
+    record = Job.from_row(job)
+    if not _advance(conn, job, record, next_fire):
         return  # another process took this occurrence first
     if claimed:
         _skip(conn, job, now_text, batch, f"fire time {scheduled} UTC already claimed (key {key})")
@@ -299,9 +303,9 @@ def _claim_occurrence(
             )
         _skip(conn, job, now_text, batch, _OVERLAP_SKIPS[verdict])
     else:
-        run = _start_run(conn, job, now_text, key)
+        run = _start_run(conn, job, now_text, key, owner=owner)
         load.take(job["resource_pool"])
-        batch.claims.append(Claim(run=Run.from_row(run), job=Job.from_row(job),
+        batch.claims.append(Claim(run=Run.from_row(run), job=record,
                                   source="at" if is_at else "cron", dispatch_id=None))
 
 
@@ -353,7 +357,8 @@ def _row_closed_because(conn: sqlite3.Connection, row: Row, job: Row, key: str, 
     return None
 
 
-def _start_row_run(conn: sqlite3.Connection, row: Row, job: Row, key: str, now_text: str) -> Claim:
+def _start_row_run(conn: sqlite3.Connection, row: Row, job: Row, key: str, now_text: str,
+                   owner: str | None) -> Claim:
     retry_count, replay_of = 0, None
     if row["retry_of_run_id"]:
         failed = conn.execute(
@@ -365,14 +370,14 @@ def _start_row_run(conn: sqlite3.Connection, row: Row, job: Row, key: str, now_t
     run = _start_run(
         conn, job, now_text, key,
         dispatch_id=row["id"], retry_of=row["retry_of_run_id"], replay_of=replay_of,
-        triggered_by=row["source_run_id"], retry_count=retry_count,
+        triggered_by=row["source_run_id"], retry_count=retry_count, owner=owner,
     )
     return Claim(run=Run.from_row(run), job=Job.from_row(job), source=row["dispatch_kind"],
                  dispatch_id=row["id"])
 
 
 def _claim_row(conn: sqlite3.Connection, row: Row, job: Row, now_text: str, batch: ClaimBatch,
-               load: pools.PoolLoad) -> None:
+               load: pools.PoolLoad, owner: str | None) -> None:
     verdict = _overlap(conn, job)
     if _row_waits(row, job, verdict, now_text, load):
         batch.waiting += 1
@@ -391,7 +396,7 @@ def _claim_row(conn: sqlite3.Connection, row: Row, job: Row, now_text: str, batc
         queue.close(conn, row["id"], status, now_text)
         _skip(conn, job, now_text, batch, reason, row["id"])
         return
-    batch.claims.append(_start_row_run(conn, row, job, key, now_text))
+    batch.claims.append(_start_row_run(conn, row, job, key, now_text, owner))
     load.take(job["resource_pool"])
 
 
@@ -464,27 +469,17 @@ def claim_due(
     batch = ClaimBatch()
     if limit <= 0:
         return batch
+    by = None if owner is None else owner.text
     with db.transaction() as conn:
         load = pools.PoolLoad(conn)
         for item in _due_work(conn, now_text, limit, targets, _PoolWaitSql.build(load.full())):
             if len(batch.claims) >= limit:
                 break
             if item.row is None:
-                _claim_occurrence(conn, item.job, now_text, next_fire, batch, load)
+                _claim_occurrence(conn, item.job, now_text, next_fire, batch, load, by)
             else:
-                _claim_row(conn, item.row, item.job, now_text, batch, load)
-        if owner is not None and batch.claims:
-            _own(conn, batch, owner)
+                _claim_row(conn, item.row, item.job, now_text, batch, load, by)
     return batch
-
-
-def _own(conn: sqlite3.Connection, batch: ClaimBatch, owner: Owner) -> None:
-    """Stamp the claiming instance on its new runs, in the claim's transaction."""
-    conn.executemany("UPDATE runs SET owner = ? WHERE id = ?",
-                     [(owner.text, claim.run.id) for claim in batch.claims])
-    batch.claims = [
-        replace(claim, run=Run.from_row({**claim.run.row, "owner": owner.text})) for claim in batch.claims
-    ]
 
 
 def defer_claim(db: Database, claim: Claim, now_text: str, reason: str) -> None:
