@@ -1468,7 +1468,8 @@ def test_run_and_dispatch_schemas() -> None:
     assert RUN_SCHEMA["fields"]["status"]["enum"] == RUN_SCHEMA["statuses"]
     assert RUN_SCHEMA["fields"]["shell_timed_out"] == {"type": "boolean", "default": False}
     assert "job_id" in RUN_SCHEMA["key_fields"]
-    assert DISPATCH_SCHEMA["kinds"] == ["manual", "chain", "retry"]
+    # The reference's kinds, then ours: a gated scheduled occurrence waits as a row of its kind.
+    assert DISPATCH_SCHEMA["kinds"] == ["manual", "chain", "retry", "cron", "at"]
     assert DISPATCH_SCHEMA["statuses"] == ["pending", "claimed", "awaiting_approval", "done", "cancelled"]
     assert DISPATCH_SCHEMA["fields"]["dispatch_kind"]["required"] is True
 

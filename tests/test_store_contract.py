@@ -299,6 +299,48 @@ def test_results_never_reach_an_inbox_even_of_an_agent_named_like_the_outbox(sto
     assert store.take_inbox("@outbound", at(20)) == []
 
 
+# -- approval gates ---------------------------------------------------------------------------------
+
+
+def test_gated_work_waits_for_approval_then_runs_once(store: Store) -> None:
+    job = add_job(store, approval_required=1, delivery_to="42", delivery_channel="telegram",
+                  delivery_mode="none")
+    batch = store.claim_due(at(0), 10, SHELL, lambda j: at(3600), ME)
+    (gate,) = batch.gated
+    assert batch.claims == [] and gate.status is RunStatus.AWAITING_APPROVAL
+    (notice,) = store.due_outbound(at(1))
+    assert f"jobs approve {job.id}" in notice.body and notice.delivery_to == "42"
+    (pending,) = store.pending_approvals(at(30))
+    assert (pending["job_id"], pending["job_name"], pending["run_id"], pending["age_s"]) == (
+        job.id, "job", gate.id, 30)
+    approval = store.approve_job(job.id, at(30))
+    assert approval["status"] == "approved" and store.pending_approvals(at(31)) == []
+    (run,) = claim(store, at(30))
+    assert run.source == "cron" and run.job.id == job.id
+    assert claim(store, at(31)) == []
+
+
+def test_rejected_work_never_runs_and_leaves_nothing_queued(store: Store) -> None:
+    job = add_job(store, approval_required=1, schedule_cron="0 0 1 1 *")
+    store.update_job(job.id, {"next_run_at": at(86400)}, at(0))
+    store.enqueue_dispatch(job.id, "manual", at(0))
+    (gate,) = store.claim_due(at(0), 10, SHELL, lambda j: at(3600), ME).gated
+    rejected = store.reject_job(job.id, "no", at(5))
+    assert rejected["status"] == "rejected"
+    assert store.require_run(gate.id).status is RunStatus.CANCELLED
+    assert claim(store, at(6)) == [] and store.next_due_at(SHELL) == at(86400)
+    with pytest.raises(NotFoundError):
+        store.approve_job(job.id, at(7))
+
+
+def test_an_approval_times_out_when_its_deadline_is_due(store: Store) -> None:
+    add_job(store, approval_required=1, approval_timeout_s=90, approval_auto="approve")
+    store.claim_due(at(0), 10, SHELL, lambda j: at(3600), ME)
+    assert store.next_due_at(SHELL) == at(90)
+    batch = store.claim_due(at(90), 10, SHELL, lambda j: at(3600), ME)
+    assert [r.status for r in batch.resolved] == [RunStatus.APPROVED] and len(batch.claims) == 1
+
+
 # -- jobs, and the change token ---------------------------------------------------------------------
 
 

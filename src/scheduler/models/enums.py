@@ -145,6 +145,9 @@ class DispatchKind(StrEnum):
     MANUAL = "manual"
     CHAIN = "chain"
     RETRY = "retry"
+    # Ours: a scheduled occurrence held by an approval gate waits as a queue row of its kind.
+    CRON = "cron"
+    AT = "at"
 
 
 class DispatchStatus(StrEnum):

@@ -65,6 +65,9 @@ class ClaimBatch:
     claims: list[Claim] = field(default_factory=list)
     skipped: list[Run] = field(default_factory=list)
     waiting: int = 0  # due work left untouched: its pool is full, or its own job's run is active
+    gated: list[Run] = field(default_factory=list)  # gate runs: work now awaiting approval
+    notices: int = 0  # approval requests recorded as outbound messages
+    resolved: list[Run] = field(default_factory=list)  # gate runs whose approval timed out
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,18 @@ class Store(Protocol):
     def ledger_entry(self, key: str) -> Row | None: ...
     def release_key(self, key: str, now: str) -> Row: ...
     def prune_ledger(self, now: str) -> int: ...
+
+    # -- approval gates ---------------------------------------------------------------------------
+    def approve_job(self, job_id: str, now: str) -> Row:
+        """Approve the job's oldest pending approval: its work is due at once and is never gated
+        again. Returns the approval (with ``job_name``); NotFoundError for an unknown job or one
+        with nothing pending."""
+    def reject_job(self, job_id: str, reason: str | None, now: str) -> Row:
+        """Reject the job's oldest pending approval: the gate run ``cancelled`` with ``reason``
+        (or "Rejected by operator"), its queue row closed. Errors as ``approve_job``."""
+    def pending_approvals(self, now: str) -> list[Row]:
+        """Pending approvals, oldest first: the ``approvals`` columns plus ``job_name``,
+        ``age_s``, ``timeout_at`` and ``on_timeout`` (the job's approval_auto)."""
 
     # -- delivery aliases, resource pools, status ------------------------------------------------
     def list_aliases(self) -> list[Row]: ...

@@ -10,6 +10,14 @@ Work whose resource pool is full *waits*: nothing is written for it, so an occur
 ``next_run_at`` and a queue row its ``scheduled_for``, and the pool's next free place goes to the
 work that fell due first, occurrences and queue rows alike. A waiter is not due for the loop
 (``next_due_at``) until its misfire grace runs out; a run that ends wakes the loop to look again.
+
+Work of a job with ``approval_required`` passes the same guards, and where it would start a run
+it is gated instead (``_gate``, with approvals.py): a gate run ``awaiting_approval`` holds the
+work's idempotency key, and the work waits as a queue row ``awaiting_approval``. Once approved,
+the row is claimed like any other but never gated again, and never dropped by a guard: it waits
+for its job's own run (whatever the overlap policy) and for its pool (past any misfire grace).
+Approvals that time out are resolved at the start of each claim; their deadlines are part of
+``next_due_at``.
 """
 
 from __future__ import annotations
@@ -22,8 +30,8 @@ from typing import Literal
 
 from scheduler.models.records import DEFAULT_MAX_QUEUED_DISPATCHES, DEFAULT_RUN_TIMEOUT_MS, Job, Run
 from scheduler.store.api import WATCHDOG, Claim, ClaimBatch, NextFire, Owner
+from scheduler.store.sqlite import approvals, pools, queue
 from scheduler.store.sqlite import idempotency as ledger
-from scheduler.store.sqlite import pools, queue
 from scheduler.store.sqlite.db import Database, Row
 from scheduler.timeutil import from_sqlite
 
@@ -53,8 +61,16 @@ _DUE_OCCURRENCE = (
 # One probe of idx_runs_running_job, made only for the rows that get this far.
 _OWN_RUN_ACTIVE = "EXISTS (SELECT 1 FROM runs own WHERE own.job_id = j.id AND own.status = 'running')"
 _POLICY = "COALESCE(j.overlap_policy, 'skip')"
-# A queue row of a job whose own run is active waits for that run under overlap `queue`.
-_ROW_WAITS_FOR_OWN_RUN = f"({_POLICY} = 'queue' AND {_OWN_RUN_ACTIVE})"
+# A queue row whose work an approval let through (approvals.granted says the same per row).
+_APPROVED_ROW = (
+    "EXISTS (SELECT 1 FROM approvals ap WHERE ap.dispatch_queue_id = q.id "
+    "AND ap.status IN ('approved', 'dispatched'))"
+)
+# A queue row of a job whose own run is active waits for that run under overlap `queue`, and
+# so does approved work under `skip` (it is never dropped for overlap, reference §17 #23).
+_ROW_WAITS_FOR_OWN_RUN = (
+    f"({_POLICY} != 'allow' AND {_OWN_RUN_ACTIVE} AND ({_POLICY} = 'queue' OR {_APPROVED_ROW}))"
+)
 
 
 @dataclass(frozen=True)
@@ -105,7 +121,8 @@ def _grace_deadline(due: str) -> str:
 
 def next_due_at(db: Database, targets: Collection[str]) -> str | None:
     """The earliest instant at which work this daemon can run needs it: due work not waiting for
-    a pool, or a waiter's misfire grace running out. (A pool that frees wakes the loop anyway.)"""
+    a pool, a waiter's misfire grace running out, or a pending approval timing out. (A pool
+    that frees wakes the loop anyway.)"""
     where, params = _target_filter(targets)
     waits = _PoolWaitSql.build(pools.full_pools(db))
     candidates = [
@@ -132,10 +149,11 @@ def next_due_at(db: Database, targets: Collection[str]) -> str | None:
             db.scalar(
                 f"SELECT MIN({_grace_deadline('q.scheduled_for')}) FROM job_dispatch_queue q "
                 f"JOIN jobs j ON j.id = q.job_id WHERE q.status = 'pending' AND {where} "
-                f"AND j.misfire_grace_s IS NOT NULL AND {waits.row}",
+                f"AND j.misfire_grace_s IS NOT NULL AND {waits.row} AND NOT {_APPROVED_ROW}",
                 [*params, *waits.full],
             ),
         ]
+    candidates.append(approvals.next_deadline(db))  # a pending approval times out
     due = [t for t in candidates if t is not None]
     return min(due) if due else None
 
@@ -195,7 +213,7 @@ def _insert_run(
     owner: str | None = None,
 ) -> Row:
     run_id = str(uuid.uuid4())
-    finished = None if status == "running" else now_text
+    finished = None if status in ("running", "awaiting_approval") else now_text
     conn.execute(
         "INSERT INTO runs (id, job_id, status, started_at, finished_at, duration_ms, last_heartbeat, "
         "dispatched_at, run_timeout_ms, idempotency_key, dispatch_queue_id, retry_of, replay_of, "
@@ -223,12 +241,13 @@ def _start_run(
     triggered_by: str | None = None,
     retry_count: int = 0,
     owner: str | None = None,
+    status: str = "running",
 ) -> Row:
     """Insert the running run, owned by the claiming instance, and claim its key (the caller
-    checked the key is free)."""
+    checked the key is free). A gate run (``awaiting_approval``) holds the key the same way."""
     ledger.free_run_key(conn, key)
     run = _insert_run(
-        conn, job, now_text, status="running", key=key, dispatch_id=dispatch_id, retry_of=retry_of,
+        conn, job, now_text, status=status, key=key, dispatch_id=dispatch_id, retry_of=retry_of,
         replay_of=replay_of, triggered_by=triggered_by, retry_count=retry_count, owner=owner,
     )
     ledger.claim(conn, key, job["id"], run["id"], now_text, one_shot=bool(job["delete_after_run"]))
@@ -240,6 +259,45 @@ def _skip(conn: sqlite3.Connection, job: Row, now_text: str, batch: ClaimBatch, 
     batch.skipped.append(Run.from_row(
         _insert_run(conn, job, now_text, status="skipped", dispatch_id=dispatch_id, message=message)
     ))
+
+
+# -- approval gates ----------------------------------------------------------------------------
+
+
+def _gate(conn: sqlite3.Connection, job: Row, now_text: str, batch: ClaimBatch, *, key: str,
+          kind: str, scheduled_for: str, dispatch_id: str | None = None,
+          triggered_by: str | None = None, retry_of: str | None = None) -> None:
+    """Instead of starting a run: a gate run ``awaiting_approval`` that holds the work's key, an
+    approval and its notification; the work waits as a queue row (a scheduled occurrence gets
+    one of kind ``cron``/``at``). Past ``max_pending_approvals`` the work is refused: a
+    ``skipped`` run says so, and its queue row is closed."""
+    refused = approvals.refusal(conn, job)
+    if refused is not None:
+        if dispatch_id is not None:
+            queue.close(conn, dispatch_id, "cancelled", now_text)
+        _skip(conn, job, now_text, batch, refused, dispatch_id)
+        return
+    if dispatch_id is None:
+        dispatch_id = str(queue.insert(conn, job["id"], kind, scheduled_for)["id"])
+    run = _start_run(conn, job, now_text, key, dispatch_id=dispatch_id, retry_of=retry_of,
+                     triggered_by=triggered_by, status="awaiting_approval")
+    if approvals.request(conn, Job.from_row(job), run["id"], dispatch_id, now_text) is not None:
+        batch.notices += 1
+    gate = conn.execute("SELECT * FROM runs WHERE id = ?", (run["id"],)).fetchone()
+    batch.gated.append(Run.from_row(gate))
+
+
+def _claimed_elsewhere(conn: sqlite3.Connection, key: str, approval: Row | None) -> bool:
+    """``key`` is held by a run other than the gate run whose approval let this work through."""
+    holder = ledger.holder(conn, key)
+    return holder is not None and (approval is None or holder != approval["run_id"])
+
+
+def _take_over_from_gate(conn: sqlite3.Connection, approval: Row, key: str, now_text: str) -> None:
+    """The approved work's run takes the key its gate run held, and the approval is spent."""
+    if ledger.holder(conn, key) == approval["run_id"]:
+        ledger.release_in(conn, key, now_text)
+    approvals.mark_dispatched(conn, approval, now_text)
 
 
 # -- scheduled occurrences ---------------------------------------------------------------------
@@ -302,6 +360,8 @@ def _claim_occurrence(
                 "UPDATE jobs SET queued_count = COALESCE(queued_count, 0) + 1 WHERE id = ?", (job["id"],)
             )
         _skip(conn, job, now_text, batch, _OVERLAP_SKIPS[verdict])
+    elif approvals.gates(job, "at" if is_at else "cron"):
+        _gate(conn, job, now_text, batch, key=key, kind="at" if is_at else "cron", scheduled_for=scheduled)
     else:
         run = _start_run(conn, job, now_text, key, owner=owner)
         load.take(job["resource_pool"])
@@ -324,26 +384,33 @@ def _disabled_message(kind: str) -> str:
     return f"job disabled; queued {kind} run cancelled"
 
 
-def _row_waits(row: Row, job: Row, verdict: Verdict, now_text: str, load: pools.PoolLoad) -> bool:
+def _row_waits(row: Row, job: Row, verdict: Verdict, now_text: str, load: pools.PoolLoad,
+               approved: bool = False) -> bool:
     """A queue row waits, untouched, while its own job's run is active under overlap ``queue``,
-    or while its pool is full and its misfire grace lasts."""
+    or while its pool is full and its misfire grace lasts. Approved work waits for both instead
+    of being dropped: for its job's own run under any policy but ``allow``, for its pool however
+    long it takes."""
     if not job["enabled"] and row["dispatch_kind"] != "manual":
         return False  # cancelled below
     if verdict in ("queue", "full"):
         return True
     if verdict == "skip":
-        return False
+        return approved
+    if approved:
+        return not load.has_room(job["resource_pool"])
     within_grace = _missed_by_s(job, row["scheduled_for"], now_text) is None
     return within_grace and not load.has_room(job["resource_pool"])
 
 
 def _row_closed_because(conn: sqlite3.Connection, row: Row, job: Row, key: str, verdict: Verdict,
-                        now_text: str, load: pools.PoolLoad) -> tuple[str, str] | None:
-    """Why a claimed queue row ends without a run, as (row status, reason); None to run it."""
+                        now_text: str, load: pools.PoolLoad,
+                        approval: Row | None = None) -> tuple[str, str] | None:
+    """Why a claimed queue row ends without a run, as (row status, reason); None to run it.
+    (Approved work reaches the overlap and pool reasons never: it waits instead.)"""
     kind = row["dispatch_kind"]
     if not job["enabled"] and kind != "manual":
         return "cancelled", _disabled_message(kind)
-    if ledger.is_claimed(conn, key):
+    if _claimed_elsewhere(conn, key, approval):
         return "done", f"queued {kind} run already claimed (key {key})"
     if verdict == "skip":
         return "cancelled", f"previous run still active (overlap_policy skip); queued {kind} run cancelled"
@@ -378,8 +445,9 @@ def _start_row_run(conn: sqlite3.Connection, row: Row, job: Row, key: str, now_t
 
 def _claim_row(conn: sqlite3.Connection, row: Row, job: Row, now_text: str, batch: ClaimBatch,
                load: pools.PoolLoad, owner: str | None) -> None:
+    approval = approvals.granted(conn, row["id"]) if row.get("approved") else None
     verdict = _overlap(conn, job)
-    if _row_waits(row, job, verdict, now_text, load):
+    if _row_waits(row, job, verdict, now_text, load, approved=approval is not None):
         batch.waiting += 1
         return
     taken = conn.execute(
@@ -390,12 +458,19 @@ def _claim_row(conn: sqlite3.Connection, row: Row, job: Row, now_text: str, batc
     if taken.rowcount == 0:
         return
     key = _row_key(row)
-    closed = _row_closed_because(conn, row, job, key, verdict, now_text, load)
+    closed = _row_closed_because(conn, row, job, key, verdict, now_text, load, approval)
     if closed is not None:
         status, reason = closed
         queue.close(conn, row["id"], status, now_text)
         _skip(conn, job, now_text, batch, reason, row["id"])
         return
+    if approval is None and approvals.gates(job, row["dispatch_kind"]):
+        _gate(conn, job, now_text, batch, key=key, kind=row["dispatch_kind"],
+              scheduled_for=row["scheduled_for"], dispatch_id=row["id"],
+              triggered_by=row["source_run_id"], retry_of=row["retry_of_run_id"])
+        return
+    if approval is not None:
+        _take_over_from_gate(conn, approval, key, now_text)
     batch.claims.append(_start_row_run(conn, row, job, key, now_text, owner))
     load.take(job["resource_pool"])
 
@@ -445,10 +520,10 @@ def _due_work(conn: sqlite3.Connection, now_text: str, limit: int, targets: Coll
         [now_text, *params, *waits.full, now_text, limit],
     ).fetchall()
     rows = conn.execute(
-        "SELECT q.* FROM job_dispatch_queue q "
+        f"SELECT q.*, {_APPROVED_ROW} AS approved FROM job_dispatch_queue q "
         f"JOIN jobs j ON j.id = q.job_id WHERE q.status = 'pending' AND q.scheduled_for <= ? "
         f"AND {where} AND NOT {_ROW_WAITS_FOR_OWN_RUN} "
-        f"AND (NOT {waits.row} OR {_past_grace('q.scheduled_for')}) "
+        f"AND (NOT {waits.row} OR ({_past_grace('q.scheduled_for')} AND NOT {_APPROVED_ROW})) "
         "ORDER BY q.scheduled_for, q.created_at LIMIT ?",
         [now_text, *params, *waits.full, now_text, limit],
     ).fetchall()
@@ -465,12 +540,14 @@ def claim_due(
     owner: Owner | None = None,
 ) -> ClaimBatch:
     """Claim up to ``limit`` runs of due work, first due first served, for ``owner``. Work that
-    must wait for its pool is left as it is (counted in ``waiting``)."""
+    must wait for its pool is left as it is (counted in ``waiting``); gated work gets its gate
+    run (``gated``); approvals that timed out are resolved first (``resolved``)."""
     batch = ClaimBatch()
     if limit <= 0:
         return batch
     by = None if owner is None else owner.text
     with db.transaction() as conn:
+        batch.resolved.extend(approvals.resolve_expired(conn, now_text))
         load = pools.PoolLoad(conn)
         for item in _due_work(conn, now_text, limit, targets, _PoolWaitSql.build(load.full())):
             if len(batch.claims) >= limit:

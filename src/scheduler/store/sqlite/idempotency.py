@@ -41,6 +41,12 @@ def is_claimed(conn: sqlite3.Connection, key: str) -> bool:
     return row is not None and row["status"] == "claimed"
 
 
+def holder(conn: sqlite3.Connection, key: str) -> str | None:
+    """The run that holds ``key`` claimed, or None when the key is free (absent or released)."""
+    row = conn.execute("SELECT status, run_id FROM idempotency_ledger WHERE key = ?", (key,)).fetchone()
+    return str(row["run_id"]) if row is not None and row["status"] == "claimed" else None
+
+
 def release_claimed_after(conn: sqlite3.Connection, now_text: str) -> int:
     """Release keys claimed at a wall time later than now: only a wall clock stepped back since
     can do that, and the instants they name will come round again as new occurrences."""

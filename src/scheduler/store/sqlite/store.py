@@ -241,6 +241,19 @@ class SqliteStore:
         from scheduler.store.sqlite import idempotency
         return idempotency.prune(self.db, now)
 
+    # -- approval gates ---------------------------------------------------------------------------
+    def approve_job(self, job_id: str, now: str) -> Row:
+        from scheduler.store.sqlite import approvals
+        return approvals.approve(self.db, job_id, now)
+
+    def reject_job(self, job_id: str, reason: str | None, now: str) -> Row:
+        from scheduler.store.sqlite import approvals
+        return approvals.reject(self.db, job_id, reason, now)
+
+    def pending_approvals(self, now: str) -> list[Row]:
+        from scheduler.store.sqlite import approvals
+        return approvals.pending(self.db, now)
+
     # -- delivery aliases, resource pools, status ------------------------------------------------
     def list_aliases(self) -> list[Row]:
         from scheduler.store.sqlite import messages
