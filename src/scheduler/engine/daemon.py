@@ -33,7 +33,17 @@ from scheduler.logs import get as get_logger
 from scheduler.models.enums import ANNOUNCE_MODES
 from scheduler.models.records import Job
 from scheduler.store import open_store
-from scheduler.store.api import WATCHDOG, Claim, Delivery, Finish, Finished, FinishPolicy, Owner, Store
+from scheduler.store.api import (
+    WATCHDOG,
+    Claim,
+    ClaimBatch,
+    Delivery,
+    Finish,
+    Finished,
+    FinishPolicy,
+    Owner,
+    Store,
+)
 from scheduler.store.thread import StoreThread
 from scheduler.strategies.agent import AgentStrategy
 from scheduler.strategies.base import DeferRun, Outcome, Strategy
@@ -453,12 +463,23 @@ class Daemon:
         for skipped in batch.skipped:
             self.log.info("run.skipped", run_id=skipped.id, job_id=skipped.job_id,
                           reason=skipped.error_message)
+        self._log_approvals(batch)
         for claim in batch.claims:
             self._start(claim)
         if batch.claims or batch.waiting:
             self.log.debug("scheduler.claimed", runs=len(batch.claims), skipped=len(batch.skipped),
                            waiting=batch.waiting, free_slots=free)
         return len(batch.claims)
+
+    def _log_approvals(self, batch: ClaimBatch) -> None:
+        for gate in batch.gated:
+            self.log.info("run.awaiting_approval", run_id=gate.id, job_id=gate.job_id,
+                          dispatch_id=gate.dispatch_queue_id)
+        for gate in batch.resolved:
+            self.log.info("approval.timed_out", run_id=gate.id, job_id=gate.job_id,
+                          outcome=gate.status)
+        if batch.notices:
+            self.deliveries_ready.set()  # the approval requests go out now, not at the idle check
 
     async def _sleep_budget(self, free: int, claimed: int) -> float:
         tick = self.settings.tick_ms / 1000
