@@ -256,6 +256,67 @@ def jobs_run(ctx: Context) -> int:
     return 0
 
 
+# -- approval gates ---------------------------------------------------------------------------
+
+MAX_REASON_LENGTH: Final = 1000
+
+
+def jobs_approve(ctx: Context) -> int:
+    usage = "jobs approve <job-id>"
+    job_id = ctx.positional(0, usage)
+    ctx.no_extra(1, usage)
+    approval = ctx.store.approve_job(job_id, to_sqlite(utcnow()))
+    ctx.out.emit(
+        {"ok": True, "approval_id": approval["id"], "job_id": approval["job_id"],
+         "status": approval["status"], "run_id": approval["run_id"],
+         "dispatch_id": approval["dispatch_queue_id"]},
+        f"Approved: {approval['job_name']} ({approval['job_id']}); the daemon starts it at once",
+    )
+    return 0
+
+
+def jobs_reject(ctx: Context) -> int:
+    usage = "jobs reject <job-id> [reason]"
+    job_id = ctx.positional(0, usage)
+    ctx.no_extra(len(ctx.args), usage)  # every word after the id is the reason
+    reason = " ".join(ctx.args[1:]).strip() or None
+    if reason is not None:
+        _checked_text(reason, "reason", MAX_REASON_LENGTH)
+    approval = ctx.store.reject_job(job_id, reason, to_sqlite(utcnow()))
+    ctx.out.emit(
+        {"ok": True, "approval_id": approval["id"], "job_id": approval["job_id"],
+         "status": approval["status"], "reason": reason, "run_id": approval["run_id"],
+         "dispatch_id": approval["dispatch_queue_id"]},
+        f"Rejected: {approval['job_name']} ({approval['job_id']})" + (f" -- {reason}" if reason else ""),
+    )
+    return 0
+
+
+def approvals_list(ctx: Context) -> int:
+    ctx.no_extra(0, "approvals list")
+    pending = ctx.store.pending_approvals(to_sqlite(utcnow()))
+
+    def human() -> None:
+        if not pending:
+            sys.stdout.write("No pending approvals\n")
+            return
+        rows = [{"job": a["job_id"], "job_name": a["job_name"] or "-", "run": (a["run_id"] or "-")[:8],
+                 "requested": a["requested_at"], "age": _age_text(a["age_s"]),
+                 "times_out": f"{a['timeout_at']} ({a['on_timeout']})"} for a in pending]
+        table(rows, list(rows[0]))
+
+    ctx.out.emit(pending, human)
+    return 0
+
+
+def _age_text(seconds: int) -> str:
+    """``42s``, ``5m``, ``3h``, ``2d``: how long an approval has waited."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 # -- runs -----------------------------------------------------------------------------------
 
 
@@ -521,6 +582,7 @@ def status(ctx: Context) -> int:
             f"Running:  {data['running_runs']} ({data['stale_runs']} stale)",
             f"Dispatch: {budgets.get('pending_dispatches', 0)} pending, "
             f"{budgets.get('overlap_queued_dispatches', 0)} overlap-queued",
+            f"Approval: {budgets.get('pending_approvals', 0)} pending",
             f"Next:     {nxt['name']} at {nxt['next_run_at']} UTC" if nxt else "Next:     -",
             *_pool_lines(data["pools"]),
         ]
@@ -602,6 +664,10 @@ COMMANDS: dict[tuple[str, str | None], Handler] = {
     ("jobs", "disable"): jobs_disable,
     ("jobs", "delete"): jobs_delete,
     ("jobs", "run"): jobs_run,
+    ("jobs", "approve"): jobs_approve,
+    ("jobs", "reject"): jobs_reject,
+    ("approvals", "list"): approvals_list,
+    ("approvals", "pending"): approvals_list,
     ("runs", "list"): runs_list,
     ("runs", "get"): runs_get,
     ("runs", "output"): runs_output,

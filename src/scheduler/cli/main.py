@@ -30,6 +30,11 @@ Jobs:
   jobs update <id> '<json>' [--dry-run] [--profile <p>]
   jobs enable <id> | jobs disable <id> | jobs delete <id>
   jobs run <id>                           queue an immediate run (schedule unchanged)
+  jobs approve <job-id>                   approve the job's oldest pending approval; it runs at once
+  jobs reject <job-id> [reason]           reject it: the gated run is cancelled
+
+Approvals (jobs with approval_required wait for one before each run):
+  approvals list | approvals pending      pending approvals, oldest first, with their age
 
 Runs:
   runs list <job-id> [limit]              newest first (default 20)
