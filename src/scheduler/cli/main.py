@@ -30,6 +30,7 @@ Jobs:
   jobs update <id> '<json>' [--dry-run] [--profile <p>]
   jobs enable <id> | jobs disable <id> | jobs delete <id>
   jobs run <id>                           queue an immediate run (schedule unchanged)
+  jobs cancel <id> [--no-cascade]         disable a job and its descendants; stop their runs
 
 Runs:
   runs list <job-id> [limit]              newest first (default 20)
