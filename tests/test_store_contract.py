@@ -372,3 +372,78 @@ def test_a_write_by_another_process_changes_the_token(store: Store, opener: Open
 def test_a_sound_database_has_no_integrity_problems(store: Store) -> None:
     assert store.integrity_problems() == []
     assert store.identity() is not None
+
+
+# -- cancellation ------------------------------------------------------------------------------
+
+CANCEL_REASON = "Cancelled by the contract test"
+
+
+def add_child(store: Store, parent: Job, name: str) -> Job:
+    """A triggered child of ``parent``, as ``jobs add`` writes one (no schedule of its own)."""
+    spec = {"name": name, "parent_id": parent.id, "trigger_on": "success", "session_target": "shell",
+            "payload_message": "true", "run_timeout_ms": 1000, "delivery_mode": "none",
+            "origin": "system"}
+    return store.insert_job(new_job_row(validate_job_spec(spec, now=NOW), NOW))
+
+
+def live_rows(store: Store, job_ids: list[str]) -> list[str]:
+    """Queue rows of these jobs the daemon could still act on (a claim at the end of time)."""
+    return [c.dispatch_id or "" for c in claim(store, at(10**6)) if c.job.id in job_ids]
+
+
+def test_cancel_stops_a_job_and_its_descendants(store: Store) -> None:
+    root = add_job(store, name="build")
+    deploy = add_child(store, root, "deploy")
+    report = add_child(store, deploy, "report")
+    notify = add_child(store, root, "notify")
+    store.enqueue_dispatch(deploy.id, "chain", at(0))
+    running = {c.job.id: c for c in claim(store)}
+    assert set(running) == {root.id, deploy.id}
+    later = store.enqueue_dispatch(notify.id, "chain", at(3600))
+    manual = store.enqueue_dispatch(root.id, "manual", at(3600))
+    assert later is not None and manual is not None
+
+    done = store.cancel_jobs(root.id, cascade=True, now=at(30), reason=CANCEL_REASON)
+
+    assert done.job_ids == [root.id, deploy.id, report.id, notify.id]  # parents first, then by name
+    assert sorted(done.run_ids) == sorted(c.run.id for c in running.values())
+    assert sorted(done.dispatch_ids) == sorted([running[deploy.id].dispatch_id or "", later["id"],
+                                                manual["id"]])
+    assert done.approval_ids == []
+    assert [store.require_job(j).enabled for j in done.job_ids] == [False] * 4
+    for c in running.values():
+        run = store.require_run(c.run.id)
+        assert run.status is RunStatus.CANCELLED and run.error_message == CANCEL_REASON
+        assert run.finished_at == at(30) and run.row["duration_ms"] == 30_000
+        assert not finish(store, c, now=at(40)).recorded  # the daemon's late end changes nothing
+        assert store.require_run(c.run.id).status is RunStatus.CANCELLED
+    (skipped,) = store.list_runs(notify.id, 10)  # a queued run that never started says why
+    assert skipped["status"] == "skipped" and CANCEL_REASON in skipped["error_message"]
+    assert live_rows(store, done.job_ids) == [] and store.next_due_at(SHELL) is None
+
+
+def test_cancel_without_cascade_leaves_the_children_alone(store: Store) -> None:
+    root = add_job(store, name="build")
+    deploy = add_child(store, root, "deploy")
+    store.enqueue_dispatch(deploy.id, "chain", at(0))
+    running = {c.job.id: c for c in claim(store)}
+    queued = store.enqueue_dispatch(deploy.id, "chain", at(3600))
+    assert queued is not None
+
+    done = store.cancel_jobs(root.id, cascade=False, now=at(30), reason=CANCEL_REASON)
+
+    assert done.job_ids == [root.id] and done.run_ids == [running[root.id].run.id]
+    assert done.dispatch_ids == []
+    assert store.require_job(deploy.id).enabled
+    assert store.require_run(running[deploy.id].run.id).status is RunStatus.RUNNING
+    assert finish(store, running[deploy.id], now=at(40)).recorded
+    assert [c.dispatch_id for c in claim(store, at(3600))] == [queued["id"]]
+
+
+def test_cancel_of_an_unknown_job_writes_nothing(store: Store) -> None:
+    job = add_job(store)
+    before = store.change_token()
+    with pytest.raises(NotFoundError, match="no-such-job"):
+        store.cancel_jobs("no-such-job", cascade=True, now=at(1), reason=CANCEL_REASON)
+    assert store.require_job(job.id).enabled and store.change_token() == before

@@ -256,6 +256,51 @@ def jobs_run(ctx: Context) -> int:
     return 0
 
 
+# What a run cancelled by `jobs cancel` says, in its error_message (and in the daemon's log).
+OPERATOR_CANCEL_REASON: Final = "Cancelled by operator (jobs cancel)"
+
+
+def jobs_cancel(ctx: Context) -> int:
+    usage = "jobs cancel <id> [--no-cascade]"
+    cascade = not ctx.flag("--no-cascade")
+    job_id = ctx.positional(0, usage)
+    ctx.no_extra(1, usage)
+    done = ctx.store.cancel_jobs(job_id, cascade=cascade, now=to_sqlite(utcnow()),
+                                 reason=OPERATOR_CANCEL_REASON)
+    orphans = _end_work_no_daemon_watches(done.run_ids)
+    lines = [f"Cancelled {len(done.job_ids)} job(s): {', '.join(done.job_ids)}"]
+    for ids, what in ((done.run_ids, "run(s) in flight cancelled"),
+                      (done.dispatch_ids, "queued run(s) closed"),
+                      (done.approval_ids, "pending approval(s) rejected")):
+        if ids:
+            lines.append(f"{len(ids)} {what}: {', '.join(ids)}")
+    if orphans:
+        lines.append(f"{orphans} process(es) left by a stopped daemon killed")
+    ctx.out.emit(
+        {"ok": True, "cancelled": done.job_ids, "cascade": cascade, "runs_cancelled": done.run_ids,
+         "dispatches_cancelled": done.dispatch_ids, "approvals_rejected": done.approval_ids,
+         "orphans_killed": orphans},
+        "\n".join(lines),
+    )
+    return 0
+
+
+def _end_work_no_daemon_watches(run_ids: list[str]) -> int:
+    """Kill the processes of cancelled runs when no daemon serves the database (one killed with
+    SIGKILL leaves its runs' processes behind): nobody else would, since the next daemon takes
+    only ``running`` runs for orphans. A serving daemon stops its own work. Returns the count."""
+    if not run_ids:
+        return 0
+    from scheduler import paths
+    from scheduler.engine.lock import probe
+
+    if probe(paths.db_path())["running"]:
+        return 0
+    from scheduler.engine.orphans import kill_processes_of_runs
+
+    return len(kill_processes_of_runs(run_ids))
+
+
 # -- approval gates ---------------------------------------------------------------------------
 
 MAX_REASON_LENGTH: Final = 1000
@@ -664,6 +709,7 @@ COMMANDS: dict[tuple[str, str | None], Handler] = {
     ("jobs", "disable"): jobs_disable,
     ("jobs", "delete"): jobs_delete,
     ("jobs", "run"): jobs_run,
+    ("jobs", "cancel"): jobs_cancel,
     ("jobs", "approve"): jobs_approve,
     ("jobs", "reject"): jobs_reject,
     ("approvals", "list"): approvals_list,

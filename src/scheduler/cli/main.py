@@ -35,6 +35,7 @@ Jobs:
 
 Approvals (jobs with approval_required wait for one before each run):
   approvals list | approvals pending      pending approvals, oldest first, with their age
+  jobs cancel <id> [--no-cascade]         disable a job and its descendants; stop their runs
 
 Runs:
   runs list <job-id> [limit]              newest first (default 20)

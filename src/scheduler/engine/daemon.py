@@ -663,11 +663,24 @@ class Daemon:
             active = self.active.get(run_id)
             if status == "running" or active is None or active.work is None or active.work.done():
                 continue
-            active.aborted = ("its job was deleted" if status is None
-                              else f"the run was ended elsewhere ({status})")
+            why = "its job was deleted" if status is None else await self._why_ended_elsewhere(run_id, status)
+            if active.work.done():
+                continue  # it ended while the reason was read: nothing left to abort
+            active.aborted = why
             self.log.warning("run.aborted", run_id=run_id, job_id=active.claim.job.id,
                              reason=active.aborted)
             active.work.cancel()
+
+    async def _why_ended_elsewhere(self, run_id: str, status: str) -> str:
+        """What the process that ended the run wrote on it (``jobs cancel``: that the operator
+        cancelled it), so the log says why the work stops."""
+        try:
+            run = await self.db.run(self.store.get_run, run_id)
+        except SchedulerError:
+            run = None  # the abort matters more than its explanation
+        note = None if run is None else run.error_message
+        ended = f"the run was ended elsewhere ({status})"
+        return f"{ended}: {note}" if note else ended
 
     async def _check_run_health(self) -> None:
         """Every SCHEDULER_HEARTBEAT_CHECK_MS: end runs nobody watches (heartbeat older than

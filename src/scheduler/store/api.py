@@ -129,6 +129,18 @@ class Recovery:
     replays: list[Row] = field(default_factory=list)  # queue rows scheduled to replay crashed runs
 
 
+@dataclass
+class Cancellation:
+    """What ``jobs cancel`` stopped: the jobs disabled (the job first, then its descendants,
+    parents before children), the runs in flight it cancelled, the queue rows it closed and the
+    pending approvals it rejected."""
+
+    job_ids: list[str]
+    run_ids: list[str] = field(default_factory=list)
+    dispatch_ids: list[str] = field(default_factory=list)
+    approval_ids: list[str] = field(default_factory=list)
+
+
 class Store(Protocol):
     """Everything the engine and the CLI do with persistent state."""
 
@@ -195,6 +207,10 @@ class Store(Protocol):
     def stale_runs(self, threshold_s: int, now: str) -> list[Row]: ...
     def enqueue_dispatch(self, job_id: str, kind: str, scheduled_for: str, *,
                          backlog_cap: int | None = None) -> Row | None: ...
+    def cancel_jobs(self, job_id: str, *, cascade: bool, now: str, reason: str) -> Cancellation:
+        """Disable the job (and with ``cascade`` its descendants, by ``parent_id``); end their runs
+        in flight as ``cancelled`` with ``reason``; close their queued runs and reject their
+        pending approvals; one transaction. NotFoundError, writing nothing, for an unknown id."""
 
     # -- the idempotency ledger ----------------------------------------------------------------
     def ledger_for_job(self, job_id: str, limit: int = 20) -> list[Row]: ...

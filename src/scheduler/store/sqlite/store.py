@@ -18,6 +18,7 @@ from scheduler.store.sqlite.migrations import migrate
 if TYPE_CHECKING:
     from scheduler.models.records import Job, OutboundMessage, Run
     from scheduler.store.api import (
+        Cancellation,
         Claim,
         ClaimBatch,
         Finish,
@@ -223,6 +224,10 @@ class SqliteStore:
                          backlog_cap: int | None = None) -> Row | None:
         from scheduler.store.sqlite import queue
         return queue.enqueue_dispatch(self.db, job_id, kind, scheduled_for, backlog_cap=backlog_cap)
+
+    def cancel_jobs(self, job_id: str, *, cascade: bool, now: str, reason: str) -> Cancellation:
+        from scheduler.store.sqlite import cancellation
+        return cancellation.cancel_jobs(self.db, job_id, cascade=cascade, now_text=now, reason=reason)
 
     # -- the idempotency ledger ----------------------------------------------------------------
     def ledger_for_job(self, job_id: str, limit: int = 20) -> list[Row]:
