@@ -120,7 +120,8 @@ def test_a_bad_body_is_refused_with_the_reason(body: Any, error: str) -> None:
 
 
 def test_a_control_character_in_the_sender_does_not_break_the_default_name() -> None:
-    assert plan(SHELL_BODY | {"name": None}, from_agent="evil\x1b[2J").row["name"] == "Spawned by evil\\x1b[2J"
+    row = plan(SHELL_BODY | {"name": None}, from_agent="evil\x1b[2J").row
+    assert row["name"] == "Spawned by evil\\x1b[2J"
 
 
 def test_an_expired_message_is_refused() -> None:
