@@ -131,6 +131,8 @@ def test_hostile_arguments_in_every_position(tmp_path: Path) -> None:
             failures.append((problems, repr(result["argv"])[:160], result["code"],
                              (result["stdout"] + result["stderr"])[-300:]))
     assert not failures, f"{len(failures)} bad outcomes, e.g. {failures[:5]}"
+    sent = [r for r in results if r["argv"] == ["messages", "send", "--from", "planner", "--body", "😀"]]
+    assert [r["code"] for r in sent] == [0, 0]  # the sweep reaches the command, in both modes
 
 
 def test_a_message_links_to_an_existing_run(cli, db, db_path: Path) -> None:

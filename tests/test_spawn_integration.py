@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import add_job, runs_of, shell_job, wait_until
+from fakegateway import CHAT, FakeGateway
 
 NO_IDLE_POLL = {"SCHEDULER_MESSAGE_DELIVERY_MS": "3600000"}
 TERMINAL = {"ok", "error", "timeout", "skipped", "cancelled", "crashed"}
@@ -165,3 +166,26 @@ def test_spawns_survive_a_sigkill_without_being_lost_or_doubled(cli, daemon, db,
     lines = out.read_text().split()
     assert len(lines) == len(set(lines)) <= count
     assert db("SELECT COUNT(*) AS n FROM messages WHERE reply_to IS NOT NULL") == [{"n": 0}]
+
+
+def test_an_agent_spawn_runs_on_the_recipient_and_a_rejection_reaches_the_senders_prompt(
+        cli, daemon, db, db_path: Path, fake_gateway: FakeGateway) -> None:
+    d = daemon(env={**NO_IDLE_POLL, "OPENCLAW_GATEWAY_URL": fake_gateway.url})
+    message = send_spawn(cli, {"name": "look", "payload_message": "Look into the outage"},
+                         "--to", "researcher")
+    (chat,) = fake_gateway.wait_for_requests(CHAT, 1, timeout=20)
+    assert chat.headers["x-openclaw-agent-id"] == "researcher"
+    assert chat.body["messages"][0]["content"].endswith("\n\nLook into the outage")
+    created = d.wait_for_event("spawn.created", lambda e: e["message_id"] == message["id"])
+    finished = d.wait_for_event("run.finished", lambda e: e["job_id"] == created["job_id"], timeout=20)
+    assert finished["status"] == "ok" and finished["delivery"] is None  # delivery_mode none
+    bad = _write_like_another_program(db_path, "planner",
+                                      '{"payload_message": "x", "schedule_cron": "@often"}')
+    d.wait_for_event("spawn.rejected", lambda e: e["message_id"] == bad)
+    add_job(cli, json.dumps({"name": "plan", "payload_message": "Plan the day", "agent_id": "planner",
+                             "run_timeout_ms": 30000, "origin": "system", "delivery_mode": "none",
+                             "delivery_opt_out_reason": "test"}), "--in", "1s")
+    chats = fake_gateway.wait_for_requests(CHAT, 2, timeout=20)
+    prompt = chats[1].body["messages"][0]["content"]
+    assert chats[1].headers["x-openclaw-agent-id"] == "planner"
+    assert "Spawn rejected: " in prompt and "@often" in prompt
