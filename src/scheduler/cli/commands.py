@@ -606,6 +606,7 @@ def msg_send(ctx: Context) -> int:
 
     return messaging.msg_send(ctx)
 
+
 COMMANDS: dict[tuple[str, str | None], Handler] = {
     ("jobs", "list"): jobs_list,
     ("jobs", "get"): jobs_get,

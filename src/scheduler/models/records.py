@@ -10,6 +10,7 @@ agent gets, the output limits of a shell run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -288,10 +289,13 @@ class Message:
         )
 
     def as_row(self) -> dict[str, Any]:
-        """Every column as stored, with ``metadata`` parsed (as the reference's ``getMessage``)."""
+        """Every column as stored, with ``metadata`` parsed when it is JSON (as the reference's
+        ``getMessage``; text that does not parse is shown as stored)."""
         row = dict(self.row)
-        if row.get("metadata") is not None:
-            row["metadata"] = dict(self.metadata)
+        raw = row.get("metadata")
+        if isinstance(raw, str):
+            with contextlib.suppress(ValueError, RecursionError):
+                row["metadata"] = json.loads(raw)
         return row
 
 def parse_metadata(raw: Any) -> dict[str, Any]:
