@@ -2,12 +2,13 @@
 
 Each test speaks only the interface (and builds job rows as ``jobs add`` does), so the suite runs
 unchanged against every backend in ``BACKENDS``: today SQLite on a real file; the PostgreSQL
-backend adds its parameter here. Claiming, overlap, pools, the ledger, finishing, recovery and
-messages are pinned; what is specific to one backend is tested beside its code.
+backend adds its parameter here. Claiming, overlap, pools, the ledger, finishing, recovery,
+messages and spawn messages are pinned; what is specific to one backend is tested beside its code.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,10 +16,12 @@ from typing import Any
 
 import pytest
 
-from scheduler.errors import NotFoundError
+from scheduler.errors import NotFoundError, ValidationError
 from scheduler.models.enums import RunStatus
 from scheduler.models.job import new_job_row
-from scheduler.models.records import Job
+from scheduler.models.messages import NewMessage
+from scheduler.models.records import Job, Message
+from scheduler.models.spawn import SpawnPlan, plan_spawn
 from scheduler.models.validation import validate_job_spec
 from scheduler.store.api import Claim, Delivery, Finish, FinishPolicy, Owner, Store
 from scheduler.timeutil import to_sqlite
@@ -339,6 +342,124 @@ def test_an_approval_times_out_when_its_deadline_is_due(store: Store) -> None:
     assert store.next_due_at(SHELL) == at(90)
     batch = store.claim_due(at(90), 10, SHELL, lambda j: at(3600), ME)
     assert [r.status for r in batch.resolved] == [RunStatus.APPROVED] and len(batch.claims) == 1
+
+
+# -- messages between agents, and spawn messages ------------------------------------------------------
+
+
+def spawn_message(store: Store, body: dict[str, Any] | str, *, sender: str = "planner",
+                  job_id: str | None = None, now: str = at(0)) -> Message:
+    text = body if isinstance(body, str) else json.dumps(body)
+    return store.send_message(NewMessage(from_agent=sender, to_agent="main", body=text,
+                                         kind="spawn", job_id=job_id), now)
+
+
+def spawn_plan(message: Message) -> SpawnPlan:
+    return plan_spawn(message.body, from_agent=message.from_agent, to_agent=message.to_agent,
+                      job_id=message.job_id, now=NOW)
+
+
+SPAWN_BODY = {"name": "spawned", "session_target": "shell", "payload_message": "true"}
+
+
+def test_a_message_is_written_pending_and_read_back(store: Store) -> None:
+    sent = store.send_message(NewMessage(from_agent="a", to_agent="b", body="hi", kind="status"), at(0))
+    assert (sent.status, sent.kind, sent.body, sent.created_at) == ("pending", "status", "hi", at(0))
+    assert store.get_message(sent.id) == sent
+    assert store.get_message("nope") is None
+
+
+@pytest.mark.parametrize("link", ["job_id", "run_id", "reply_to"])
+def test_a_message_naming_what_does_not_exist_is_refused_and_not_written(store: Store, link: str) -> None:
+    with pytest.raises(NotFoundError, match="not found: nope"):
+        store.send_message(NewMessage(from_agent="a", to_agent="b", body="hi", **{link: "nope"}), at(0))
+    assert store.pending_spawns() == [] and store.take_inbox("b", at(1)) == []
+
+
+def test_pending_spawns_are_the_unanswered_spawn_messages_oldest_first(store: Store) -> None:
+    second = spawn_message(store, SPAWN_BODY, now=at(2))
+    first = spawn_message(store, SPAWN_BODY, now=at(1))
+    store.send_message(NewMessage(from_agent="a", to_agent="main", body="not a spawn"), at(0))
+    assert [m.id for m in store.pending_spawns()] == [first.id, second.id]
+    assert [m.id for m in store.pending_spawns(limit=1)] == [first.id]
+    store.reject_spawn(first.id, "no", at(3))
+    assert [m.id for m in store.pending_spawns()] == [second.id]
+
+
+def test_a_spawn_is_accepted_once_with_its_job(store: Store) -> None:
+    message = spawn_message(store, SPAWN_BODY)
+    plan = spawn_plan(message)
+    job = store.accept_spawn(message.id, plan.row, plan.queue_at, at(1))
+    assert job is not None and job.name == "spawned" and job.next_run_at == at(0)
+    answered = store.get_message(message.id)
+    assert answered is not None and (answered.status, answered.delivered_at) == ("delivered", at(1))
+    assert answered.metadata == {"spawned_job_id": job.id}
+    again = spawn_plan(message)  # a second look (another process, a replay) writes nothing
+    assert store.accept_spawn(message.id, again.row, again.queue_at, at(2)) is None
+    assert store.reject_spawn(message.id, "late", at(2)) is None
+    assert [row["id"] for row in store.list_jobs()] == [job.id]
+    (c,) = claim(store)
+    assert c.job.id == job.id and c.source == "at"
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_linked_one_off_runs_once_through_its_queue_row_then_goes(store: Store, keep: bool) -> None:
+    parent = add_job(store, name="parent", schedule_cron="0 0 1 1 *")
+    store.update_job(parent.id, {"next_run_at": None}, at(0))  # only the spawned run is due
+    message = spawn_message(store, {**SPAWN_BODY, "delete_after_run": not keep}, job_id=parent.id)
+    plan = spawn_plan(message)
+    job = store.accept_spawn(message.id, plan.row, plan.queue_at, at(1))
+    assert job is not None and job.parent_id == parent.id and job.next_run_at is None
+    (c,) = claim(store)
+    assert (c.job.id, c.source) == (job.id, "manual")
+    finish(store, c)
+    assert claim(store, at(120)) == []  # it ran once: nothing of it is due again
+    after = store.get_job(job.id)
+    if keep:
+        assert after is not None and not after.enabled and after.last_status == "ok"
+    else:
+        assert after is None
+
+
+def test_an_accept_that_fails_writes_nothing_and_leaves_the_message_pending(store: Store) -> None:
+    parent = add_job(store, name="parent")
+    message = spawn_message(store, {**SPAWN_BODY, "trigger_on": "success"}, job_id=parent.id)
+    plan = spawn_plan(message)
+    store.delete_job(parent.id)  # the message's job_id goes with it: name the parent in the row
+    with pytest.raises(ValidationError, match=f"parent job does not exist: {parent.id}"):
+        store.accept_spawn(message.id, plan.row, plan.queue_at, at(1))
+    taken = spawn_message(store, {**SPAWN_BODY, "id": "taken"})
+    store.accept_spawn(taken.id, spawn_plan(taken).row, None, at(1))
+    duplicate = spawn_message(store, {**SPAWN_BODY, "id": "taken"})
+    with pytest.raises(ValidationError, match="a job with this id already exists"):
+        store.accept_spawn(duplicate.id, spawn_plan(duplicate).row, None, at(1))
+    assert [m.id for m in store.pending_spawns()] == [message.id, duplicate.id]
+    assert [row["id"] for row in store.list_jobs()] == ["taken"]
+
+
+def test_a_rejected_spawn_answers_its_sender_once(store: Store) -> None:
+    message = spawn_message(store, "not json", sender="researcher")
+    answer = store.reject_spawn(message.id, "the spawn body is not valid JSON", at(1))
+    assert answer is not None and answer.reply is not None
+    reply = answer.reply
+    assert (reply.from_agent, reply.to_agent, reply.kind, reply.reply_to, reply.status) == (
+        "scheduler", "researcher", "system", message.id, "pending")
+    assert reply.body == "Spawn rejected: the spawn body is not valid JSON"
+    answered = store.get_message(message.id)
+    assert answered is not None and answered.status == "delivered"
+    assert answered.metadata == {"spawn_error": "the spawn body is not valid JSON"}
+    assert store.reject_spawn(message.id, "again", at(2)) is None
+    assert store.accept_spawn(message.id, {"id": "never"}, None, at(2)) is None
+    (injected,) = store.take_inbox("researcher", at(3))
+    assert injected["id"] == reply.id
+    assert store.list_jobs() == []
+
+
+def test_spawn_messages_never_reach_an_inbox(store: Store) -> None:
+    spawn_message(store, SPAWN_BODY)
+    text = store.send_message(NewMessage(from_agent="a", to_agent="main", body="hello"), at(0))
+    assert [row["id"] for row in store.take_inbox("main", at(1))] == [text.id]
+    assert len(store.pending_spawns()) == 1
 
 
 # -- jobs, and the change token ---------------------------------------------------------------------

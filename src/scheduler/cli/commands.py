@@ -699,6 +699,21 @@ def _check_cron_expression(expr: str) -> None:
         raise ValidationError(f"cron expression {quoted(expr)} contains control characters")
 
 
+# -- messages (cli/messaging.py, loaded only by these commands) --------------------------------
+
+
+def messages_send(ctx: Context) -> int:
+    from scheduler.cli import messaging
+
+    return messaging.messages_send(ctx)
+
+
+def msg_send(ctx: Context) -> int:
+    from scheduler.cli import messaging
+
+    return messaging.msg_send(ctx)
+
+
 COMMANDS: dict[tuple[str, str | None], Handler] = {
     ("jobs", "list"): jobs_list,
     ("jobs", "get"): jobs_get,
@@ -733,4 +748,6 @@ COMMANDS: dict[tuple[str, str | None], Handler] = {
     ("version", None): version,
     ("schema", None): schema,
     ("cron", "next"): cron_next,
+    ("messages", "send"): messages_send,
+    ("msg", "send"): msg_send,
 }

@@ -52,6 +52,12 @@ Resource pools (jobs naming one pool take turns; capacity 1 unless set):
   pools set <name> <capacity>             let up to <capacity> runs of the pool run at once
   pools remove <name>                     forget the capacity (back to 1)
 
+Messages (a --kind spawn message asks the daemon for a job: its --body is a job spec):
+  messages send --from <label> [--to <agent>] [--kind <kind>] [--channel <channel>]
+                [--delivery-to <target>] [--job-id <id>] [--run-id <id>] --body <text>
+                                          send a message (--to main, --kind status by default)
+  msg send <from> <to> <body>             send a text message (positional form)
+
 Idempotency ledger:
   idem status <job-id>                    newest keys claimed for a job's runs
   idem check <key> | idem release <key>   inspect, or release a key so its work may run again

@@ -26,6 +26,7 @@ from scheduler.engine.clock import STEP_TOLERANCE_S, ClockWatch
 from scheduler.engine.delivery import OutboundSender
 from scheduler.engine.orphans import kill_processes_of_runs
 from scheduler.engine.recorder import Recorder
+from scheduler.engine.spawn import SpawnHandler
 from scheduler.engine.supervisor import OnFailure, Supervisor
 from scheduler.errors import SchedulerError, StoreCorruptError, StoreError, StoreGoneError
 from scheduler.gateway.client import GatewayClient, resolve_token
@@ -128,6 +129,7 @@ class Daemon:
         self._force_stop = asyncio.Event()
         self._data_version = 0
         self.deliveries_ready = asyncio.Event()  # an outbound message was recorded
+        self.spawns_ready = asyncio.Event()  # another process wrote: a spawn message, maybe
         self.recorder = Recorder(self.db, self._policy, self.log, self._log_finish)
         self._stale_submitted: set[str] = set()  # stale runs handed to the recorder, not yet written
         self.exit_code = 0
@@ -363,6 +365,10 @@ class Daemon:
         supervisor.start("run-heartbeat", self._beat_running_runs, OnFailure.RESTART)
         supervisor.start("run-health", self._check_run_health, OnFailure.RESTART)
         supervisor.start("prune", self._prune, OnFailure.RESTART)
+        spawner = SpawnHandler(self.db, self.spawns_ready, self.wake.set,
+                               get_logger("scheduler.spawn"),
+                               idle_check_s=self.settings.message_delivery_ms / 1000)
+        supervisor.start("spawn", spawner.run, OnFailure.RESTART)
         try:
             await self._run_loop()
             await self._drain()
@@ -627,6 +633,7 @@ class Daemon:
                 if version != self._data_version:
                     self._data_version = version
                     self.wake.set()
+                    self.spawns_ready.set()
                     await self._abort_work_of_ended_runs()
             except SchedulerError as exc:
                 self.log.warning("db.poll_failed", error=str(exc))

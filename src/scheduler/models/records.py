@@ -1,4 +1,5 @@
-"""Typed records of the rows that cross the store boundary: a job, a run, an outbound message.
+"""Typed records of the rows that cross the store boundary: a job, a run, an outbound message,
+a message between agents.
 
 The engine and the strategies decide on typed fields: policies and statuses are enums, flags are
 ``bool``, and a column the database leaves NULL (a reference database may) reads as the schema's
@@ -9,6 +10,7 @@ agent gets, the output limits of a shell run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -243,6 +245,58 @@ class OutboundMessage:
         value = self.metadata.get("chunks_sent", 0)
         return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A row of ``messages``: what one agent (or the scheduler) sent to another."""
+
+    id: str
+    from_agent: str
+    to_agent: str
+    kind: str
+    body: str
+    subject: str | None
+    status: str
+    job_id: str | None
+    run_id: str | None
+    reply_to: str | None
+    created_at: str
+    delivered_at: str | None
+    expires_at: str | None
+    metadata: Mapping[str, Any]
+    row: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Message:
+        get = row.get
+        return cls(
+            id=str(row["id"]),
+            from_agent=str(get("from_agent") or ""),
+            to_agent=str(get("to_agent") or ""),
+            kind=str(get("kind") or "text"),
+            body=str(get("body") or ""),
+            subject=_opt_str(get("subject")),
+            status=str(get("status") or "pending"),
+            job_id=_opt_str(get("job_id")),
+            run_id=_opt_str(get("run_id")),
+            reply_to=_opt_str(get("reply_to")),
+            created_at=str(get("created_at") or ""),
+            delivered_at=_opt_str(get("delivered_at")),
+            expires_at=_opt_str(get("expires_at")),
+            metadata=MappingProxyType(parse_metadata(get("metadata"))),
+            row=_frozen(row),
+        )
+
+    def as_row(self) -> dict[str, Any]:
+        """Every column as stored, with ``metadata`` parsed when it is JSON (as the reference's
+        ``getMessage``; text that does not parse is shown as stored)."""
+        row = dict(self.row)
+        raw = row.get("metadata")
+        if isinstance(raw, str):
+            with contextlib.suppress(ValueError, RecursionError):
+                row["metadata"] = json.loads(raw)
+        return row
 
 def parse_metadata(raw: Any) -> dict[str, Any]:
     """A message's ``metadata`` JSON as a dict ({} when absent or not an object)."""

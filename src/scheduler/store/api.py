@@ -16,7 +16,8 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from scheduler.models.records import Job, OutboundMessage, Run
+from scheduler.models.messages import NewMessage
+from scheduler.models.records import Job, Message, OutboundMessage, Run
 
 Source = Literal["cron", "at", "manual", "retry", "chain"]
 # The next fire time of a cron job after now, as stored text (None: it never fires again).
@@ -141,6 +142,13 @@ class Cancellation:
     approval_ids: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class SpawnRejection:
+    """A spawn message answered with an error."""
+
+    reply: Message | None  # the error message to its sender (None: the sender has no inbox)
+
+
 class Store(Protocol):
     """Everything the engine and the CLI do with persistent state."""
 
@@ -192,6 +200,22 @@ class Store(Protocol):
                              now: str) -> Row: ...
     def take_inbox(self, agent_id: str, now: str, limit: int = 5) -> list[Row]: ...
     def return_to_inbox(self, message_ids: list[str], now: str) -> None: ...
+
+    # -- messages between agents, and spawn messages ---------------------------------------------
+    def send_message(self, message: NewMessage, now: str) -> Message:
+        """Write a ``pending`` message; NotFoundError when the job, run or message it names
+        does not exist."""
+    def get_message(self, message_id: str) -> Message | None: ...
+    def pending_spawns(self, limit: int = 50) -> list[Message]:
+        """``spawn`` messages not yet answered, oldest first, whoever they are addressed to."""
+    def accept_spawn(self, message_id: str, job_row: Mapping[str, Any], queue_at: str | None,
+                     now: str) -> Job | None:
+        """Create the spawned job (with ``queue_at``, also a manual run of it due then) and mark
+        the message ``delivered``, in one transaction; None (nothing written) when the message
+        was answered already. A missing parent or a taken id: ValidationError, nothing written."""
+    def reject_spawn(self, message_id: str, error: str, now: str) -> SpawnRejection | None:
+        """Reply ``error`` to the sender (a ``system`` message from ``scheduler``) and mark the
+        message ``delivered``, in one transaction; None when it was answered already."""
 
     # -- jobs and runs -------------------------------------------------------------------------
     def insert_job(self, row: Mapping[str, Any]) -> Job: ...

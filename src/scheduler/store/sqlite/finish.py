@@ -94,8 +94,11 @@ def _load(conn: sqlite3.Connection, job_id: str) -> Job | None:
 
 
 def _ends_at_job(job: Job, source: Source) -> bool:
-    """The run was an at-job's own occurrence (or a retry/replay of it), now finally over."""
-    return job.schedule_kind is ScheduleKind.AT and job.next_run_at is None and source in ("at", "retry")
+    """The run was an at-job's own occurrence (or a retry/replay of it), now finally over. A
+    linked one-off (an at-job with a parent: only a spawn makes one, models/spawn.py) is never
+    due by itself: its occurrence is the manual queue row it was created with."""
+    own_occurrence = ("at", "retry", "manual") if job.parent_id is not None else ("at", "retry")
+    return job.schedule_kind is ScheduleKind.AT and job.next_run_at is None and source in own_occurrence
 
 
 def _update_job_after_run(

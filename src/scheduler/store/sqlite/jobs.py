@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ def _check_columns(names: Mapping[str, Any], *, allow_immutable: bool) -> None:
             raise ValidationError(f'"{name}" is not a writable job field')
 
 
-def _explain_integrity(exc: StoreConstraintError) -> ValidationError:
+def explain_integrity(exc: StoreConstraintError) -> ValidationError:
     text = str(exc)
     if "UNIQUE" in text and "jobs.id" in text:
         return ValidationError("a job with this id already exists")
@@ -40,21 +41,28 @@ def _explain_integrity(exc: StoreConstraintError) -> ValidationError:
 
 
 def insert_job(db: Database, row: Mapping[str, Any]) -> Job:
+    try:
+        with db.transaction() as conn:
+            insert_job_in(conn, row)
+    except StoreConstraintError as exc:
+        raise explain_integrity(exc) from None
+    return require_job(db, str(row["id"]))
+
+
+def insert_job_in(conn: sqlite3.Connection, row: Mapping[str, Any]) -> None:
+    """Insert a job inside the caller's transaction (a spawn creates its job with the message's
+    answer). A missing parent is a ValidationError; a broken constraint surfaces when the
+    transaction ends, for the caller to pass through ``explain_integrity``."""
     _check_columns(row, allow_immutable=True)
     names = list(row)
     sql = (
         f"INSERT INTO jobs ({', '.join(names)}) "
         f"VALUES ({', '.join('?' for _ in names)})"
     )
-    try:
-        with db.transaction() as conn:
-            parent = row.get("parent_id")
-            if parent and conn.execute("SELECT 1 FROM jobs WHERE id = ?", (parent,)).fetchone() is None:
-                raise ValidationError(f"parent job does not exist: {parent}")
-            conn.execute(sql, [row[n] for n in names])
-    except StoreConstraintError as exc:
-        raise _explain_integrity(exc) from None
-    return require_job(db, str(row["id"]))
+    parent = row.get("parent_id")
+    if parent and conn.execute("SELECT 1 FROM jobs WHERE id = ?", (parent,)).fetchone() is None:
+        raise ValidationError(f"parent job does not exist: {parent}")
+    conn.execute(sql, [row[n] for n in names])
 
 
 def get_job(db: Database, job_id: str) -> Job | None:
@@ -102,7 +110,7 @@ def update_job(db: Database, job_id: str, columns: Mapping[str, Any], now_text: 
 
                 cancel_queued_runs_of_disabled_job(conn, job_id, now_text)
     except StoreConstraintError as exc:
-        raise _explain_integrity(exc) from None
+        raise explain_integrity(exc) from None
     return require_job(db, job_id)
 
 

@@ -1,4 +1,5 @@
-"""SQL for ``messages``: outbound deliveries of results, and the agents' inboxes.
+"""SQL for ``messages``: messages sent between agents, outbound deliveries of results, and the
+agents' inboxes.
 
 Results a job announces are written as *outbound* messages, addressed to the reserved recipient
 ``@outbound`` rather than to an agent, in the same transaction that records the run: durable
@@ -13,7 +14,9 @@ import json
 import sqlite3
 import uuid
 
-from scheduler.models.records import Job, OutboundMessage, parse_metadata
+from scheduler.errors import NotFoundError
+from scheduler.models.messages import NewMessage
+from scheduler.models.records import Job, Message, OutboundMessage, parse_metadata
 from scheduler.store.api import Delivery
 from scheduler.store.sqlite.db import Database, Row
 
@@ -97,7 +100,7 @@ def mark_delivered(db: Database, message_id: str, now_text: str) -> None:
             "delivery_attempts = delivery_attempts + 1, last_error = NULL WHERE id = ?",
             (now_text, message_id),
         )
-        _receipt(conn, message_id, "attempt", "dispatcher", "delivered", now_text)
+        receipt(conn, message_id, "attempt", "dispatcher", "delivered", now_text)
 
 
 def mark_attempt_failed(
@@ -114,13 +117,14 @@ def mark_attempt_failed(
         if retry_at is None or row["delivery_attempts"] >= MAX_DELIVERY_ATTEMPTS:
             conn.execute("UPDATE messages SET status = 'failed', next_attempt_at = NULL WHERE id = ?",
                          (message_id,))
-        _receipt(conn, message_id, "error", "dispatcher", error[:1000], now_text)
+        receipt(conn, message_id, "error", "dispatcher", error[:1000], now_text)
         result: Row = conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
     return result
 
 
-def _receipt(conn: sqlite3.Connection, message_id: str, event: str, actor: str, detail: str,
-             now_text: str) -> None:
+def receipt(conn: sqlite3.Connection, message_id: str, event: str, actor: str, detail: str,
+            now_text: str) -> None:
+    """Record what happened to a message (``message_receipts``), in the caller's transaction."""
     attempt = conn.execute(
         "SELECT delivery_attempts FROM messages WHERE id = ?", (message_id,)
     ).fetchone()["delivery_attempts"]
@@ -134,11 +138,12 @@ def _receipt(conn: sqlite3.Connection, message_id: str, event: str, actor: str, 
 def take_inbox(db: Database, agent_id: str, now_text: str, limit: int = 5) -> list[Row]:
     """Up to ``limit`` pending messages addressed to ``agent_id`` (or ``broadcast``) for injection
     into its next prompt, marked ``delivered``. Outbound results are addressed to no agent, and
-    are never taken here, even by a job whose agent_id is ``@outbound``."""
+    are never taken here, even by a job whose agent_id is ``@outbound``; nor are spawn messages,
+    which ask the scheduler for a job (store/sqlite/spawn.py), not the agent for an answer."""
     with db.transaction() as conn:
         rows = conn.execute(
             "SELECT * FROM messages WHERE (to_agent = ? OR to_agent = 'broadcast') AND to_agent != ? "
-            "AND status = 'pending' AND (expires_at IS NULL OR expires_at > ?) "
+            "AND status = 'pending' AND kind != 'spawn' AND (expires_at IS NULL OR expires_at > ?) "
             f"ORDER BY {_KIND_RANK}, priority DESC, created_at LIMIT ?",
             (agent_id, OUTBOUND, now_text, limit),
         ).fetchall()
@@ -148,7 +153,7 @@ def take_inbox(db: Database, agent_id: str, now_text: str, limit: int = 5) -> li
                 "delivery_attempts = delivery_attempts + 1 WHERE id = ?",
                 (now_text, row["id"]),
             )
-            _receipt(conn, row["id"], "attempt", "dispatcher", "injected into prompt", now_text)
+            receipt(conn, row["id"], "attempt", "dispatcher", "injected into prompt", now_text)
     return list(rows)
 
 
@@ -163,8 +168,46 @@ def return_to_inbox(db: Database, message_ids: list[str], now_text: str) -> None
                 "WHERE id = ? AND status = 'delivered'",
                 (message_id,),
             )
-            _receipt(conn, message_id, "error", "dispatcher", "prompt not accepted; back in the inbox",
+            receipt(conn, message_id, "error", "dispatcher", "prompt not accepted; back in the inbox",
                      now_text)
+
+
+# -- messages between agents ---------------------------------------------------------------------
+
+_LINKS = (("job_id", "jobs", "Job"), ("run_id", "runs", "Run"), ("reply_to", "messages", "Message"))
+
+
+def insert_message(conn: sqlite3.Connection, message: NewMessage, now_text: str) -> Row:
+    """Write a ``pending`` message inside the caller's transaction; the job, run or message it
+    names must exist (NotFoundError otherwise)."""
+    for column, table, what in _LINKS:
+        value = getattr(message, column)
+        if value is not None and conn.execute(
+            f"SELECT 1 FROM {table} WHERE id = ?", (value,)
+        ).fetchone() is None:
+            raise NotFoundError(f"{what} not found: {value}")
+    message_id = str(uuid.uuid4())
+    conn.execute(
+        "INSERT INTO messages (id, from_agent, to_agent, kind, subject, body, channel, delivery_to, "
+        "status, created_at, job_id, run_id, reply_to) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+        (message_id, message.from_agent, message.to_agent, message.kind, message.subject,
+         message.body, message.channel, message.delivery_to, now_text, message.job_id,
+         message.run_id, message.reply_to),
+    )
+    row: Row = conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+    return row
+
+
+def send_message(db: Database, message: NewMessage, now_text: str) -> Message:
+    with db.transaction() as conn:
+        row = insert_message(conn, message, now_text)
+    return Message.from_row(row)
+
+
+def get_message(db: Database, message_id: str) -> Message | None:
+    row = db.query_one("SELECT * FROM messages WHERE id = ?", (message_id,))
+    return None if row is None else Message.from_row(row)
 
 
 # -- delivery aliases ----------------------------------------------------------------------------

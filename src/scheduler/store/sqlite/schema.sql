@@ -210,6 +210,9 @@ CREATE INDEX IF NOT EXISTS idx_messages_outbound ON messages(next_attempt_at)
   WHERE to_agent = '@outbound' AND status = 'pending';
 CREATE INDEX IF NOT EXISTS idx_messages_ack_pending ON messages(ack_required, ack_at, status)
   WHERE ack_required = 1 AND ack_at IS NULL;
+-- ours: the spawn messages the daemon has still to answer (it looks after every CLI write)
+CREATE INDEX IF NOT EXISTS idx_messages_spawn_pending ON messages(created_at)
+  WHERE kind = 'spawn' AND status = 'pending';
 
 CREATE TABLE IF NOT EXISTS agents (
   id TEXT PRIMARY KEY,

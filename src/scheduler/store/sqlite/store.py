@@ -16,7 +16,8 @@ from scheduler.store.sqlite.db import CORRUPT_FIX, Database
 from scheduler.store.sqlite.migrations import migrate
 
 if TYPE_CHECKING:
-    from scheduler.models.records import Job, OutboundMessage, Run
+    from scheduler.models.messages import NewMessage
+    from scheduler.models.records import Job, Message, OutboundMessage, Run
     from scheduler.store.api import (
         Cancellation,
         Claim,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
         Owner,
         Recovery,
         Row,
+        SpawnRejection,
     )
 
 
@@ -174,6 +176,28 @@ class SqliteStore:
     def return_to_inbox(self, message_ids: list[str], now: str) -> None:
         from scheduler.store.sqlite import messages
         messages.return_to_inbox(self.db, message_ids, now)
+
+    # -- messages between agents, and spawn messages ---------------------------------------------
+    def send_message(self, message: NewMessage, now: str) -> Message:
+        from scheduler.store.sqlite import messages
+        return messages.send_message(self.db, message, now)
+
+    def get_message(self, message_id: str) -> Message | None:
+        from scheduler.store.sqlite import messages
+        return messages.get_message(self.db, message_id)
+
+    def pending_spawns(self, limit: int = 50) -> list[Message]:
+        from scheduler.store.sqlite import spawn
+        return spawn.pending_spawns(self.db, limit)
+
+    def accept_spawn(self, message_id: str, job_row: Mapping[str, Any], queue_at: str | None,
+                     now: str) -> Job | None:
+        from scheduler.store.sqlite import spawn
+        return spawn.accept_spawn(self.db, message_id, job_row, queue_at, now)
+
+    def reject_spawn(self, message_id: str, error: str, now: str) -> SpawnRejection | None:
+        from scheduler.store.sqlite import spawn
+        return spawn.reject_spawn(self.db, message_id, error, now)
 
     # -- jobs and runs -------------------------------------------------------------------------
     def insert_job(self, row: Mapping[str, Any]) -> Job:
