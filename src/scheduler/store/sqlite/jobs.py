@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,14 @@ def _explain_integrity(exc: StoreConstraintError) -> ValidationError:
     return ValidationError(f"the job violates a database constraint: {text.split(': ', 1)[-1]}")
 
 
+def _check_parent(conn: sqlite3.Connection, job_id: str, parent_id: str) -> None:
+    """Parent exists, no cycle, chain no deeper than the limit: checked in the writing
+    transaction, so two CLI writes cannot together make a cycle."""
+    from scheduler.store.sqlite.chains import check_placement
+
+    check_placement(conn, job_id, parent_id)
+
+
 def insert_job(db: Database, row: Mapping[str, Any]) -> Job:
     _check_columns(row, allow_immutable=True)
     names = list(row)
@@ -49,8 +58,8 @@ def insert_job(db: Database, row: Mapping[str, Any]) -> Job:
     try:
         with db.transaction() as conn:
             parent = row.get("parent_id")
-            if parent and conn.execute("SELECT 1 FROM jobs WHERE id = ?", (parent,)).fetchone() is None:
-                raise ValidationError(f"parent job does not exist: {parent}")
+            if parent:
+                _check_parent(conn, str(row["id"]), str(parent))
             conn.execute(sql, [row[n] for n in names])
     except StoreConstraintError as exc:
         raise _explain_integrity(exc) from None
@@ -88,8 +97,8 @@ def update_job(db: Database, job_id: str, columns: Mapping[str, Any], now_text: 
     try:
         with db.transaction() as conn:
             parent = values.get("parent_id")
-            if parent and conn.execute("SELECT 1 FROM jobs WHERE id = ?", (parent,)).fetchone() is None:
-                raise ValidationError(f"parent job does not exist: {parent}")
+            if parent:
+                _check_parent(conn, job_id, str(parent))
             cursor = conn.execute(
                 f"UPDATE jobs SET {assignments} WHERE id = ?", [*values.values(), job_id]
             )
