@@ -106,6 +106,7 @@ class Daemon:
                 artifacts_dir=settings.artifacts_path,
                 env_allow=settings.shell_env_allow,
                 max_output_bytes=settings.max_output_bytes,
+                db=self.db,
             )
         }
         token = settings.gateway_token.get_secret_value() if settings.gateway_token else None
