@@ -119,8 +119,10 @@ def fire_children(
         "ORDER BY name, id",
         (parent["id"], *triggers),
     ).fetchall()
-    matching = [child for child in candidates
-                if _matches(conn, child, parent, content, run_id, now_text, fired)]
+    matching: list[Row] = []
+    for child in candidates:
+        if _condition_holds(conn, child, parent, content, run_id, now_text, fired):
+            matching.append(child)
     if not matching:
         return fired
     refusal = _chain_refusal(conn, parent)
@@ -137,8 +139,10 @@ def fire_children(
     return fired
 
 
-def _matches(conn: sqlite3.Connection, child: Row, parent: Mapping[str, Any], content: str | None,
-             run_id: str, now_text: str, fired: Fired) -> bool:
+def _condition_holds(conn: sqlite3.Connection, child: Row, parent: Mapping[str, Any],
+                     content: str | None, run_id: str, now_text: str, fired: Fired) -> bool:
+    """Whether the child's condition holds; a child it does not hold for is noted in ``fired``
+    (unmatched, or skipped when the condition cannot be evaluated)."""
     condition = child["trigger_condition"]
     try:
         if condition_matches(condition, content):
