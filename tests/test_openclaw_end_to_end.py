@@ -68,3 +68,41 @@ def test_isolated_job_with_announce_delivery_end_to_end(
     assert message["to_agent"] == "@outbound" and message["channel"] == "telegram"
     assert d.stop() == 0
     assert not [line for line in d.lines if openclaw_gateway.token in line]
+
+
+def test_an_agent_parents_reply_reaches_its_agent_childs_prompt(
+    cli, daemon, db_path, openclaw_gateway: OpenClawPeer  # noqa: F811
+) -> None:
+    marker = f"e2e-{uuid.uuid4().hex[:8]}"
+    quiet = {"session_target": "isolated", "agent_id": "main", "run_timeout_ms": 120000,
+             "delivery_mode": "none", "delivery_opt_out_reason": "test", "origin": "system"}
+    code, out, stdout, stderr = cli("jobs", "add", json.dumps({
+        **quiet, "name": f"report {marker}", "schedule_cron": "0 0 1 1 *",
+        "payload_message": f"Write the report ({marker}-parent)"}))
+    assert code == 0, stdout + stderr
+    parent = out["job"]
+    code, out, stdout, stderr = cli("jobs", "add", json.dumps({
+        **quiet, "name": f"act {marker}", "parent_id": parent["id"], "trigger_on": "success",
+        "payload_message": f"Act on the report ({marker}-child)"}))
+    assert code == 0, stdout + stderr
+    child = out["job"]
+    d = daemon(env={"OPENCLAW_GATEWAY_URL": openclaw_gateway.url,
+                    "OPENCLAW_GATEWAY_TOKEN": openclaw_gateway.token})
+    assert cli("jobs", "run", parent["id"])[0] == 0
+
+    child_run = wait_until(
+        lambda: [r for r in query(db_path, "SELECT * FROM runs WHERE job_id = ?", (child["id"],))
+                 if r["status"] != "running"],
+        timeout=300, message="the child's agent run finished",
+    )[0]
+    (parent_run,) = query(db_path, "SELECT * FROM runs WHERE job_id = ?", (parent["id"],))
+    assert parent_run["status"] == "ok" and parent_run["summary"] == openclaw_gateway.reply
+    assert child_run["status"] == "ok" and child_run["triggered_by_run"] == parent_run["id"]
+
+    # The model, behind the real gateway, saw the parent's reply in the child's prompt.
+    forwarded = openclaw_gateway.llm_requests(containing=f"{marker}-child")
+    assert forwarded, "the fake model never saw the child's prompt"
+    text = json.dumps(forwarded[0])
+    assert json.dumps(f"Triggered by: report {marker}\nParent run status: ok\nParent run output:\n"
+                      f"{openclaw_gateway.reply}\n---")[1:-1] in text
+    assert d.stop() == 0

@@ -500,14 +500,6 @@ def test_a_sound_database_has_no_integrity_problems(store: Store) -> None:
 CANCEL_REASON = "Cancelled by the contract test"
 
 
-def add_child(store: Store, parent: Job, name: str) -> Job:
-    """A triggered child of ``parent``, as ``jobs add`` writes one (no schedule of its own)."""
-    spec = {"name": name, "parent_id": parent.id, "trigger_on": "success", "session_target": "shell",
-            "payload_message": "true", "run_timeout_ms": 1000, "delivery_mode": "none",
-            "origin": "system"}
-    return store.insert_job(new_job_row(validate_job_spec(spec, now=NOW), NOW))
-
-
 def live_rows(store: Store, job_ids: list[str]) -> list[str]:
     """Queue rows of these jobs the daemon could still act on (a claim at the end of time)."""
     return [c.dispatch_id or "" for c in claim(store, at(10**6)) if c.job.id in job_ids]
@@ -515,9 +507,9 @@ def live_rows(store: Store, job_ids: list[str]) -> list[str]:
 
 def test_cancel_stops_a_job_and_its_descendants(store: Store) -> None:
     root = add_job(store, name="build")
-    deploy = add_child(store, root, "deploy")
-    report = add_child(store, deploy, "report")
-    notify = add_child(store, root, "notify")
+    deploy = add_child(store, root, name="deploy")
+    report = add_child(store, deploy, name="report")
+    notify = add_child(store, root, name="notify")
     store.enqueue_dispatch(deploy.id, "chain", at(0))
     running = {c.job.id: c for c in claim(store)}
     assert set(running) == {root.id, deploy.id}
@@ -546,7 +538,7 @@ def test_cancel_stops_a_job_and_its_descendants(store: Store) -> None:
 
 def test_cancel_without_cascade_leaves_the_children_alone(store: Store) -> None:
     root = add_job(store, name="build")
-    deploy = add_child(store, root, "deploy")
+    deploy = add_child(store, root, name="deploy")
     store.enqueue_dispatch(deploy.id, "chain", at(0))
     running = {c.job.id: c for c in claim(store)}
     queued = store.enqueue_dispatch(deploy.id, "chain", at(3600))
@@ -568,3 +560,176 @@ def test_cancel_of_an_unknown_job_writes_nothing(store: Store) -> None:
     with pytest.raises(NotFoundError, match="no-such-job"):
         store.cancel_jobs("no-such-job", cascade=True, now=at(1), reason=CANCEL_REASON)
     assert store.require_job(job.id).enabled and store.change_token() == before
+
+
+# -- chains: the children a parent's end fires ------------------------------------------------------
+
+
+def add_child(store: Store, parent: Job, trigger_on: str = "success", **overrides: Any) -> Job:
+    return add_job(store, **{"name": f"child on {trigger_on}", "parent_id": parent.id,
+                             "trigger_on": trigger_on, **overrides})
+
+
+def queued_chain_rows(done: Any) -> list[tuple[str, str]]:
+    return [(row["job_id"], row["scheduled_for"]) for row in done.children.queued]
+
+
+def test_a_success_fires_the_success_and_complete_children_with_the_end(store: Store) -> None:
+    parent = add_job(store, name="build")
+    on_success = add_child(store, parent, "success", name="deploy")
+    on_complete = add_child(store, parent, "complete", name="log")
+    add_child(store, parent, "failure", name="notify")
+    (c,) = claim(store)
+    done = finish(store, c, now=at(10))
+    assert queued_chain_rows(done) == [(on_success.id, at(10)), (on_complete.id, at(10))]  # by name
+    children = claim(store, at(10))
+    assert sorted(k.job.name for k in children) == ["deploy", "log"]
+    assert {k.source for k in children} == {"chain"}
+    assert {k.run.triggered_by_run for k in children} == {c.run.id}
+    assert finish(store, c).recorded is False  # ending it again fires nothing either
+
+
+def test_failure_children_wait_for_the_last_retry(store: Store) -> None:
+    parent = add_job(store, name="build", max_retries=1)
+    notify = add_child(store, parent, "failure", name="notify")
+    (c,) = claim(store)
+    first = finish(store, c, "error")
+    assert first.retry is not None and first.children.queued == ()
+    (retry,) = claim(store, at(60))
+    last = finish(store, retry, "timeout", now=at(70))
+    assert queued_chain_rows(last) == [(notify.id, at(70))]
+    (child,) = claim(store, at(70))
+    assert child.job.id == notify.id and child.run.triggered_by_run == retry.run.id
+
+
+def test_cancelled_parents_count_as_failures(store: Store) -> None:
+    parent = add_job(store)
+    notify = add_child(store, parent, "failure")
+    add_child(store, parent, "success")
+    (c,) = claim(store)
+    done = finish(store, c, "cancelled")
+    assert [row["job_id"] for row in done.children.queued] == [notify.id]
+
+
+def test_a_trigger_delay_schedules_the_child_later(store: Store) -> None:
+    parent = add_job(store)
+    later = add_child(store, parent, trigger_delay_s=90)
+    (c,) = claim(store)
+    assert queued_chain_rows(finish(store, c, now=at(10))) == [(later.id, at(100))]
+    assert claim(store, at(99)) == []
+    assert [k.job.id for k in claim(store, at(100))] == [later.id]
+
+
+def test_trigger_conditions_test_the_parents_output(store: Store) -> None:
+    parent = add_job(store)
+    hit = add_child(store, parent, name="a hit", trigger_condition="regex:^BUILD OK")
+    add_child(store, parent, name="a miss", trigger_condition="contains:FAILED")
+    (c,) = claim(store)
+    (done,) = store.finish_runs([Finish(c, "ok", 5, {"summary": "short"},
+                                        content="BUILD OK in 3s\nall green")], policy())
+    assert [row["job_id"] for row in done.children.queued] == [hit.id]
+    assert len(done.children.unmatched) == 1 and done.children.skipped == ()
+
+
+def test_children_beyond_the_fanout_are_chosen_by_name_and_recorded(store: Store) -> None:
+    parent = add_job(store, max_trigger_fanout=2)
+    kids = {name: add_child(store, parent, name=name) for name in ("c", "a", "b")}
+    (c,) = claim(store)
+    done = finish(store, c)
+    assert [row["job_id"] for row in done.children.queued] == [kids["a"].id, kids["b"].id]
+    (left_out,) = done.children.skipped
+    assert left_out.job_id == kids["c"].id and left_out.status is RunStatus.SKIPPED
+    assert "max_trigger_fanout 2" in (left_out.error_message or "")
+    assert left_out.triggered_by_run == c.run.id
+    assert store.list_runs(kids["c"].id, 5)[0]["status"] == "skipped"
+
+
+def test_a_child_whose_backlog_is_full_is_recorded_skipped(store: Store) -> None:
+    parent = add_job(store)
+    child = add_child(store, parent, max_queued_dispatches=1)
+    assert store.enqueue_dispatch(child.id, "manual", at(5000)) is not None
+    (c,) = claim(store)
+    done = finish(store, c)
+    assert done.children.queued == ()
+    (skipped,) = done.children.skipped
+    assert skipped.job_id == child.id and "max_queued_dispatches" in (skipped.error_message or "")
+
+
+def test_a_deferred_claim_fires_no_children_the_later_end_does(store: Store) -> None:
+    parent = add_job(store)
+    after = add_child(store, parent, "complete")
+    (c,) = claim(store)
+    store.defer_claim(c, at(1), "gateway down")  # not an end of the parent's work
+    (again,) = claim(store, at(2))
+    assert again.job.id == parent.id  # only the parent, due again
+    done = finish(store, again, now=at(3))
+    assert [row["job_id"] for row in done.children.queued] == [after.id]
+    assert [k.job.id for k in claim(store, at(3))] == [after.id]
+
+
+def test_disabled_children_are_not_fired(store: Store) -> None:
+    parent = add_job(store)
+    add_child(store, parent, enabled=False)
+    (c,) = claim(store)
+    done = finish(store, c)
+    assert done.children.queued == () and done.children.skipped == ()
+
+
+def test_a_self_deleting_parent_that_fired_children_is_kept_disabled(store: Store) -> None:
+    parent = add_job(store, delete_after_run=True)
+    child = add_child(store, parent)
+    (c,) = claim(store)
+    done = finish(store, c)
+    assert done.job is not None and not done.job.enabled  # its run is the child's input
+    (k,) = claim(store, at(10))
+    assert k.job.id == child.id and store.get_run(k.run.triggered_by_run or "") is not None
+
+
+def test_a_retry_of_a_chained_run_keeps_the_parents_run_as_its_trigger(store: Store) -> None:
+    parent = add_job(store)
+    add_child(store, parent, max_retries=1)
+    (p,) = claim(store)
+    finish(store, p)
+    (child,) = claim(store, at(10))
+    assert finish(store, child, "error", now=at(11)).retry is not None
+    (retry,) = claim(store, at(11 + 60))
+    assert retry.run.retry_of == child.run.id and retry.run.triggered_by_run == p.run.id
+
+
+def test_a_crash_that_is_not_replayed_fires_the_failure_children(store: Store) -> None:
+    once = add_job(store, name="once")
+    notify = add_child(store, once, "failure", name="notify once")
+    replayed = add_job(store, name="replayed", delivery_guarantee="at-least-once")
+    add_child(store, replayed, "complete", name="after replay")
+    crashed = {k.job.name: k for k in claim(store, owner=OTHER)}
+    found = store.recover_orphans(at(5), ME)
+    once_run = crashed["once"].run.id
+    assert list(found.children) == [once_run]
+    assert [row["job_id"] for row in found.children[once_run].queued] == [notify.id]
+    kids = [k for k in claim(store, at(5)) if k.source == "chain"]
+    assert [(k.job.id, k.run.triggered_by_run) for k in kids] == [(notify.id, once_run)]
+
+
+def test_a_child_is_placed_only_under_an_existing_parent_without_cycles_or_excess_depth(
+    store: Store,
+) -> None:
+    from scheduler.errors import ValidationError
+
+    root = add_job(store, name="root")
+    with pytest.raises(ValidationError, match="parent job does not exist: nope"):
+        store.check_chain_placement("new", "nope")
+    chain = [root]
+    for depth in range(1, 11):
+        chain.append(add_child(store, chain[-1], name=f"depth {depth}"))
+    with pytest.raises(ValidationError, match=r"Max chain depth \(10\) exceeded. Chain would be 11 deep"):
+        store.check_chain_placement("new", chain[-1].id)
+    with pytest.raises(ValidationError, match="Cycle detected"):
+        store.check_chain_placement(root.id, chain[3].id)
+    with pytest.raises(ValidationError, match="Cycle detected"):
+        store.update_job(root.id, {"parent_id": root.id, "trigger_on": "success"}, at(1))
+    other = add_job(store, name="other root")
+    branch = add_child(store, other, name="branch")
+    add_child(store, branch, name="leaf")
+    with pytest.raises(ValidationError, match="Chain would be 11 deep"):  # the subtree moves along
+        store.update_job(branch.id, {"parent_id": chain[9].id}, at(1))
+    store.check_chain_placement("new", chain[9].id)  # depth 10 is allowed

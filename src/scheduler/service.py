@@ -27,6 +27,8 @@ def plan_update(store: Store, job_id: str, patch: object, now: datetime) -> tupl
     """Validate ``patch`` against the job; return the job and the columns an update would write."""
     current = store.require_job(job_id)
     normalized = validate_job_spec(patch, current.row, "update", now=now)
+    if normalized.get("parent_id"):  # checked again by the write, in its transaction
+        store.check_chain_placement(job_id, str(normalized["parent_id"]))
     if update_needs_new_next_run(current.row, normalized):
         normalized["next_run_at"] = derive_next_run_at({**current.row, **normalized}, now)
     return current, normalized

@@ -94,6 +94,20 @@ def jobs_list(ctx: Context) -> int:
     return 0
 
 
+def jobs_tree(ctx: Context) -> int:
+    from scheduler.models.chains import job_tree
+
+    ctx.no_extra(0, "jobs tree")
+    tree = job_tree(ctx.store.list_jobs())
+
+    def human() -> None:
+        lines = [line for node in tree for line in node.lines()]
+        sys.stdout.write(printable_lines("\n".join(lines)) + "\n" if lines else "(none)\n")
+
+    ctx.out.emit([node.as_json() for node in tree], human)
+    return 0
+
+
 def jobs_get(ctx: Context) -> int:
     job_id = ctx.positional(0, "jobs get <id>")
     ctx.no_extra(1, "jobs get <id>")
@@ -164,7 +178,9 @@ def jobs_add(ctx: Context) -> int:
     now = utcnow()
     if dry_run:
         normalized = validate_job_spec(spec, None, "create", now=now)
-        new_job_row(normalized, now)  # also checks what only row construction can
+        row = new_job_row(normalized, now)  # also checks what only row construction can
+        if row["parent_id"]:  # and what only the database can: the parent, cycles, depth
+            ctx.store.check_chain_placement(row["id"], row["parent_id"])
         ctx.out.emit({"ok": True, "dry_run": True, "valid": True, "normalized": normalized},
                      "Valid (dry run; nothing written)")
         return 0
@@ -717,6 +733,7 @@ def msg_send(ctx: Context) -> int:
 COMMANDS: dict[tuple[str, str | None], Handler] = {
     ("jobs", "list"): jobs_list,
     ("jobs", "get"): jobs_get,
+    ("jobs", "tree"): jobs_tree,
     ("jobs", "add"): jobs_add,
     ("jobs", "validate"): jobs_validate,
     ("jobs", "update"): jobs_update,

@@ -24,6 +24,7 @@ Daemon:
 Jobs:
   jobs list [--type <job_type>]           list jobs
   jobs get <id>                           show one job
+  jobs tree                               jobs as parent/child chains (docs/workflows.md)
   jobs add '<json>' [--dry-run] [--at <datetime> | --in <duration>] [--watchdog] [--profile <p>]
                                           add a job (run_timeout_ms and origin are required)
   jobs validate '<json>'                  validate a job spec without writing it

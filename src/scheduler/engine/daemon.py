@@ -36,6 +36,7 @@ from scheduler.models.records import Job
 from scheduler.store import open_store
 from scheduler.store.api import (
     WATCHDOG,
+    Chained,
     Claim,
     ClaimBatch,
     Delivery,
@@ -107,6 +108,7 @@ class Daemon:
                 artifacts_dir=settings.artifacts_path,
                 env_allow=settings.shell_env_allow,
                 max_output_bytes=settings.max_output_bytes,
+                db=self.db,
             )
         }
         token = settings.gateway_token.get_secret_value() if settings.gateway_token else None
@@ -317,6 +319,8 @@ class Daemon:
         for run in found.crashed:
             self.log.warning("run.crashed", run_id=run.id, job_id=run.job_id, owner=run.owner,
                              replay=run.id in replayed)
+        for run_id, chained in found.children.items():
+            self._log_children(run_id, chained)
         if found.crashed:
             killed = kill_processes_of_runs({run.id for run in found.crashed})
             for pid, run_id in killed.items():
@@ -567,7 +571,8 @@ class Daemon:
 
     def _finish_of(self, claim: Claim, outcome: Outcome, duration_ms: int) -> Finish:
         return Finish(claim, outcome.status, duration_ms, outcome.columns,
-                      delivery=_delivery_of(claim.job, outcome), remove_job=outcome.remove_job)
+                      delivery=_delivery_of(claim.job, outcome), remove_job=outcome.remove_job,
+                      content=outcome.content)
 
     def _log_finish(self, finish: Finish, finished: Finished) -> None:
         run_id = finish.claim.run.id
@@ -593,7 +598,19 @@ class Daemon:
         )
         if finished.message is not None:
             self.deliveries_ready.set()
+        self._log_children(run_id, finished.children)
         self.wake.set()  # a pool place or the job itself may be free now (stale runs end here too)
+
+    def _log_children(self, run_id: str, chained: Chained) -> None:
+        for row in chained.queued:
+            self.log.info("chain.triggered", parent_run_id=run_id, job_id=row["job_id"],
+                          dispatch_id=row["id"], scheduled_for=row["scheduled_for"])
+        for skipped in chained.skipped:
+            self.log.info("run.skipped", run_id=skipped.id, job_id=skipped.job_id,
+                          reason=skipped.error_message)
+        if chained.unmatched:
+            self.log.info("chain.condition_not_met", parent_run_id=run_id,
+                          job_ids=list(chained.unmatched))
 
     def _policy(self) -> FinishPolicy:
         return FinishPolicy(now_text=sqlite_now(), backoff_until=self._backoff_until,

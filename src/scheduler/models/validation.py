@@ -36,6 +36,7 @@ from typing import Any, Final, Literal
 
 from scheduler import cron
 from scheduler.errors import ValidationError
+from scheduler.models.chains import CONTAINS_PREFIX, REGEX_PREFIX
 from scheduler.models.enums import (
     ANNOUNCE_MODES,
     DeliveryMode,
@@ -60,8 +61,8 @@ from scheduler.models.fields import (
 from scheduler.text import LINE_BREAKING, UNSAFE_CONTROLS, first_lone_surrogate, quoted
 from scheduler.timeutil import parse_user_datetime, to_sqlite, utcnow
 
-TRIGGER_CONTAINS_PREFIX: Final = "contains:"
-TRIGGER_REGEX_PREFIX: Final = "regex:"
+TRIGGER_CONTAINS_PREFIX: Final = CONTAINS_PREFIX
+TRIGGER_REGEX_PREFIX: Final = REGEX_PREFIX
 
 _OUTPUT_LIMIT_FIELDS: Final = (
     "output_store_limit_bytes",

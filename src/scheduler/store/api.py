@@ -98,6 +98,9 @@ class Finish:
     columns: dict[str, Any]
     delivery: Delivery | None = None  # a result to announce, recorded with the run's end
     remove_job: bool = False  # the job deletes itself with this run (a self-destructing watchdog)
+    # The run's output as its children's trigger_condition sees it (an agent's whole reply, a
+    # shell run's stdout); None: the summary, else the error message, as recorded.
+    content: str | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.columns) - FINISH_COLUMNS
@@ -115,6 +118,15 @@ class FinishPolicy:
 
 
 @dataclass(frozen=True)
+class Chained:
+    """The children the end of a parent's work fired, recorded in the same transaction."""
+
+    queued: tuple[Row, ...] = ()  # one ``chain`` queue row per child queued
+    skipped: tuple[Run, ...] = ()  # children that matched but were not queued (each says why)
+    unmatched: tuple[str, ...] = ()  # ids of children whose trigger_condition did not match
+
+
+@dataclass(frozen=True)
 class Finished:
     job: Job | None  # the job afterwards; None if deleted (by the user or delete_after_run)
     retry: Row | None  # the retry queue row, when one was scheduled
@@ -122,12 +134,15 @@ class Finished:
     # False when there was no running run left to end: its job was deleted meanwhile (the run
     # went with it) or another process already ended it. Nothing else was then written.
     recorded: bool = True
+    children: Chained = field(default_factory=Chained)  # what the end fired
 
 
 @dataclass
 class Recovery:
     crashed: list[Run] = field(default_factory=list)
     replays: list[Row] = field(default_factory=list)  # queue rows scheduled to replay crashed runs
+    # By crashed run id: the children of crashes that end the job's work (those not replayed).
+    children: dict[str, Chained] = field(default_factory=dict)
 
 
 @dataclass
@@ -224,6 +239,9 @@ class Store(Protocol):
     def list_jobs(self, job_type: str | None = None) -> list[Row]: ...
     def update_job(self, job_id: str, columns: Mapping[str, Any], now: str) -> Job: ...
     def delete_job(self, job_id: str) -> None: ...
+    def check_chain_placement(self, job_id: str, parent_id: str) -> None:
+        """Raise ValidationError unless ``job_id`` may be a child of ``parent_id`` (the parent
+        exists, no cycle, the chain no deeper than 10): what insert and update check."""
     def get_run(self, run_id: str) -> Run | None: ...
     def require_run(self, run_id: str) -> Run: ...
     def list_runs(self, job_id: str, limit: int) -> list[Row]: ...

@@ -110,7 +110,7 @@ class AgentStrategy:
         delivery = None
         if verdict.deliver and reply.content.strip():
             delivery = reply.content if verdict.status == "ok" else soft_failure_text(job, run, reply.content)
-        return Outcome(verdict.status, columns, delivery_text=delivery)
+        return Outcome(verdict.status, columns, delivery_text=delivery, content=reply.content)
 
     async def _unsee(self, message_ids: list[str]) -> None:
         """The gateway never took the prompt: its inbox messages stay for the agent's next one."""

@@ -21,6 +21,9 @@ class Outcome:
     delivery_target: tuple[str, str] | None = None
     # The job removes itself when this run is recorded (a watchdog that saw its task end).
     remove_job: bool = False
+    # The output the run's children test their trigger_condition on (an agent's whole reply, a
+    # shell run's stdout); None: its recorded summary or error message.
+    content: str | None = None
 
 
 class DeferRun(Exception):

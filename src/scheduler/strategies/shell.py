@@ -11,7 +11,9 @@ Differences from the reference (``dispatcher-shell.js``), on purpose:
   rest goes to the run's artifact file as it arrives (:mod:`shell_capture`), otherwise it is
   counted and discarded; the child is never killed for writing too much;
 * the environment is built by the caller, normally from :func:`scrubbed_environment`, so the
-  gateway bearer token and other secrets are not inherited (§17 #32).
+  gateway bearer token and other secrets are not inherited (§17 #32);
+* stdin is ``/dev/null`` unless the caller gives bytes to write to it (a chained run gets its
+  parent's output), written without blocking and never waited for.
 
 Output is collected by a :class:`asyncio.SubprocessProtocol` rather than stream readers: it needs
 no reader tasks, and it learns that the shell exited even while a grandchild still holds the pipes
@@ -285,6 +287,7 @@ async def run_shell_command(
     on_spawn: Callable[[int], None] | None = None,
     heartbeat: Callable[[], Awaitable[None]] | None = None,
     heartbeat_interval_s: float = 15.0,
+    stdin_data: bytes | None = None,
 ) -> ShellProcessResult:
     """Run ``shell -c command`` in a new session and wait for it, its processes and its pipes.
 
@@ -292,6 +295,8 @@ async def run_shell_command(
     environment as ``SCHEDULER_RUN_ID``; it is how the run's processes are found when it ends.
     After a clean exit, a ``sweeper`` lets the hunt for escaped processes be batched with other
     runs'. With ``artifacts``, each stream goes to its file as it arrives (:mod:`shell_capture`).
+    ``stdin_data`` is written to the child's stdin, which is then closed (without it, stdin is
+    ``/dev/null``); the caller bounds its size, since it is held in memory until written.
     Spawn failures are returned as ``spawn_error``; a cancellation of the calling task kills
     everything (TERM, ``kill_grace_s``, KILL), reaps the shell and re-raises ``CancelledError``.
     Raises ``ValueError`` for a non-positive ``timeout_s`` or ``heartbeat_interval_s`` or a
@@ -307,7 +312,7 @@ async def run_shell_command(
             shell,
             "-c",
             command,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env={**env, RUN_ID_VARIABLE: run_id},
@@ -318,6 +323,8 @@ async def run_shell_command(
         return _spawn_failure(shell, cwd, exc, started)
 
     run = _Run(pid=transport.get_pid(), run_id=run_id, protocol=protocol)
+    if stdin_data is not None:
+        _feed_stdin(transport, stdin_data)
     if on_spawn is not None:
         try:
             on_spawn(run.pid)
@@ -341,6 +348,19 @@ async def run_shell_command(
             beat.cancel()
             await asyncio.wait({beat})
     return _result(run, transport.get_returncode(), timed_out, started)
+
+
+def _feed_stdin(transport: asyncio.SubprocessTransport, data: bytes) -> None:
+    """Hand ``data`` to the child's stdin and close it once written. The pipe transport writes
+    what the pipe takes and keeps the rest until the child reads it, so the loop never blocks; a
+    child that exits (or closes stdin) without reading breaks the pipe, which only drops the
+    rest: nothing waits for the child to read."""
+    pipe = transport.get_pipe_transport(0)
+    if not isinstance(pipe, asyncio.WriteTransport):
+        return
+    if data:
+        pipe.write(data)
+    pipe.close()  # after the buffered data is written (or the pipe breaks)
 
 
 async def _see_through(run: _Run, timeout_s: float, kill_grace_s: float,

@@ -7,7 +7,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from scheduler.models.records import Job, Run
+from scheduler.store.thread import StoreThread
 from scheduler.strategies.base import Outcome
+from scheduler.strategies.parent_input import ParentInput, parent_input
 from scheduler.strategies.process_tree import DeferredSweeper
 from scheduler.strategies.shell import DEFAULT_CAPTURE_LIMIT, run_shell_command, scrubbed_environment
 from scheduler.strategies.shell_capture import ArtifactSpec
@@ -33,7 +35,9 @@ class ShellJobStrategy:
         env_allow: Iterable[str] = (),
         environ: Mapping[str, str] | None = None,
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        db: StoreThread | None = None,
     ) -> None:
+        self.db = db  # reads the parent run of a chained run (without it: no parent input)
         self.shell = shell
         self.artifacts_dir = artifacts_dir
         self.max_output_bytes = max_output_bytes
@@ -45,11 +49,13 @@ class ShellJobStrategy:
         timeout_ms = run.run_timeout_ms
         run_id = run.id
         limits = OutputLimits.from_job(job.row)
+        parent = await self._parent_input(run)
         result = await run_shell_command(
             job.payload_message,
             shell=self.shell,
             timeout_s=timeout_ms / 1000,
-            env={**self.env, JOB_ID_VARIABLE: job.id},
+            env={**self.env, **(parent.env if parent else {}), JOB_ID_VARIABLE: job.id},
+            stdin_data=parent.stdin if parent else None,
             run_id=run_id,
             sweeper=self.sweeper,
             capture_limit_bytes=head_limit(limits),
@@ -65,7 +71,28 @@ class ShellJobStrategy:
         )
         return Outcome(status=fields.status, columns=fields.as_run_columns(),
                        delivery_text=shell_announcement(job, fields.status, fields.delivery_text,
-                                                        fields.error_message))
+                                                        fields.error_message),
+                       content=condition_text(result.stdout, fields.error_message))
+
+    async def _parent_input(self, run: Run) -> ParentInput | None:
+        """A chained run's input from the run that triggered it (None for other runs)."""
+        parent_id = run.triggered_by_run
+        if not parent_id or self.db is None:
+            return None
+        store = self.db.store
+        parent_run = await self.db.run(store.get_run, parent_id)
+        parent_job = None
+        if parent_run is not None:
+            parent_job = await self.db.run(store.get_job, parent_run.job_id)
+        return await parent_input(parent_id, None if parent_run is None else parent_run.row,
+                                  None if parent_job is None else parent_job.row)
+
+
+def condition_text(stdout: bytes, error_message: str | None) -> str:
+    """What the run's children test their ``trigger_condition`` on: its stdout (as much as was
+    kept in memory: the store limit, 64 KiB by default), or, with no output, its error."""
+    text = stdout.decode("utf-8", "replace")
+    return text if text.strip() or not error_message else error_message
 
 
 def shell_announcement(job: Job, status: str, delivery_text: str, error_message: str | None) -> str | None:

@@ -254,6 +254,15 @@ def _start_run(
     return run
 
 
+def record_skipped_run(conn: sqlite3.Connection, job: Row, now_text: str, message: str, *,
+                       triggered_by: str | None = None) -> Run:
+    """A ``skipped`` run of ``job`` saying why work was not started, in the caller's transaction
+    (a chained run not queued names the parent run in ``triggered_by``)."""
+    return Run.from_row(
+        _insert_run(conn, job, now_text, status="skipped", triggered_by=triggered_by, message=message)
+    )
+
+
 def _skip(conn: sqlite3.Connection, job: Row, now_text: str, batch: ClaimBatch, message: str,
           dispatch_id: str | None = None) -> None:
     batch.skipped.append(Run.from_row(
@@ -426,18 +435,24 @@ def _row_closed_because(conn: sqlite3.Connection, row: Row, job: Row, key: str, 
 
 def _start_row_run(conn: sqlite3.Connection, row: Row, job: Row, key: str, now_text: str,
                    owner: str | None) -> Claim:
-    retry_count, replay_of = 0, None
+    retry_count, replay_of, triggered_by = 0, None, row["source_run_id"]
     if row["retry_of_run_id"]:
         failed = conn.execute(
-            "SELECT retry_count, status FROM runs WHERE id = ?", (row["retry_of_run_id"],)
+            "SELECT r.retry_count, r.status, r.triggered_by_run, t.job_id AS trigger_job "
+            "FROM runs r LEFT JOIN runs t ON t.id = r.triggered_by_run WHERE r.id = ?",
+            (row["retry_of_run_id"],),
         ).fetchone()
         if failed is not None:
             retry_count = failed["retry_count"] or 0
             replay_of = row["retry_of_run_id"] if failed["status"] == "crashed" else None
+            if failed["triggered_by_run"] and failed["trigger_job"] != row["job_id"]:
+                # A retry (or replay) of a chained run is still the parent's child: it gets the
+                # parent run's output again, not its own failed attempt's (that is retry_of).
+                triggered_by = failed["triggered_by_run"]
     run = _start_run(
         conn, job, now_text, key,
         dispatch_id=row["id"], retry_of=row["retry_of_run_id"], replay_of=replay_of,
-        triggered_by=row["source_run_id"], retry_count=retry_count, owner=owner,
+        triggered_by=triggered_by, retry_count=retry_count, owner=owner,
     )
     return Claim(run=Run.from_row(run), job=Job.from_row(job), source=row["dispatch_kind"],
                  dispatch_id=row["id"])

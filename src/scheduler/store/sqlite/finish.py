@@ -4,7 +4,10 @@ A failed run (``error`` or ``timeout``) of a job with ``max_retries`` is followe
 queue row scheduled on the ladder ``base × 2^(n−1)``, written in the same transaction as the run's
 end, so a crash can never lose a retry nor schedule one twice. Only when retries are exhausted
 (or none are configured) does the failure count against the job: ``consecutive_errors`` and the
-error backoff of cron jobs (reference §5.1–§5.3, computed on UTC instants, §17 #7).
+error backoff of cron jobs (reference §5.1–§5.3, computed on UTC instants, §17 #7), and the
+job's triggered children fire: ``chain`` queue rows written in the same transaction as the end,
+so a crash neither loses a child nor fires it twice. A failure that will be retried fires none:
+failure and complete children wait for the last attempt (§17 #21).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from scheduler.models.enums import FAILED_RUN_STATUSES, RunStatus, ScheduleKind
 from scheduler.models.records import Job, Run
 from scheduler.store.api import Claim, Finish, Finished, FinishPolicy, Source
 from scheduler.store.sqlite import queue
+from scheduler.store.sqlite.chains import fire_children
 from scheduler.store.sqlite.db import Database, Row
 from scheduler.store.sqlite.messages import enqueue_outbound
 
@@ -58,8 +62,19 @@ def _finish_one(conn: sqlite3.Connection, finish: Finish, policy: FinishPolicy) 
             (now_text, finish.status, now_text, job.id),
         )
         return Finished(job=_load(conn, job.id), retry=retry, message=message)
-    after = _update_job_after_run(conn, job, claim.source, finish.status, policy)
-    return Finished(job=after, retry=None, message=message)
+    # The end of the job's work (no retry follows): its children fire now, in this transaction.
+    fired = fire_children(conn, job.row, claim.run.id, finish.status, _content(finish), now_text)
+    after = _update_job_after_run(conn, job, claim.source, finish.status, policy,
+                                  keep=bool(fired.queued))
+    return Finished(job=after, retry=None, message=message, children=fired.as_chained())
+
+
+def _content(finish: Finish) -> str | None:
+    """What the children's trigger conditions test: the strategy's output, else what was recorded."""
+    if finish.content is not None:
+        return finish.content
+    columns = finish.columns
+    return columns.get("summary") or columns.get("error_message")
 
 
 def _schedule_retry(
@@ -102,8 +117,11 @@ def _ends_at_job(job: Job, source: Source) -> bool:
 
 
 def _update_job_after_run(
-    conn: sqlite3.Connection, job: Job, source: Source, status: str, policy: FinishPolicy
+    conn: sqlite3.Connection, job: Job, source: Source, status: str, policy: FinishPolicy,
+    *, keep: bool = False,
 ) -> Job | None:
+    """``keep``: the run fired children, which read it as their input; a job that would delete
+    itself (``delete_after_run``) is disabled instead, keeping its runs and its children's place."""
     now_text = policy.now_text
     errors = job.consecutive_errors
     if status in FAILED_RUN_STATUSES:
@@ -130,6 +148,8 @@ def _update_job_after_run(
         if job.queued_count > 0 and not delete:
             patch["queued_count"] = job.queued_count - 1
             patch["next_run_at"] = now_text
+    if delete and keep:
+        delete, patch["enabled"] = False, 0
     if delete:
         conn.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
         return None

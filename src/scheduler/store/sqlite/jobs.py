@@ -40,6 +40,14 @@ def explain_integrity(exc: StoreConstraintError) -> ValidationError:
     return ValidationError(f"the job violates a database constraint: {text.split(': ', 1)[-1]}")
 
 
+def _check_parent(conn: sqlite3.Connection, job_id: str, parent_id: str) -> None:
+    """Parent exists, no cycle, chain no deeper than the limit: checked in the writing
+    transaction, so two CLI writes cannot together make a cycle."""
+    from scheduler.store.sqlite.chains import check_placement
+
+    check_placement(conn, job_id, parent_id)
+
+
 def insert_job(db: Database, row: Mapping[str, Any]) -> Job:
     try:
         with db.transaction() as conn:
@@ -51,8 +59,9 @@ def insert_job(db: Database, row: Mapping[str, Any]) -> Job:
 
 def insert_job_in(conn: sqlite3.Connection, row: Mapping[str, Any]) -> None:
     """Insert a job inside the caller's transaction (a spawn creates its job with the message's
-    answer). A missing parent is a ValidationError; a broken constraint surfaces when the
-    transaction ends, for the caller to pass through ``explain_integrity``."""
+    answer). A missing parent, a cycle or too deep a chain is a ValidationError; a broken
+    constraint surfaces when the transaction ends, for the caller to pass through
+    ``explain_integrity``."""
     _check_columns(row, allow_immutable=True)
     names = list(row)
     sql = (
@@ -60,8 +69,8 @@ def insert_job_in(conn: sqlite3.Connection, row: Mapping[str, Any]) -> None:
         f"VALUES ({', '.join('?' for _ in names)})"
     )
     parent = row.get("parent_id")
-    if parent and conn.execute("SELECT 1 FROM jobs WHERE id = ?", (parent,)).fetchone() is None:
-        raise ValidationError(f"parent job does not exist: {parent}")
+    if parent:
+        _check_parent(conn, str(row["id"]), str(parent))
     conn.execute(sql, [row[n] for n in names])
 
 
@@ -96,8 +105,8 @@ def update_job(db: Database, job_id: str, columns: Mapping[str, Any], now_text: 
     try:
         with db.transaction() as conn:
             parent = values.get("parent_id")
-            if parent and conn.execute("SELECT 1 FROM jobs WHERE id = ?", (parent,)).fetchone() is None:
-                raise ValidationError(f"parent job does not exist: {parent}")
+            if parent:
+                _check_parent(conn, job_id, str(parent))
             cursor = conn.execute(
                 f"UPDATE jobs SET {assignments} WHERE id = ?", [*values.values(), job_id]
             )

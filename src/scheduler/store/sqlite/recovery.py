@@ -3,19 +3,23 @@
 Runs left ``running`` by a process that died become ``crashed``. What follows depends on the
 job's ``delivery_guarantee``: ``at-least-once`` work is replayed exactly once per crash (a
 ``retry`` queue row; the new run's ``replay_of`` names the crashed run), ``at-most-once`` work
-is not run again (an at-job whose only occurrence crashed is disabled).
+is not run again (an at-job whose only occurrence crashed is disabled), so the crash is the end
+of its work and its failure and complete children fire, in the transaction that records the
+crash; a replayed crash fires none (the replay's end will).
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Collection
 from datetime import timedelta
 
 from scheduler.models.records import Job, Run
-from scheduler.store.api import Claim, NextFireAfter, Owner, Recovery, Source
+from scheduler.store.api import Chained, Claim, NextFireAfter, Owner, Recovery, Source
 from scheduler.store.sqlite import idempotency as ledger
 from scheduler.store.sqlite import queue
-from scheduler.store.sqlite.db import Database
+from scheduler.store.sqlite.chains import fire_children
+from scheduler.store.sqlite.db import Database, Row
 from scheduler.timeutil import from_sqlite, to_sqlite
 
 CRASH_MESSAGE = "the daemon stopped while this run was in progress (found at start-up)"
@@ -52,6 +56,10 @@ def recover_orphans(db: Database, now_text: str, owner: Owner | None = None) -> 
                     queue.insert(conn, run["job_id"], "retry", now_text,
                                  source_run_id=run["id"], retry_of_run_id=run["id"])
                 )
+            else:
+                # A crash that is not replayed ends the job's work: its failure and complete
+                # children fire now, in this transaction.
+                result.children[run["id"]] = _fire_children_of_crash(conn, run, now_text)
             occurrence_lost = (
                 not replay and run["job_schedule_kind"] == "at" and run["job_next_run_at"] is None
             )
@@ -64,6 +72,11 @@ def recover_orphans(db: Database, now_text: str, owner: Owner | None = None) -> 
             result.crashed.append(Run.from_row(run))
     queue.reap(db, now_text)
     return result
+
+
+def _fire_children_of_crash(conn: sqlite3.Connection, run: Row, now_text: str) -> Chained:
+    job = conn.execute("SELECT * FROM jobs WHERE id = ?", (run["job_id"],)).fetchone()
+    return fire_children(conn, job, run["id"], "crashed", CRASH_MESSAGE, now_text).as_chained()
 
 
 def jobs_missing_next_run(db: Database) -> list[Job]:
@@ -112,8 +125,8 @@ def shift_back_after_clock_step(
     db: Database, seconds: float, now_text: str, next_fire_after: NextFireAfter
 ) -> int:
     """The wall clock was stepped back by ``seconds``: every future instant the daemon computed
-    from the old clock (cron fire times, retry and delivery due times) lies that much too far
-    ahead. Bring each back by the step (never before now), cron jobs onto their own grid, so
+    from the old clock (cron fire times, retry and delivery due times, approval requests) lies
+    that much too far ahead. Bring each back by the step (never before now), cron jobs onto their own grid, so
     nothing waits out the step; and release the ledger keys claimed under the old clock in the
     stretch of wall time that now comes round again, so jobs keep their cadence through it.
     Returns how many rows changed."""
@@ -134,6 +147,8 @@ def shift_back_after_clock_step(
         for table, column, where in (
             ("job_dispatch_queue", "scheduled_for", "status = 'pending'"),
             ("messages", "next_attempt_at", "status = 'pending'"),
+            # A pending approval asked under the old clock would time out that much late.
+            ("approvals", "requested_at", "status = 'pending'"),
         ):
             rows = conn.execute(
                 f"SELECT id, {column} AS due FROM {table} WHERE {where} AND {column} > ?", (now_text,)

@@ -224,6 +224,11 @@ class SqliteStore:
         from scheduler.store.sqlite import jobs
         jobs.delete_job(self.db, job_id)
 
+    def check_chain_placement(self, job_id: str, parent_id: str) -> None:
+        from scheduler.store.sqlite import chains
+        with self.db.transaction() as conn:
+            chains.check_placement(conn, job_id, parent_id)
+
     def get_run(self, run_id: str) -> Run | None:
         from scheduler.store.sqlite import runs
         return runs.get_run(self.db, run_id)
