@@ -86,7 +86,8 @@ def request(conn: sqlite3.Connection, job: Job, run_id: str, dispatch_id: str, n
         return None
     # Sent whatever the job's delivery_mode: an approval nobody hears of helps no one.
     delivery = Delivery(text=notice_text(job), channel=job.delivery_channel, target=job.delivery_to)
-    return enqueue_outbound(conn, delivery, job=job, run_id=run_id, now_text=now_text)
+    return enqueue_outbound(conn, delivery, subject=job.name, job_id=job.id, run_id=run_id,
+                            now_text=now_text)
 
 
 def granted(conn: sqlite3.Connection, dispatch_id: str) -> Row | None:

@@ -47,8 +47,8 @@ def _finish_one(conn: sqlite3.Connection, finish: Finish, policy: FinishPolicy) 
         queue.close(conn, claim.dispatch_id, "done", now_text)
     message = None
     if finish.delivery is not None:
-        message = enqueue_outbound(conn, finish.delivery, job=claim.job, run_id=claim.run.id,
-                                   now_text=now_text)
+        message = enqueue_outbound(conn, finish.delivery, subject=claim.job.name,
+                                   job_id=claim.job.id, run_id=claim.run.id, now_text=now_text)
     job = _load(conn, claim.job.id)
     if job is None:
         return Finished(job=None, retry=None, message=message)

@@ -16,7 +16,7 @@ import uuid
 
 from scheduler.errors import NotFoundError
 from scheduler.models.messages import NewMessage
-from scheduler.models.records import Job, Message, OutboundMessage, parse_metadata
+from scheduler.models.records import Message, OutboundMessage, parse_metadata
 from scheduler.store.api import Delivery
 from scheduler.store.sqlite.db import Database, Row
 
@@ -46,19 +46,22 @@ def resolve_target(conn: sqlite3.Connection, channel: str | None, target: str | 
 
 
 def enqueue_outbound(
-    conn: sqlite3.Connection, delivery: Delivery, *, job: Job, run_id: str, now_text: str
+    conn: sqlite3.Connection, delivery: Delivery, *, subject: str, job_id: str | None,
+    run_id: str | None, now_text: str, kind: str = "result",
 ) -> Row:
-    """Record an outbound result inside the caller's transaction. An unknown alias is recorded
-    as ``failed`` with the reason (the reference sent it to the literal ``@name``, §17 #17)."""
+    """Record an outbound message inside the caller's transaction: a job's result, an approval
+    request, or a notice with no job behind it (``job_id``/``run_id`` None). An unknown alias is
+    recorded as ``failed`` with the reason (the reference sent it to the literal ``@name``,
+    §17 #17)."""
     channel, target, problem = resolve_target(conn, delivery.channel, delivery.target)
     message_id = str(uuid.uuid4())
     conn.execute(
         "INSERT INTO messages (id, from_agent, to_agent, kind, subject, body, channel, delivery_to, "
         "status, last_error, created_at, job_id, run_id, metadata, next_attempt_at) "
-        "VALUES (?, ?, ?, 'result', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            message_id, SENDER, OUTBOUND, job.name[:100], delivery.text, channel, target,
-            "failed" if problem else "pending", problem, now_text, job.id, run_id,
+            message_id, SENDER, OUTBOUND, kind, subject[:100], delivery.text, channel, target,
+            "failed" if problem else "pending", problem, now_text, job_id, run_id,
             json.dumps({"chunks_sent": 0, "requested_to": delivery.target}), now_text,
         ),
     )
