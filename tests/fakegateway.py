@@ -4,7 +4,8 @@ It behaves like the real gateway 2026.9.6 where the scheduler can tell (openclaw
 ``GET /health``; ``POST /v1/chat/completions`` (agent-target ``model`` only, agent-scoped session
 keys, reserved namespaces refused, no ``x-openclaw-session-key`` response header unless
 ``echo_session_key``); ``POST /tools/invoke`` with ``sessions_list`` (the
-``result.details.sessions`` shape) and ``message`` (deliveries recorded); 401 on a wrong or
+``result.details.sessions`` shape) and ``message`` (deliveries recorded, with their media: see
+``_media_of``); 401 on a wrong or
 missing token when one is configured. :meth:`Reply.streamed` answers with a body sent piece by
 piece: endless, huge, or stalling, as a runaway server would.
 
@@ -18,6 +19,7 @@ fixture: ``from fakegateway import fake_gateway``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
@@ -489,14 +491,16 @@ class FakeGateway:
             "content": [{"type": "text", "text": json.dumps(details, indent=2)}], "details": details}})
 
     def _message(self, args: dict[str, Any], session_key: Any) -> Reply:
-        if args.get("action") != "send" or not isinstance(args.get("message"), str):
+        text = args.get("message")
+        media = _media_of(args)
+        if args.get("action") != "send" or not (isinstance(text, str) or media is not None):
             return Reply(400, {"ok": False, "error": {"type": "invalid_request",
                                                       "message": "message: action send needs a message"}})
         with self._cond:
             self._message_id += 1
             message_id = str(self._message_id)
             self._deliveries.append({"channel": args.get("channel"), "target": args.get("target"),
-                                     "message": args["message"], "session_key": session_key,
+                                     "message": text, "media": media, "session_key": session_key,
                                      "message_id": message_id, "time": time.time()})
             self._cond.notify_all()
         details: dict[str, Any] = {"ok": True, "messageId": message_id}
@@ -504,6 +508,23 @@ class FakeGateway:
             details["chatId"] = args["target"]
         return Reply(200, {"ok": True, "result": {
             "content": [{"type": "text", "text": json.dumps(details)}], "details": details}})
+
+
+def _media_of(args: dict[str, Any]) -> dict[str, Any] | None:
+    """The media parameters of a ``message`` send, as the real gateway reads them: ``buffer``
+    (base64 or a data URL; decoded into ``data``) with ``filename`` and ``mimeType``, or a URL/path
+    in ``media`` / ``mediaUrl`` / ``path`` / ``filePath``. None for a text-only send."""
+    reference = next((args[key] for key in ("media", "mediaUrl", "path", "filePath")
+                      if isinstance(args.get(key), str) and args[key]), None)
+    buffer = args.get("buffer")
+    if not isinstance(buffer, str) and reference is None:
+        return None
+    data: bytes | None = None
+    if isinstance(buffer, str):
+        encoded = buffer.split(",", 1)[1] if buffer.startswith("data:") else buffer
+        data = base64.b64decode(encoded, validate=True)
+    return {"data": data, "size": None if data is None else len(data), "reference": reference,
+            "filename": args.get("filename"), "mime_type": args.get("mimeType") or args.get("contentType")}
 
 
 @pytest.fixture

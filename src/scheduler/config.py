@@ -7,6 +7,7 @@ this module: pydantic-settings costs a third of a second, which the CLI cannot a
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -44,6 +45,9 @@ class Settings(BaseSettings):
     shell_env_allow: Annotated[tuple[str, ...], NoDecode] = Field(
         (), validation_alias="SCHEDULER_SHELL_ENV_ALLOW"
     )
+    # Directories whose files [IMAGE:/path] markers may attach (os.pathsep-separated, absolute);
+    # empty: the system temp directory and the artifacts directory.
+    media_dirs: Annotated[tuple[Path, ...], NoDecode] = Field((), validation_alias="SCHEDULER_MEDIA_DIRS")
     shutdown_grace_ms: int = Field(30000, ge=0, validation_alias="SCHEDULER_SHUTDOWN_GRACE_MS")
     wake_poll_ms: int = Field(200, ge=10, le=10000, validation_alias="SCHEDULER_WAKE_POLL_MS")
     run_heartbeat_ms: int = Field(10000, ge=1000, validation_alias="SCHEDULER_RUN_HEARTBEAT_MS")
@@ -65,6 +69,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return tuple(value)
+
+    @field_validator("media_dirs", mode="before")
+    @classmethod
+    def _directory_list(cls, value: Any) -> tuple[Path, ...]:
+        parts = value.split(os.pathsep) if isinstance(value, str) else list(value)
+        dirs = tuple(Path(str(part).strip()).expanduser() for part in parts if str(part).strip())
+        relative = [str(d) for d in dirs if not d.is_absolute()]
+        if relative:
+            raise ValueError(f"directories must be absolute paths, got {relative[0]!r}")
+        return dirs
 
     @field_validator("sqlite_synchronous", mode="before")
     @classmethod

@@ -113,8 +113,24 @@ class JsonHandler(BaseHTTPRequestHandler):
     server_version = "openclaw-peer-fake/1"
 
     def read_body(self) -> bytes:
+        """The whole request body: by ``Content-Length``, or chunk by chunk (the gateway streams
+        uploads such as ``sendPhoto`` multipart bodies with ``Transfer-Encoding: chunked``)."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
+
+    def _read_chunked(self) -> bytes:
+        body = bytearray()
+        while True:
+            size_line = self.rfile.readline(1024)
+            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailer headers
+                return bytes(body)
+            body += self.rfile.read(size)
+            self.rfile.readline(1024)  # the CRLF after each chunk
 
     def send_json(self, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()

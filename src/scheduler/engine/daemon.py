@@ -31,6 +31,7 @@ from scheduler.engine.supervisor import OnFailure, Supervisor
 from scheduler.errors import SchedulerError, StoreCorruptError, StoreError, StoreGoneError
 from scheduler.gateway.client import GatewayClient, resolve_token
 from scheduler.logs import get as get_logger
+from scheduler.media import MediaPolicy
 from scheduler.models.enums import ANNOUNCE_MODES
 from scheduler.models.records import Job
 from scheduler.store import open_store
@@ -120,6 +121,10 @@ class Daemon:
         self.strategies.update({target: agent for target in AGENT_TARGETS})
         self.strategies[WATCHDOG] = WatchdogStrategy(
             shell=settings.shell, env_allow=settings.shell_env_allow
+        )
+        self.media_policy = MediaPolicy.for_scheduler(
+            media_dirs=settings.media_dirs, artifacts_dir=settings.artifacts_path,
+            db_path=settings.db_path, token_path=settings.gateway_token_path,
         )
         self.gateway_healthy = False
         self._gateway_known = False  # no health check has answered yet
@@ -357,7 +362,7 @@ class Daemon:
     async def _serve(self) -> None:
         sender = OutboundSender(
             self.db, self.gateway, self.deliveries_ready, get_logger("scheduler.delivery"),
-            idle_check_s=self.settings.message_delivery_ms / 1000,
+            media_policy=self.media_policy, idle_check_s=self.settings.message_delivery_ms / 1000,
         )
         supervisor = Supervisor(self.log, self._helper_died, stopping=self.stopping.is_set)
         # The recorder holds run endings in memory: if it dies, stop (they are crash-recovered).
@@ -571,7 +576,8 @@ class Daemon:
 
     def _finish_of(self, claim: Claim, outcome: Outcome, duration_ms: int) -> Finish:
         return Finish(claim, outcome.status, duration_ms, outcome.columns,
-                      delivery=_delivery_of(claim.job, outcome), remove_job=outcome.remove_job,
+                      delivery=_delivery_of(claim.job, outcome, self.media_policy),
+                      remove_job=outcome.remove_job,
                       content=outcome.content)
 
     def _log_finish(self, finish: Finish, finished: Finished) -> None:
@@ -833,16 +839,19 @@ def _identity(path: Any) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
-def _delivery_of(job: Job, outcome: Outcome) -> Delivery | None:
+def _delivery_of(job: Job, outcome: Outcome, media: MediaPolicy) -> Delivery | None:
     text = outcome.delivery_text
-    if not text or not text.strip():
+    if text is None or not (text.strip() or outcome.attachments):
         return None
     if outcome.delivery_target is not None:
         channel, target = outcome.delivery_target
         return Delivery(text=text, channel=channel, target=target)
     if job.delivery_mode not in ANNOUNCE_MODES:
         return None
-    return Delivery(text=text, channel=job.delivery_channel, target=job.delivery_to)
+    # Files named by markers are checked now, so a refused one is reported in the text itself.
+    accepted = media.accept(outcome.attachments)
+    return Delivery(text=accepted.text_with_notes(text), channel=job.delivery_channel,
+                    target=job.delivery_to, attachments=accepted.paths)
 
 
 def _age_ms(started_at: str) -> int:

@@ -21,6 +21,13 @@ TELEGRAM_MAX_MESSAGE_LENGTH: Final = 4096
 # Per-channel limits in UTF-8 bytes; channels not listed are sent as one part.
 CHANNEL_LIMITS: Final[Mapping[str, int]] = MappingProxyType({"telegram": TELEGRAM_MAX_MESSAGE_LENGTH})
 DEFAULT_CHANNEL_LIMIT: Final[int | None] = None
+# Channels whose gateway plugin sends an uploaded file (the ``message`` tool's ``buffer``) as a
+# photo or document (openclaw 2026.9.6 docs; Telegram checked end to end). Others get the text
+# only, with a note: some have no uploads at all (nostr, irc) or turn them into a link line.
+MEDIA_CHANNELS: Final = frozenset({
+    "telegram", "discord", "slack", "whatsapp", "signal", "imessage", "msteams", "matrix",
+    "mattermost", "googlechat",
+})
 # Bytes the reference reserves for the "[i/N] " prefix (enough up to N = 9999).
 _PREFIX_RESERVE: Final = 12
 _MAX_CHAR_BYTES: Final = 4
@@ -100,6 +107,11 @@ def chunk_message(text: str, limit: int | None) -> list[str]:
 def channel_limit(channel: str | None) -> int | None:
     """The size limit (UTF-8 bytes) of ``channel``, or None when it takes any length."""
     return CHANNEL_LIMITS.get(channel or "", DEFAULT_CHANNEL_LIMIT)
+
+
+def channel_takes_media(channel: str | None) -> bool:
+    """Whether attachments are sent to ``channel`` (no channel: the gateway's default, unknown)."""
+    return (channel or "").lower() in MEDIA_CHANNELS
 
 
 def split_message_for_channel(channel: str | None, text: str) -> list[str]:

@@ -31,6 +31,7 @@ This client follows the real gateway 2026.9.6 where it differs from the referenc
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import email.utils
 import json
@@ -542,6 +543,21 @@ class GatewayClient:
             args["target"] = target
         data = await self.invoke("message", args, timeout_s=timeout_s)
         return data if isinstance(data, dict) else {"result": data}
+
+    async def send_media(self, *, data: bytes, filename: str, mime_type: str, channel: str | None,
+                         target: str | None, timeout_s: float = 60) -> dict[str, Any]:
+        """Deliver one file through the ``message`` tool, as ``buffer`` (base64), with no text.
+
+        The file travels in the request rather than as a path: the gateway may run elsewhere, and
+        it only reads local paths under its own media directories."""
+        args: dict[str, Any] = {"action": "send", "buffer": base64.b64encode(data).decode("ascii"),
+                                "filename": filename, "mimeType": mime_type}
+        if channel:
+            args["channel"] = channel
+        if target:
+            args["target"] = target
+        result = await self.invoke("message", args, timeout_s=timeout_s)
+        return result if isinstance(result, dict) else {"result": result}
 
     # -- plumbing ----------------------------------------------------------------------------
 

@@ -245,6 +245,20 @@ class OutboundMessage:
         value = self.metadata.get("chunks_sent", 0)
         return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
+    @property
+    def attachments(self) -> tuple[str, ...]:
+        """Files to send after the text, in order (``metadata.attachments``)."""
+        value = self.metadata.get("attachments")
+        if not isinstance(value, list):
+            return ()
+        return tuple(item for item in value if isinstance(item, str))
+
+    @property
+    def media_sent(self) -> int:
+        """Attachments done so far (sent or given up): a retry resumes after them."""
+        value = self.metadata.get("media_sent", 0)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
 
 
 @dataclass(frozen=True, slots=True)

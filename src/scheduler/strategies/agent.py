@@ -28,6 +28,7 @@ from scheduler.gateway.client import (
     GatewayUnavailable,
     canonical_session_key,
 )
+from scheduler.media import extract_markers
 from scheduler.models.enums import ANNOUNCE_MODES, DeliveryGuarantee, SessionTarget
 from scheduler.models.records import DEFAULT_PAYLOAD_TIMEOUT_S, Job, Run
 from scheduler.store.thread import StoreThread
@@ -108,9 +109,16 @@ class AgentStrategy:
                       sentinel=verdict.sentinel,
                       total_tokens=(reply.usage or {}).get("total_tokens"))
         delivery = None
+        images: tuple[str, ...] = ()
         if verdict.deliver and reply.content.strip():
-            delivery = reply.content if verdict.status == "ok" else soft_failure_text(job, run, reply.content)
-        return Outcome(verdict.status, columns, delivery_text=delivery, content=reply.content)
+            # The reply's [IMAGE:/path] lines are sent as attachments, not as text; the run's
+            # summary keeps the reply as the agent wrote it.
+            extracted = extract_markers(reply.content)
+            images = extracted.paths
+            text = extracted.text
+            delivery = text if verdict.status == "ok" else soft_failure_text(job, run, text)
+        return Outcome(verdict.status, columns, delivery_text=delivery, attachments=images,
+                       content=reply.content)
 
     async def _unsee(self, message_ids: list[str]) -> None:
         """The gateway never took the prompt: its inbox messages stay for the agent's next one."""

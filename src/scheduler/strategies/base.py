@@ -17,6 +17,9 @@ class Outcome:
     # What to announce to the job's delivery target, already decided by the strategy from the
     # job's delivery_mode (None: nothing). Recorded durably with the run's end.
     delivery_text: str | None = None
+    # Paths named by [IMAGE:/path] markers, already taken out of delivery_text (scheduler.media);
+    # the engine checks them against its media policy before they are recorded for sending.
+    attachments: tuple[str, ...] = ()
     # Send delivery_text to this (channel, target) whatever the job's delivery_mode (watchdog alerts).
     delivery_target: tuple[str, str] | None = None
     # The job removes itself when this run is recorded (a watchdog that saw its task end).

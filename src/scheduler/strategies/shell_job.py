@@ -69,9 +69,11 @@ class ShellJobStrategy:
             artifacts_dir=self.artifacts_dir,
             timeout_ms=timeout_ms,
         )
+        announcement = shell_announcement(job, fields.status, fields.delivery_text,
+                                          fields.error_message)
         return Outcome(status=fields.status, columns=fields.as_run_columns(),
-                       delivery_text=shell_announcement(job, fields.status, fields.delivery_text,
-                                                        fields.error_message),
+                       delivery_text=announcement,
+                       attachments=fields.attachments if announcement is not None else (),
                        content=condition_text(result.stdout, fields.error_message))
 
     async def _parent_input(self, run: Run) -> ParentInput | None:

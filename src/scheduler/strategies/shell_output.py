@@ -16,7 +16,10 @@ and truncated at a character boundary with the ``\\n...[truncated]`` suffix, a p
   error is appended to ``error_message``;
 * a cancelled run gets status ``cancelled`` and ``Cancelled: daemon shutdown``.
 
-Image markers (``[IMAGE:/path]`` lines, §4.4) are not extracted here.
+Image markers (``[IMAGE:/path]`` lines of stdout, §4.5) are taken out of the stored stdout, the
+excerpt and the preview, as in the reference, and returned as ``attachments`` for the delivery
+(:mod:`scheduler.media`). Only the part of stdout held in memory (the store limit, 64 KiB by
+default) is searched; the artifact file keeps the output as written.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from scheduler.media import extract_markers
 from scheduler.strategies.shell import ShellProcessResult
 from scheduler.strategies.shell_capture import (
     StoredArtifact,
@@ -105,11 +109,13 @@ class ShellRunFields:
     shell_stderr_bytes: int
     context_summary: str
     delivery_text: str
+    attachments: tuple[str, ...] = ()  # paths of stdout's [IMAGE:/path] lines
 
     def as_run_columns(self) -> dict[str, Any]:
-        """The ``runs`` columns to write (everything but ``status`` and ``delivery_text``)."""
+        """The ``runs`` columns to write (all but ``status``, ``delivery_text``, ``attachments``)."""
         return {
-            f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("status", "delivery_text")
+            f.name: getattr(self, f.name) for f in fields(self)
+            if f.name not in ("status", "delivery_text", "attachments")
         }
 
 
@@ -271,10 +277,14 @@ def normalize_shell_result(
     totals: dict[str, int] = {}
     blocks: list[str] = []
     offload_errors: list[str] = []
+    attachments: tuple[str, ...] = ()
     for label, raw, reported_total in streams:
         total = max(reported_total, len(raw))
         more = total > len(raw)  # raw is only the head of what the command wrote
         text = _decode_head(raw) if more else raw.decode("utf-8", "replace")
+        if label == "stdout":
+            extracted = extract_markers(text)
+            text, attachments = extracted.text, extracted.paths
         artifact = result.artifact(label)
         if artifact is None:
             path, note, offload_error = _offload_from_memory(label, text, len(raw), total, limits,
@@ -332,6 +342,7 @@ def normalize_shell_result(
         shell_stderr_bytes=totals["stderr"],
         context_summary=json.dumps(context, ensure_ascii=False),
         delivery_text=preview,
+        attachments=attachments,
     )
 
 

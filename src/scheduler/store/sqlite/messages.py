@@ -55,6 +55,9 @@ def enqueue_outbound(
     §17 #17)."""
     channel, target, problem = resolve_target(conn, delivery.channel, delivery.target)
     message_id = str(uuid.uuid4())
+    metadata: dict[str, object] = {"chunks_sent": 0, "requested_to": delivery.target}
+    if delivery.attachments:
+        metadata.update(attachments=list(delivery.attachments), media_sent=0)
     conn.execute(
         "INSERT INTO messages (id, from_agent, to_agent, kind, subject, body, channel, delivery_to, "
         "status, last_error, created_at, job_id, run_id, metadata, next_attempt_at) "
@@ -62,7 +65,7 @@ def enqueue_outbound(
         (
             message_id, SENDER, OUTBOUND, kind, subject[:100], delivery.text, channel, target,
             "failed" if problem else "pending", problem, now_text, job_id, run_id,
-            json.dumps({"chunks_sent": 0, "requested_to": delivery.target}), now_text,
+            json.dumps(metadata), now_text,
         ),
     )
     row: Row = conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
@@ -94,6 +97,26 @@ def record_progress(db: Database, message_id: str, sent: int) -> None:
         meta = parse_metadata(row["metadata"] if row is not None else None)
         meta["chunks_sent"] = sent
         conn.execute("UPDATE messages SET metadata = ? WHERE id = ?", (json.dumps(meta), message_id))
+
+
+def record_media_progress(db: Database, message_id: str, media_sent: int, skipped: str | None,
+                          now_text: str) -> None:
+    """Attachments done so far (sent, or given up when their file could no longer be sent: that
+    reason is kept in ``media_skipped`` and a receipt). A retry resumes after them."""
+    with db.transaction() as conn:
+        row = conn.execute("SELECT metadata FROM messages WHERE id = ?", (message_id,)).fetchone()
+        if row is None:
+            return
+        meta = parse_metadata(row["metadata"])
+        meta["media_sent"] = media_sent
+        if skipped is not None:
+            meta["media_skipped"] = [*_str_list(meta.get("media_skipped")), skipped[:1000]]
+            receipt(conn, message_id, "error", "dispatcher", skipped[:1000], now_text)
+        conn.execute("UPDATE messages SET metadata = ? WHERE id = ?", (json.dumps(meta), message_id))
+
+
+def _str_list(value: object) -> list[str]:
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
 
 
 def mark_delivered(db: Database, message_id: str, now_text: str) -> None:

@@ -161,6 +161,11 @@ class SqliteStore:
         from scheduler.store.sqlite import messages
         messages.record_progress(self.db, message_id, chunks_sent)
 
+    def record_media_progress(self, message_id: str, media_sent: int, skipped: str | None,
+                              now: str) -> None:
+        from scheduler.store.sqlite import messages
+        messages.record_media_progress(self.db, message_id, media_sent, skipped, now)
+
     def mark_delivered(self, message_id: str, now: str) -> None:
         from scheduler.store.sqlite import messages
         messages.mark_delivered(self.db, message_id, now)
