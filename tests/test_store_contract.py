@@ -733,3 +733,30 @@ def test_a_child_is_placed_only_under_an_existing_parent_without_cycles_or_exces
     with pytest.raises(ValidationError, match="Chain would be 11 deep"):  # the subtree moves along
         store.update_job(branch.id, {"parent_id": chain[9].id}, at(1))
     store.check_chain_placement("new", chain[9].id)  # depth 10 is allowed
+
+
+# -- image attachments of outbound deliveries -------------------------------------------------------
+
+
+def test_attachments_are_recorded_with_the_delivery_and_progress_resumes(store: Store) -> None:
+    add_job(store, name="charts")
+    (c,) = claim(store)
+    finish(store, c, delivery=Delivery("a chart", "telegram", "42",
+                                       attachments=("/tmp/a.png", "/tmp/b.png")))
+    (message,) = store.due_outbound(at(20))
+    assert message.attachments == ("/tmp/a.png", "/tmp/b.png") and message.media_sent == 0
+    store.record_delivery_progress(message.id, 1)
+    store.record_media_progress(message.id, 1, None, at(21))
+    store.record_media_progress(message.id, 2, "attachment not sent: /tmp/b.png: no such file", at(22))
+    (again,) = store.due_outbound(at(23))
+    assert (again.chunks_sent, again.media_sent) == (1, 2)
+    assert again.metadata["media_skipped"] == ["attachment not sent: /tmp/b.png: no such file"]
+
+
+def test_a_delivery_without_attachments_has_none(store: Store) -> None:
+    add_job(store, name="text")
+    (c,) = claim(store)
+    finish(store, c, delivery=Delivery("text only", "telegram", "42"))
+    (message,) = store.due_outbound(at(20))
+    assert message.attachments == () and message.media_sent == 0
+    assert "attachments" not in message.metadata
