@@ -82,6 +82,7 @@ def test_policy_refuses_what_must_not_leave(tmp_path: Path, media_dir: Path) -> 
     outside = write_png(tmp_path / "elsewhere" / "secret.png")
     (media_dir / "link.png").symlink_to(outside)
     write_png(media_dir / "token.png")  # the token file, even shaped like an image
+    os.link(media_dir / "token.png", media_dir / "innocent.png")  # and under another name
     write_png(media_dir / "scheduler.db-wal")
     (media_dir / "notes.png").write_text("api_key=hunter2\n")  # a text file named .png
     (media_dir / "empty.png").write_bytes(b"")
@@ -92,6 +93,7 @@ def test_policy_refuses_what_must_not_leave(tmp_path: Path, media_dir: Path) -> 
     assert "not under an allowed directory" in refusal(policy, outside)
     assert "not under an allowed directory" in refusal(policy, media_dir / "link.png")
     assert "never sent" in refusal(policy, media_dir / "token.png")
+    assert "never sent" in refusal(policy, media_dir / "innocent.png")
     assert "never sent" in refusal(policy, media_dir / "scheduler.db-wal")
     assert "not a PNG, JPEG, GIF, WebP or PDF file" in refusal(policy, media_dir / "notes.png")
     assert "empty" in refusal(policy, media_dir / "empty.png")

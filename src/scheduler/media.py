@@ -9,7 +9,8 @@ name any file the daemon can read, so only these go out:
 * the real path (symlinks resolved) lies under one of the allowed directories (by default the
   system temp directory and the scheduler's artifacts directory; ``SCHEDULER_MEDIA_DIRS``
   replaces them);
-* it is not the gateway token file, nor the database or one of its side files;
+* it is not the gateway token file, nor the database or one of its side files (by path, and by
+  inode, so a hard link to one is refused too);
 * it is a regular file of 1 to :data:`MAX_MEDIA_BYTES` bytes;
 * its content starts like a PNG, JPEG, GIF, WebP or PDF file (the type sent is read from the
   content, never from the name, so a secret renamed ``x.png`` stays at home).
@@ -202,6 +203,15 @@ class MediaPolicy:
             raise MediaRefused(f"{shown}: not a PNG, JPEG, GIF, WebP or PDF file")
         return Attachment(path=real, filename=os.path.basename(real), mime_type=mime, data=data)
 
+    def _forbidden_identities(self) -> set[tuple[int, int]]:
+        """(device, inode) of the forbidden files that exist now (the WAL comes and goes)."""
+        found: set[tuple[int, int]] = set()
+        for path in self.forbidden:
+            with contextlib.suppress(OSError):
+                info = os.stat(path)
+                found.add((info.st_dev, info.st_ino))
+        return found
+
     def _check_place(self, shown: str, real: str) -> None:
         if real in self.forbidden:
             raise MediaRefused(f"{shown}: the scheduler's own files (gateway token, database) "
@@ -210,6 +220,10 @@ class MediaPolicy:
             raise MediaRefused(f"{shown}: not under an allowed directory (SCHEDULER_MEDIA_DIRS)")
 
     def _check_file(self, shown: str, info: os.stat_result) -> None:
+        if (info.st_dev, info.st_ino) in self._forbidden_identities():
+            # A hard link to the token file or the database has a path of its own.
+            raise MediaRefused(f"{shown}: the scheduler's own files (gateway token, database) "
+                               "are never sent")
         if not stat.S_ISREG(info.st_mode):
             raise MediaRefused(f"{shown}: not a regular file")
         if info.st_size == 0:
