@@ -42,7 +42,7 @@ def agent_id_argument(value: str) -> str:
 def _capabilities(text: str) -> list[str]:
     try:
         value: Any = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to be a list of names
         value = None
     if (not isinstance(value, list) or len(value) > MAX_CAPABILITIES
             or not all(isinstance(item, str) and item.strip() for item in value)):
