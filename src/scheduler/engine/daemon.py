@@ -76,7 +76,7 @@ GATEWAY_HEALTHY_CHECK_S = 60.0
 GATEWAY_RETRY_MIN_S = 1.0
 GATEWAY_RETRY_MAX_S = 30.0
 AGENT_TARGETS = frozenset({"isolated", "main"})
-# Registered at every start, as the reference does (its name and capabilities are the reference's).
+# Registered at start when missing (the reference's name and capabilities for it).
 MAIN_AGENT = "main"
 MAIN_AGENT_NAME = "Main Agent"
 # Strategies enforce run_timeout_ms themselves; the health check cancels a run this much later.

@@ -79,15 +79,12 @@ class AgentStrategy:
         """The turn, with the agent shown ``busy`` in the registry from before the prompt is
         built until the run's outcome is known, whichever way it ends."""
         session_key = self.session_key(job)
-        await self.presence.turn_started(job.agent_id, run.id, session_key)
-        disowned = False
         try:
+            # Inside the try: a cancel during this write still ends the turn in the registry.
+            await self.presence.turn_started(job.agent_id, run.id, session_key)
             return await self._execute(job, run, session_key)
-        except _Disowned as gone:
-            disowned = True
-            return gone.outcome
         finally:
-            await self.presence.turn_ended(job.agent_id, run.id, disowned=disowned)
+            await self.presence.turn_ended(job.agent_id, run.id)
 
     async def _execute(self, job: Job, run: Run, session_key: str) -> Outcome:
         agent_id = job.agent_id
@@ -110,11 +107,10 @@ class AgentStrategy:
         except (GatewayRejected, GatewayBusy) as exc:
             await self._unsee(injected)
             message = str(exc)
-            failed = Outcome("error", {**columns, "error_message": message},
-                             delivery_text=self._failure_delivery(job, message))
             if gateway_disowns_agent(exc):
-                raise _Disowned(failed) from None
-            return failed
+                self.presence.disowned(job.agent_id, run.id)
+            return Outcome("error", {**columns, "error_message": message},
+                           delivery_text=self._failure_delivery(job, message))
         except GatewayTimeout:
             message = f"Exceeded absolute timeout of {timeout_s:g}s"
             return Outcome("timeout", {**columns, "error_message": message})
@@ -252,15 +248,6 @@ class AgentStrategy:
             if key == session_key:
                 return session
         return None
-
-
-class _Disowned(Exception):
-    """The gateway does not serve the job's agent: the run fails with ``outcome`` and the agent
-    is marked offline."""
-
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__("the gateway does not know the agent")
-        self.outcome = outcome
 
 
 class _Idle(Exception):

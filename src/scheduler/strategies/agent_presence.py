@@ -38,17 +38,22 @@ class AgentPresence:
         self.log = log
         # agent id -> {run id: session key}, in the order the turns started.
         self._turns: dict[str, dict[str, str]] = {}
-
-    def busy_sessions(self, agent_id: str) -> list[str]:
-        return list(self._turns.get(agent_id, {}).values())
+        self._disowned: set[str] = set()  # runs whose turn the gateway refused: unknown agent
 
     async def turn_started(self, agent_id: str, run_id: str, session_key: str) -> None:
         self._turns.setdefault(agent_id, {})[run_id] = session_key
         await self._write(agent_id, AgentStatus.BUSY, session_key)
 
-    async def turn_ended(self, agent_id: str, run_id: str, *, disowned: bool = False) -> None:
+    def disowned(self, agent_id: str, run_id: str) -> None:
+        """The gateway said it does not serve the agent: when this turn ends, it is offline."""
+        if run_id in self._turns.get(agent_id, {}):
+            self._disowned.add(run_id)
+
+    async def turn_ended(self, agent_id: str, run_id: str) -> None:
         turns = self._turns.get(agent_id, {})
         turns.pop(run_id, None)
+        disowned = run_id in self._disowned
+        self._disowned.discard(run_id)
         if disowned:
             status, session = AgentStatus.OFFLINE, None
         elif turns:
