@@ -30,10 +30,12 @@ from typing import Final
 
 from scheduler.jstext import JS_WS_CLASS
 from scheduler.models.enums import ContextRetrieval
+from scheduler.models.fields import MAX_RETRIEVAL_LIMIT
 from scheduler.models.records import Job, Run
 from scheduler.store.api import PriorOutput
 from scheduler.store.thread import StoreThread
 
+DEFAULT_LIMIT: Final = 5
 # The reference searches the newest 50 runs of the job.
 CANDIDATE_RUNS: Final = 50
 # How much of one run's output is scored: of the stored text, or of its offloaded stdout file.
@@ -169,7 +171,8 @@ def _read_head(path: str, limit_chars: int) -> str | None:
 
 async def _scored_texts(candidates: Sequence[PriorOutput]) -> list[str]:
     """What each candidate is scored on: the head of its offloaded stdout when it has one (the
-    stored column holds only an excerpt then), else its stored output."""
+    stored column holds only an excerpt then), else its stored output. Only the ranking reads
+    the files: the prompt shows the stored text."""
     texts = []
     for candidate in candidates:
         text = None
@@ -179,10 +182,18 @@ async def _scored_texts(candidates: Sequence[PriorOutput]) -> list[str]:
     return texts
 
 
+def _limit(value: object) -> int:
+    """The job's ``context_retrieval_limit`` (validated when written; a row another program
+    wrote may hold anything): the default 5 unless it is a whole number in range."""
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_RETRIEVAL_LIMIT:
+        return value
+    return DEFAULT_LIMIT
+
+
 async def gather(db: StoreThread, job: Job, run: Run) -> Retrieved:
     """The retrieval block for ``run`` of ``job`` (its ``context_retrieval``; NOTHING for none)."""
     mode = job.row.get("context_retrieval") or ContextRetrieval.NONE
-    limit = int(job.row.get("context_retrieval_limit") or 5)
+    limit = _limit(job.row.get("context_retrieval_limit"))
     if mode not in (ContextRetrieval.RECENT, ContextRetrieval.HYBRID):
         return NOTHING
     store = db.store
