@@ -613,6 +613,11 @@ SWEEP_TEMPLATES: list[list[str]] = [
     ["alias", "add", "sweep", "telegram", "{h}"],
     ["alias", "add", "sweep", "telegram", "123", "{h}"],
     ["alias", "remove", "{h}"],
+    ["agents", "list", "{h}"],
+    ["agents", "get", "{h}"],
+    ["agents", "register", "{h}"],
+    ["agents", "register", "sweep", "{h}"],
+    ["agents", "register", "sweep", "Sweep", "--capabilities", "{h}"],
     ["status", "{h}"],
     ["version", "{h}"],
     ["schema", "{h}"],
@@ -629,7 +634,8 @@ HOSTILE: list[str] = [
     "../../../../etc/passwd", "@sweep", "0 0 31 2 *", "*/0 * * * *", "0001-01-01T00:00:00+01:00",
     "9999-12-31T23:59:59-01:00", "99999999999d",
 ]
-ALLOWED_WRITERS = {("alias", "add"), ("alias", "remove")}  # valid arguments there do write
+# Valid arguments there do write.
+ALLOWED_WRITERS = {("alias", "add"), ("alias", "remove"), ("agents", "register")}
 
 
 

@@ -760,3 +760,82 @@ def test_a_delivery_without_attachments_has_none(store: Store) -> None:
     (message,) = store.due_outbound(at(20))
     assert message.attachments == () and message.media_sent == 0
     assert "attachments" not in message.metadata
+
+# -- the agent registry and retrieval context (issue 9: agentsctx) ------------------------------------
+
+
+def test_agents_register_list_and_get_with_capabilities_parsed(store: Store) -> None:
+    assert store.get_agent("coder") is None
+    agent = store.register_agent("coder", "Code Bot", at(0), capabilities=["code", "review"])
+    assert (agent["id"], agent["name"], agent["status"], agent["session_key"]) == \
+        ("coder", "Code Bot", "idle", None)
+    assert agent["capabilities"] == ["code", "review"] and agent["last_seen_at"] == at(0)
+    store.set_agent_status("coder", "busy", "agent:coder:scheduler:j", at(5))
+    again = store.register_agent("coder", "Coder", at(9))  # renamed; busy, session, caps kept
+    assert (again["name"], again["status"], again["session_key"], again["capabilities"]) == \
+        ("Coder", "busy", "agent:coder:scheduler:j", ["code", "review"])
+    assert again["last_seen_at"] == at(9)
+    store.register_agent("ava", None, at(9))
+    assert [a["id"] for a in store.list_agents()] == ["ava", "coder"]
+    assert store.list_agents()[1] == store.get_agent("coder")
+
+
+def test_ensure_agent_adds_once_and_never_changes_an_existing_agent(store: Store) -> None:
+    assert store.ensure_agent("main", "Main Agent", ["*"], at(0)) is True
+    assert store.get_agent("main")["capabilities"] == ["*"]  # type: ignore[index]
+    store.register_agent("main", "Boss", at(1))
+    assert store.ensure_agent("main", "Main Agent", ["*"], at(2)) is False
+    assert store.get_agent("main")["name"] == "Boss"  # type: ignore[index]
+
+
+def test_a_status_for_an_unknown_agent_registers_it(store: Store) -> None:
+    store.set_agent_status("ops", "busy", "agent:ops:main", at(3))
+    agent = store.get_agent("ops")
+    assert agent is not None
+    assert (agent["name"], agent["status"], agent["session_key"], agent["last_seen_at"]) == \
+        ("ops", "busy", "agent:ops:main", at(3))
+    store.set_agent_status("ops", "idle", None, at(4))
+    agent = store.get_agent("ops")
+    assert agent is not None and (agent["status"], agent["session_key"]) == ("idle", None)
+
+
+AGENT_JOB = {"session_target": "isolated", "payload_kind": "agentTurn",
+             "delivery_opt_out_reason": "contract test"}
+
+
+def test_busy_agents_without_a_running_turn_are_released(store: Store) -> None:
+    job = add_job(store, agent_id="writer", **AGENT_JOB)
+    (running,) = store.claim_due(at(0), 5, {"isolated"}, lambda j: at(3600), ME).claims
+    assert running.job.id == job.id
+    store.set_agent_status("writer", "busy", "agent:writer:scheduler:x", at(1))
+    store.set_agent_status("ghost", "busy", "agent:ghost:scheduler:y", at(1))
+    store.set_agent_status("resting", "offline", None, at(1))
+    assert store.release_agents_without_turns(at(2)) == ["ghost"]
+    statuses = {a["id"]: (a["status"], a["session_key"]) for a in store.list_agents()}
+    assert statuses == {"writer": ("busy", "agent:writer:scheduler:x"), "ghost": ("idle", None),
+                        "resting": ("offline", None)}
+
+
+def end_with(store: Store, c: Claim, columns: dict[str, Any], now: str) -> None:
+    store.finish_runs([Finish(c, "ok", 5, columns)], policy(now))
+
+
+def test_prior_outputs_are_stdout_or_summary_newest_first_without_the_current_run(store: Store) -> None:
+    job = add_job(store)
+    outputs = [{"shell_stdout": "stdout one", "summary": "stdout:\nstdout one"},
+               {"summary": "a reply"},
+               {"summary": "   "},  # no output: not a candidate
+               {"shell_stdout": "\n", "summary": "the summary stands in"}]
+    for n, columns in enumerate(outputs):
+        store.update_job(job.id, {"next_run_at": at(100 * n)}, at(100 * n))
+        (c,) = claim(store, at(100 * n))
+        end_with(store, c, columns, at(100 * n + 1))
+    store.update_job(job.id, {"next_run_at": at(900)}, at(900))
+    (current,) = claim(store, at(900))
+    found = store.prior_outputs(job.id, current.run.id, 10, 100)
+    assert [p.output for p in found] == ["the summary stands in", "a reply", "stdout one"]
+    assert [p.started_at for p in found] == [at(300), at(100), at(0)]
+    assert all(p.status == "ok" and p.stdout_path is None for p in found)
+    assert [p.output for p in store.prior_outputs(job.id, current.run.id, 2, 3)] == ["the", "a r"]
+    assert store.prior_outputs(job.id, found[0].run_id, 1, 100)[0].output == "a reply"
+    assert store.prior_outputs("no-such-job", current.run.id, 5, 100) == []

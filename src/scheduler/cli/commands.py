@@ -614,6 +614,15 @@ def _pool_lines(busy: list[dict[str, Any]]) -> list[str]:
             for p in busy]
 
 
+def _agent_lines(agents: list[dict[str, Any]]) -> list[str]:
+    """``status`` lines for the registry, as the reference prints them."""
+    lines = [f"Agents:   {len(agents)}"]
+    for agent in agents:
+        unread = f" ({agent['unread']} unread)" if agent.get("unread") else ""
+        lines.append(f"  {agent['id']}: {agent['status']}{unread}")
+    return lines
+
+
 # -- status, version, schema, cron --------------------------------------------------------------
 
 
@@ -646,6 +655,7 @@ def status(ctx: Context) -> int:
             f"Approval: {budgets.get('pending_approvals', 0)} pending",
             f"Next:     {nxt['name']} at {nxt['next_run_at']} UTC" if nxt else "Next:     -",
             *_pool_lines(data["pools"]),
+            *_agent_lines(data["agents"]),
         ]
         sys.stdout.write(printable_lines("\n".join(lines)) + "\n")
 
@@ -730,6 +740,27 @@ def msg_send(ctx: Context) -> int:
     return messaging.msg_send(ctx)
 
 
+# -- agents (cli/agents.py) ----------------------------------------------------------------------
+
+
+def agents_list(ctx: Context) -> int:
+    from scheduler.cli import agents
+
+    return agents.agents_list(ctx)
+
+
+def agents_get(ctx: Context) -> int:
+    from scheduler.cli import agents
+
+    return agents.agents_get(ctx)
+
+
+def agents_register(ctx: Context) -> int:
+    from scheduler.cli import agents
+
+    return agents.agents_register(ctx)
+
+
 COMMANDS: dict[tuple[str, str | None], Handler] = {
     ("jobs", "list"): jobs_list,
     ("jobs", "get"): jobs_get,
@@ -767,4 +798,7 @@ COMMANDS: dict[tuple[str, str | None], Handler] = {
     ("cron", "next"): cron_next,
     ("messages", "send"): messages_send,
     ("msg", "send"): msg_send,
+    ("agents", "list"): agents_list,
+    ("agents", "get"): agents_get,
+    ("agents", "register"): agents_register,
 }

@@ -59,6 +59,11 @@ Messages (a --kind spawn message asks the daemon for a job: its --body is a job 
                                           send a message (--to main, --kind status by default)
   msg send <from> <to> <body>             send a text message (positional form)
 
+Agents (registered by hand, by the daemon for "main", and by the first turn of a job naming one):
+  agents list                             agents with status (idle, busy, offline) and session
+  agents get <agent-id>
+  agents register <agent-id> [name] [--capabilities '<json array>']
+
 Idempotency ledger:
   idem status <job-id>                    newest keys claimed for a job's runs
   idem check <key> | idem release <key>   inspect, or release a key so its work may run again

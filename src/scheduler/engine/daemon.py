@@ -77,6 +77,9 @@ GATEWAY_HEALTHY_CHECK_S = 60.0
 GATEWAY_RETRY_MIN_S = 1.0
 GATEWAY_RETRY_MAX_S = 30.0
 AGENT_TARGETS = frozenset({"isolated", "main"})
+# Registered at start when missing (the reference's name and capabilities for it).
+MAIN_AGENT = "main"
+MAIN_AGENT_NAME = "Main Agent"
 # Strategies enforce run_timeout_ms themselves; the health check cancels a run this much later.
 OVERDUE_GRACE_S = 30.0
 
@@ -330,6 +333,7 @@ class Daemon:
             killed = kill_processes_of_runs({run.id for run in found.crashed})
             for pid, run_id in killed.items():
                 self.log.warning("run.orphan_killed", run_id=run_id, pid=pid)
+        await self._recover_agents()
         for job in await self.db.run(self.store.jobs_missing_next_run):
             await self.db.run(self.store.set_next_run, job.id, self._next_fire_text(job))
         await self._catch_up_with_a_clock_stepped_back()
@@ -342,6 +346,16 @@ class Daemon:
                 note="these jobs stay due until a strategy for their target is available",
             )
         self._data_version = await self.db.run(self.store.change_token)
+
+    async def _recover_agents(self) -> None:
+        """The default agent is always registered; agents a dead daemon left ``busy`` are not."""
+        now = sqlite_now()
+        if await self.db.run(self.store.ensure_agent, MAIN_AGENT, MAIN_AGENT_NAME, ["*"], now):
+            self.log.info("agent.registered", agent_id=MAIN_AGENT)
+        released = await self.db.run(self.store.release_agents_without_turns, now)
+        if released:
+            self.log.warning("agent.released", agent_ids=released,
+                             reason="left busy by a daemon that stopped mid-turn")
 
     async def _catch_up_with_a_clock_stepped_back(self) -> None:
         """Runs recorded later than now: the clock went back while no daemon watched it."""

@@ -166,6 +166,17 @@ class SpawnRejection:
     reply: Message | None  # the error message to its sender (None: the sender has no inbox)
 
 
+@dataclass(frozen=True)
+class PriorOutput:
+    """What an earlier run of a job produced, for retrieval context (strategies/retrieval.py)."""
+
+    run_id: str
+    started_at: str
+    status: str
+    output: str  # a shell run's stdout, else the run's summary (an agent's reply); never blank
+    stdout_path: str | None  # the offloaded stdout file, when the output was too big to store
+
+
 class Store(Protocol):
     """Everything the engine and the CLI do with persistent state."""
 
@@ -286,3 +297,27 @@ class Store(Protocol):
     def remove_pool(self, name: str) -> bool: ...
     def pool_overview(self, now: str) -> list[Row]: ...
     def overview(self, stale_threshold_s: int, now: str) -> dict[str, Any]: ...
+
+    # -- the agent registry ------------------------------------------------------------------------
+    def list_agents(self) -> list[Row]:
+        """Every agent by id; ``capabilities`` parsed from its JSON text."""
+    def get_agent(self, agent_id: str) -> Row | None: ...
+    def register_agent(self, agent_id: str, name: str | None, now: str, *,
+                       capabilities: Sequence[str] | None = None) -> Row:
+        """Insert the agent ``idle``, or update its name (and capabilities) when given; either
+        way ``last_seen_at`` is now. An existing agent's status and session are kept."""
+    def ensure_agent(self, agent_id: str, name: str, capabilities: Sequence[str], now: str) -> bool:
+        """Register the agent unless it exists (then nothing changes); True when it was added."""
+    def set_agent_status(self, agent_id: str, status: str, session_key: str | None,
+                         now: str) -> None:
+        """The agent's status and session now (registering it when unknown); ``last_seen_at``
+        is now."""
+    def release_agents_without_turns(self, now: str) -> list[str]:
+        """Agents left ``busy`` with no running agent run of theirs (their daemon died mid-turn)
+        become ``idle`` with no session; their ids."""
+
+    # -- retrieval context -----------------------------------------------------------------------
+    def prior_outputs(self, job_id: str, exclude_run_id: str, limit: int,
+                      max_chars: int) -> list[PriorOutput]:
+        """The newest ``limit`` runs of the job, other than ``exclude_run_id``, that produced
+        output, newest first; each output cut to ``max_chars`` characters."""

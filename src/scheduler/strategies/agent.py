@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from scheduler.errors import SchedulerError
 from scheduler.gateway.client import (
     ChatReply,
     GatewayBusy,
@@ -32,9 +33,11 @@ from scheduler.media import extract_markers
 from scheduler.models.enums import ANNOUNCE_MODES, DeliveryGuarantee, SessionTarget
 from scheduler.models.records import DEFAULT_PAYLOAD_TIMEOUT_S, Job, Run
 from scheduler.store.thread import StoreThread
+from scheduler.strategies import retrieval
+from scheduler.strategies.agent_presence import AgentPresence, gateway_disowns_agent
 from scheduler.strategies.base import DeferRun, Outcome
 from scheduler.strategies.prompt import build_prompt
-from scheduler.strategies.reply import interpret_reply
+from scheduler.strategies.reply import NO_FLUSH, interpret_reply
 from scheduler.timeutil import sqlite_now
 
 # Waits between attempts while the gateway is busy and names no Retry-After: 5 s, 10 s, … 60 s.
@@ -65,6 +68,7 @@ class AgentStrategy:
         self.db = db
         self.log = log
         self.on_gateway_down = on_gateway_down
+        self.presence = AgentPresence(db, log)
 
     def session_key(self, job: Job) -> str:
         requested = job.preferred_session_key
@@ -73,8 +77,18 @@ class AgentStrategy:
         return canonical_session_key(job.agent_id, requested, job.id)
 
     async def execute(self, job: Job, run: Run) -> Outcome:
-        agent_id = job.agent_id
+        """The turn, with the agent shown ``busy`` in the registry from before the prompt is
+        built until the run's outcome is known, whichever way it ends."""
         session_key = self.session_key(job)
+        try:
+            # Inside the try: a cancel during this write still ends the turn in the registry.
+            await self.presence.turn_started(job.agent_id, run.id, session_key)
+            return await self._execute(job, run, session_key)
+        finally:
+            await self.presence.turn_ended(job.agent_id, run.id)
+
+    async def _execute(self, job: Job, run: Run, session_key: str) -> Outcome:
+        agent_id = job.agent_id
         prompt, meta, injected = await self._prompt(job, run, agent_id)
         columns: dict[str, Any] = {"session_key": session_key, "context_summary": json.dumps(meta)}
         timeout_s = run.run_timeout_ms / 1000
@@ -94,6 +108,8 @@ class AgentStrategy:
         except (GatewayRejected, GatewayBusy) as exc:
             await self._unsee(injected)
             message = str(exc)
+            if gateway_disowns_agent(exc):
+                self.presence.disowned(job.agent_id, run.id)
             return Outcome("error", {**columns, "error_message": message},
                            delivery_text=self._failure_delivery(job, message))
         except GatewayTimeout:
@@ -108,6 +124,8 @@ class AgentStrategy:
         self.log.info("agent.turn", run_id=run.id, job_id=job.id, status=verdict.status,
                       sentinel=verdict.sentinel,
                       total_tokens=(reply.usage or {}).get("total_tokens"))
+        if verdict.sentinel == NO_FLUSH:
+            self.log.info("agent.nothing_to_flush", run_id=run.id, job_id=job.id, job=job.name)
         delivery = None
         images: tuple[str, ...] = ()
         if verdict.deliver and reply.content.strip():
@@ -138,13 +156,24 @@ class AgentStrategy:
             parent_run = await self.db.run(store.get_run, run.triggered_by_run)
             if parent_run is not None:
                 parent_job = await self.db.run(store.get_job, parent_run.job_id)
+        retrieved = await self._retrieval(job, run)
         # The prompt mirrors the reference over whole rows (its JavaScript rendering of each value).
         prompt, meta = build_prompt(
             job.row, run.row, pending_messages=inbox,
             parent_job=None if parent_job is None else parent_job.row,
             parent_run=None if parent_run is None else parent_run.row,
+            retrieval_text=retrieved.text, retrieval_results=retrieved.runs,
         )
         return prompt, meta, [str(m["id"]) for m in inbox]
+
+    async def _retrieval(self, job: Job, run: Run) -> retrieval.Retrieved:
+        """The prior runs' context; a failure to read it is logged, never fatal (as the
+        reference's): the turn goes on without it."""
+        try:
+            return await retrieval.gather(self.db, job, run)
+        except SchedulerError as exc:
+            self.log.warning("agent.retrieval_failed", run_id=run.id, job_id=job.id, error=str(exc))
+            return retrieval.NOTHING
 
     async def _turn(
         self, job: Job, prompt: str, agent_id: str, session_key: str, timeout_s: float

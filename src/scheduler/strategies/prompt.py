@@ -366,13 +366,16 @@ def build_prompt(
     parent_job: Mapping[str, Any] | None = None,
     parent_run: Mapping[str, Any] | None = None,
     retrieval_text: str | None = None,
+    retrieval_results: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The agent prompt for ``run`` of ``job`` and the metadata stored as ``runs.context_summary``.
 
     ``pending_messages``: the agent's inbox as the caller selected and ordered it; the messages
     :func:`select_injectable_messages` picks are injected (the caller marks them delivered).
     ``parent_run``/``parent_job``: the run named by ``run['triggered_by_run']`` and its job.
-    ``retrieval_text``: the ``--- Prior Run Context ---`` block, appended as given.
+    ``retrieval_text``: the ``--- Prior Run Context ---`` block, appended as given;
+    ``retrieval_results``: how many runs it shows (by default counted as the reference does, by
+    its ``\n[`` occurrences, which a prior output holding that sequence would inflate).
     """
     parts: list[str] = [f"[scheduler:{_js_str(job.get('id'))} {_js_str(job.get('name'))}]"]
 
@@ -426,7 +429,8 @@ def build_prompt(
 
     if retrieval_text:
         parts.append(retrieval_text)
-        meta["retrieval_results"] = retrieval_text.count("\n[")
+        meta["retrieval_results"] = (retrieval_text.count("\n[") if retrieval_results is None
+                                     else retrieval_results)
 
     idempotency_key = run.get("idempotency_key")
     if idempotency_key and job.get("delivery_guarantee") == "at-least-once":

@@ -21,6 +21,8 @@ SENTINELS: Final = ("HEARTBEAT_OK", "NO_FLUSH", "IDEMPOTENT_SKIP", "TASK_FAILED"
 # Sentinels that suppress delivery (status stays ok).
 SUPPRESSING_SENTINELS: Final = frozenset({"HEARTBEAT_OK", "NO_FLUSH", "IDEMPOTENT_SKIP"})
 FAILURE_SENTINEL: Final = "TASK_FAILED"
+# The reply of a pre_compaction_flush job with nothing to flush (logged; delivery suppressed).
+NO_FLUSH: Final = "NO_FLUSH"
 
 
 def matches_sentinel(content: str | None, token: str) -> bool:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         NextFire,
         NextFireAfter,
         Owner,
+        PriorOutput,
         Recovery,
         Row,
         SpawnRejection,
@@ -325,3 +326,36 @@ class SqliteStore:
     def overview(self, stale_threshold_s: int, now: str) -> dict[str, Any]:
         from scheduler.store.sqlite import status
         return status.overview(self.db, stale_threshold_s, now)
+
+    # -- the agent registry ------------------------------------------------------------------------
+    def list_agents(self) -> list[Row]:
+        from scheduler.store.sqlite import agents
+        return agents.list_agents(self.db)
+
+    def get_agent(self, agent_id: str) -> Row | None:
+        from scheduler.store.sqlite import agents
+        return agents.get_agent(self.db, agent_id)
+
+    def register_agent(self, agent_id: str, name: str | None, now: str, *,
+                       capabilities: Sequence[str] | None = None) -> Row:
+        from scheduler.store.sqlite import agents
+        return agents.register_agent(self.db, agent_id, name, now, capabilities=capabilities)
+
+    def ensure_agent(self, agent_id: str, name: str, capabilities: Sequence[str], now: str) -> bool:
+        from scheduler.store.sqlite import agents
+        return agents.ensure_agent(self.db, agent_id, name, capabilities, now)
+
+    def set_agent_status(self, agent_id: str, status: str, session_key: str | None,
+                         now: str) -> None:
+        from scheduler.store.sqlite import agents
+        agents.set_status(self.db, agent_id, status, session_key, now)
+
+    def release_agents_without_turns(self, now: str) -> list[str]:
+        from scheduler.store.sqlite import agents
+        return agents.release_without_turns(self.db, now)
+
+    # -- retrieval context -----------------------------------------------------------------------
+    def prior_outputs(self, job_id: str, exclude_run_id: str, limit: int,
+                      max_chars: int) -> list[PriorOutput]:
+        from scheduler.store.sqlite import retrieval
+        return retrieval.prior_outputs(self.db, job_id, exclude_run_id, limit, max_chars)
