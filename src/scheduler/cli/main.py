@@ -77,9 +77,9 @@ See docs/operating.md.
 
 
 def _commands() -> dict[tuple[str, str | None], Handler]:
-    from scheduler.cli import commands
+    from scheduler.cli import commands, tasks
 
-    return commands.COMMANDS
+    return {**commands.COMMANDS, **tasks.COMMANDS}
 
 
 def run(argv: Sequence[str]) -> int:
