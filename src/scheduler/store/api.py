@@ -349,7 +349,8 @@ class Store(Protocol):
                    task_id: str | None) -> list[Row]:
         """The team's messages, oldest first, read or not (``metadata`` parsed)."""
     def open_team_gate(self, team_id: str, task_id: str, group: NewTaskGroup, now: str) -> Row:
-        """Create the gate's task group, block the team task on it and log ``gate_open``, in one
+        """Create the gate's task group (named ``team:<team>:task:<task>``, whatever
+        ``group.name`` says), block the team task on it and log ``gate_open``, in one
         transaction; returns ``{team_id, task_id, gate_status, tracker_id, expected_members}``."""
     def check_team_gates(self, limit: int, now: str) -> GateCheck:
         """Advance waiting gates whose group finished (passed, or failed with its summary)."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from scheduler.models.records import parse_metadata
-from scheduler.models.tasks import GroupStatus, NewTaskGroup
+from scheduler.models.tasks import GroupStatus, NewTaskGroup, gate_name
 from scheduler.store.api import GateCheck
 from scheduler.store.sqlite.db import Database, Row
 from scheduler.store.sqlite.messages import receipt
@@ -141,6 +142,7 @@ def inbox(db: Database, team_id: str, limit: int, member_id: str | None,
 # -- gates --------------------------------------------------------------------------------------------
 
 def open_gate(db: Database, team_id: str, task_id: str, group: NewTaskGroup, now_text: str) -> Row:
+    group = replace(group, name=gate_name(team_id, task_id))
     with db.transaction() as conn:
         tracker = insert_group(conn, group, now_text)
         conn.execute(
