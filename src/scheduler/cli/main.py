@@ -59,6 +59,19 @@ Messages (a --kind spawn message asks the daemon for a job: its --body is a job 
                                           send a message (--to main, --kind status by default)
   msg send <from> <to> <body>             send a text message (positional form)
 
+Task groups (the dead-man switch for sub-agents; docs/messaging.md):
+  tasks create '<json>'                   {"name", "expected_agents": [...], "timeout_s", "delivery_channel",
+                                          "delivery_to", "created_by"} (camelCase keys too)
+  tasks list | tasks status <id> | tasks history [limit]
+  tasks heartbeat <id> <label> running|completed|failed [message]
+  tasks register-session <id> <label> <session-key>
+
+Teams:
+  team map [limit] | team tasks <team> [limit] | team events <team> [limit] [task]
+  team gate <team> <task> '<members-json>' [timeout-s] [--delivery-channel <c>] [--delivery-to <t>]
+  team check-gates [limit] | team ack <message-id> [actor] [note]
+  msg team-inbox <team> [limit] [member] [task]
+
 Idempotency ledger:
   idem status <job-id>                    newest keys claimed for a job's runs
   idem check <key> | idem release <key>   inspect, or release a key so its work may run again
