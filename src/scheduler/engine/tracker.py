@@ -2,9 +2,11 @@
 
 One pass, in the reference's order (tick phase 3):
 
+Steps 1 and 2 run only while some group is active.
+
 1. auto-heartbeat: the gateway's sessions active in the last 10 minutes keep alive the agents
    whose session key was registered (``tasks register-session``); only while the gateway is
-   healthy, and only while some group is active;
+   healthy;
 2. the dead-man switch: agents past their group's timeout without a recent heartbeat are dead,
    and every group whose agents have all finished finishes, with its notice;
 3. team messages are mapped into team tasks and events; waiting team gates move on.
@@ -22,7 +24,7 @@ from typing import Any, Final
 
 from scheduler.errors import SchedulerError
 from scheduler.gateway.client import GatewayClient, GatewayError
-from scheduler.store.api import FinishedGroup
+from scheduler.store.api import FinishedGroup, TrackerSweep
 from scheduler.store.thread import StoreThread
 from scheduler.timeutil import sqlite_now
 
@@ -69,11 +71,13 @@ class TaskTracker:
 
     async def one_pass(self) -> None:
         store = self.db.store
-        if self.gateway_healthy():
-            active: list[dict[str, Any]] = await self.db.run(store.active_task_groups)
-            if active:
+        # No active group, nothing to keep alive or to kill (and no write transaction to take).
+        active: list[dict[str, Any]] = await self.db.run(store.active_task_groups)
+        sweep = TrackerSweep()
+        if active:
+            if self.gateway_healthy():
                 await self.auto_heartbeat()
-        sweep = await self.db.run(store.sweep_task_groups, sqlite_now())
+            sweep = await self.db.run(store.sweep_task_groups, sqlite_now())
         for agent in sweep.dead:
             self.log.warning("tracker.agent_dead", tracker_id=agent["tracker_id"],
                              agent=agent["agent_label"], last_heartbeat=agent["last_heartbeat"])
