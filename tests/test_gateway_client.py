@@ -515,6 +515,12 @@ SESSIONS = [{"key": "k1", "updatedAt": 1}, {"key": "k2", "updatedAt": "2026-01-0
     {"details": {"sessions": SESSIONS}},
     {"sessions": SESSIONS},
     SESSIONS,
+    # The tool result's text content, when no structured field holds the list (§17 #18).
+    {"ok": True, "result": {"content": [{"type": "text", "text": json.dumps(
+        {"count": 2, "sessions": SESSIONS}, indent=2)}]}},
+    {"result": {"result": {"content": [{"type": "text", "text": json.dumps(
+        {"details": {"sessions": SESSIONS}})}]}}},
+    {"content": [{"type": "image", "data": "x"}, {"type": "text", "text": json.dumps(SESSIONS)}]},
 ])
 async def test_sessions_list_every_shape(fake_gateway: FakeGateway, client: GatewayClient,
                                          body: Any) -> None:
@@ -526,6 +532,8 @@ def test_normalise_sessions_odd_input() -> None:
     assert normalise_sessions(None) == []
     assert normalise_sessions({"result": {"details": {"sessions": "nope"}}}) == []
     assert normalise_sessions([1, "x", {"key": "a"}]) == [{"key": "a"}]
+    assert normalise_sessions({"result": {"content": [{"type": "text", "text": "not json"}]}}) == []
+    assert normalise_sessions({"result": {"content": [{"type": "text", "text": "{\"count\": 0}"}]}}) == []
 
 
 async def test_send_message_body_and_answer(fake_gateway: FakeGateway, client: GatewayClient) -> None:

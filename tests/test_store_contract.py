@@ -839,3 +839,190 @@ def test_prior_outputs_are_stdout_or_summary_newest_first_without_the_current_ru
     assert [p.output for p in store.prior_outputs(job.id, current.run.id, 2, 3)] == ["the", "a r"]
     assert store.prior_outputs(job.id, found[0].run_id, 1, 100)[0].output == "a reply"
     assert store.prior_outputs("no-such-job", current.run.id, 5, 100) == []
+# -- task groups and the team adapter (issue 9, branch tasks) ----------------------------------------
+
+from scheduler.models.tasks import NewTaskGroup  # noqa: E402
+
+
+def new_group(agents: tuple[str, ...] = ("a", "b"), **overrides: Any) -> NewTaskGroup:
+    fields: dict[str, Any] = {"name": "fanout", "expected_agents": agents, "timeout_s": 60,
+                              "delivery_channel": "telegram", "delivery_to": "ops", **overrides}
+    return NewTaskGroup(**fields)
+
+
+def outbound_notices(store: Store, now: str = at(3600)) -> list[str]:
+    return [m.body for m in store.due_outbound(now)]
+
+
+def test_a_task_group_is_created_with_pending_agents_and_read_back(store: Store) -> None:
+    created = store.create_task_group(new_group(), at(0))
+    assert created["status"] == "active" and created["created_at"] == at(0)
+    assert created["agents"] == [{"agent_label": "a", "status": "pending"},
+                                 {"agent_label": "b", "status": "pending"}]
+    group = store.task_group(created["id"])
+    assert group is not None and json.loads(group["expected_agents"]) == ["a", "b"]
+    assert [a["agent_label"] for a in group["agents"]] == ["a", "b"]
+    assert group["notice"] is None
+    assert [g["id"] for g in store.active_task_groups()] == [created["id"]]
+    assert store.task_group("nope") is None
+
+
+def test_the_last_report_finishes_the_group_with_its_notice_in_one_go(store: Store) -> None:
+    gid = store.create_task_group(new_group(), at(0))["id"]
+    assert store.report_task_agent(gid, "a", "running", None, at(1)) is None
+    assert store.report_task_agent(gid, "a", "completed", "merged", at(2)) is None
+    assert outbound_notices(store) == []
+    finished = store.report_task_agent(gid, "b", "failed", None, at(3))
+    assert finished is not None and finished.notice is not None
+    assert finished.group["status"] == "failed" and finished.group["completed_at"] == at(3)
+    assert finished.group["summary"] == "[ok] a: merged\n[FAILED] b: failed"
+    assert outbound_notices(store) == ['[FAILED] Task group "fanout" failed\n\n'
+                                       "[ok] a: merged\n[FAILED] b: failed"]
+    (notice,) = store.due_outbound(at(3600))
+    assert (notice.channel, notice.delivery_to) == ("telegram", "ops")
+    group = store.task_group(gid)
+    assert group is not None and group["notice"]["status"] == "pending"
+    assert [g["id"] for g in store.task_group_history(10)] == [gid]
+    assert store.active_task_groups() == []
+
+
+def test_reports_to_unknown_groups_labels_or_finished_groups_write_nothing(store: Store) -> None:
+    gid = store.create_task_group(new_group(("a",)), at(0))["id"]
+    with pytest.raises(NotFoundError, match="Task group not found: nope"):
+        store.report_task_agent("nope", "a", "running", None, at(1))
+    with pytest.raises(NotFoundError, match="'zz' is not in task group"):
+        store.report_task_agent(gid, "zz", "completed", None, at(1))
+    with pytest.raises(NotFoundError):
+        store.register_task_session(gid, "zz", "key", at(1))
+    with pytest.raises(ValidationError, match="Unknown status"):
+        store.report_task_agent(gid, "a", "dead", None, at(1))
+    group = store.task_group(gid)
+    assert group is not None and group["agents"][0]["status"] == "pending"
+    store.report_task_agent(gid, "a", "completed", None, at(2))
+    with pytest.raises(ValidationError, match="is completed: it takes no more reports"):
+        store.report_task_agent(gid, "a", "running", None, at(3))
+    assert outbound_notices(store) == ['[ok] Task group "fanout" completed\n\n[ok] a: done']
+
+
+def test_the_dead_man_switch_spares_recent_heartbeats_and_notifies(store: Store) -> None:
+    gid = store.create_task_group(new_group(("quiet", "beating", "done"), timeout_s=60), at(0))["id"]
+    store.register_task_session(gid, "beating", "agent:main:subagent:x", at(0))
+    store.report_task_agent(gid, "done", "completed", None, at(10))
+    assert store.sweep_task_groups(at(59)).dead == []  # younger than its timeout
+    assert store.touch_task_sessions({"agent:main:subagent:x", "other"}, at(50)) == 1
+    sweep = store.sweep_task_groups(at(60))
+    assert [d["agent_label"] for d in sweep.dead] == ["quiet"]
+    assert sweep.finished == []  # "beating" heartbeat 10 s ago: alive
+    sweep = store.sweep_task_groups(at(111))  # its heartbeat now older than min(60, 300)
+    assert [d["agent_label"] for d in sweep.dead] == ["beating"]
+    (finished,) = sweep.finished
+    assert finished.group["status"] == "timed_out" and finished.notice is not None
+    assert finished.group["summary"] == ("[DEAD] quiet: timed out\n[DEAD] beating: timed out\n"
+                                         "[ok] done: done")
+    assert outbound_notices(store) == [f'[FAILED] Task group "fanout" timed_out\n\n'
+                                       f'{finished.group["summary"]}']
+    group = store.task_group(gid)
+    assert group is not None
+    assert {a["agent_label"]: a["error"] for a in group["agents"]}["quiet"] == \
+        "Timed out (dead-man switch)"
+    assert store.sweep_task_groups(at(200)).finished == []  # finished once
+    assert store.touch_task_sessions({"agent:main:subagent:x"}, at(200)) == 0
+
+
+def test_a_group_without_a_target_finishes_silently(store: Store) -> None:
+    gid = store.create_task_group(new_group(("a",), delivery_to=None), at(0))["id"]
+    finished = store.report_task_agent(gid, "a", "completed", None, at(1))
+    assert finished is not None and finished.notice is None
+    assert store.due_outbound(at(3600)) == []
+
+
+def add_team_message(store: Store, message_id: str, **columns: Any) -> None:
+    """A team message as the messages CLI writes it. Plain SQL on the backend's file: on this
+    branch no Store method writes the team columns (the messages work adds them)."""
+    import sqlite3
+
+    row = {"id": message_id, "from_agent": "lead", "to_agent": "writer", "body": "do it",
+           "kind": "text", "created_at": at(0), **columns}
+    conn = sqlite3.connect(str(store.path))  # type: ignore[attr-defined]
+    try:
+        conn.execute(f"INSERT INTO messages ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                     tuple(row.values()))
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_team_messages_map_into_tasks_and_events_once(store: Store) -> None:
+    add_team_message(store, "t1", team_id="core", member_id="writer", kind="task",
+                     subject="Write docs", created_at=at(0))
+    add_team_message(store, "t2", team_id="core", member_id="writer", task_id="t1",
+                     kind="status", created_at=at(1))
+    add_team_message(store, "t3", team_id="core", kind="text", created_at=at(2))
+    add_team_message(store, "solo", created_at=at(3))
+    assert store.map_team_messages(200, at(5)) == 3
+    assert store.map_team_messages(200, at(6)) == 0
+    (task,) = store.team_tasks("core", 50)
+    assert (task["id"], task["title"], task["status"], task["member_id"]) == \
+        ("t1", "Write docs", "open", "writer")
+    events = store.team_events("core", 50, None)
+    assert sorted(e["event_type"] for e in events) == ["mailbox", "task_created", "task_message"]
+    assert {e["event_type"] for e in store.team_events("core", 50, "t1")} == \
+        {"task_created", "task_message"}
+    payload = json.loads(next(e["payload"] for e in events if e["message_id"] == "t1"))
+    assert payload == {"kind": "task", "from_agent": "lead", "to_agent": "writer",
+                       "subject": "Write docs", "status": "pending", "priority": 0,
+                       "ack_required": False}
+    assert [m["id"] for m in store.team_inbox("core", 20, "writer", None)] == ["t1", "t2", "t3"]
+    assert [m["id"] for m in store.team_inbox("core", 20, None, "t1")] == ["t2"]
+    assert store.team_inbox("other", 20, None, None) == []
+
+
+def test_a_team_ack_reads_the_message_and_logs_it(store: Store) -> None:
+    add_team_message(store, "t1", team_id="core", member_id="writer", kind="task")
+    add_team_message(store, "solo")
+    assert store.ack_team_message("solo", "me", None, at(1)) is None
+    assert store.ack_team_message("nope", "me", None, at(1)) is None
+    acked = store.ack_team_message("t1", "writer", "got it", at(2))
+    assert acked is not None and (acked["status"], acked["ack_at"]) == ("read", at(2))
+    (event,) = store.team_events("core", 50, "t1")
+    assert event["event_type"] == "ack"
+    assert json.loads(event["payload"]) == {"actor": "writer", "detail": "got it"}
+
+
+@pytest.mark.parametrize(("reports", "outcome"), [
+    ((("w", "completed"), ("r", "completed")), "passed"),
+    ((("w", "completed"), ("r", "failed")), "failed"),
+])
+def test_a_team_gate_moves_on_when_its_group_finishes_and_notifies(
+        store: Store, reports: tuple[tuple[str, str], ...], outcome: str) -> None:
+    group = new_group(("w", "r"), name="team:core:task:deploy")
+    gate = store.open_team_gate("core", "deploy", group, at(0))
+    assert gate["gate_status"] == "waiting" and gate["expected_members"] == ["w", "r"]
+    (task,) = store.team_tasks("core", 50)
+    assert (task["status"], task["gate_tracker_id"]) == ("blocked", gate["tracker_id"])
+    check = store.check_team_gates(100, at(1))
+    assert (check.passed, check.failed, check.pending) == (0, 0, 1)
+    for label, state in reports:
+        store.report_task_agent(gate["tracker_id"], label, state, None, at(2))
+    check = store.check_team_gates(100, at(3))
+    assert (check.passed, check.failed) == ((1, 0) if outcome == "passed" else (0, 1))
+    (task,) = store.team_tasks("core", 50)
+    assert task["gate_status"] == outcome
+    assert task["status"] == ("open" if outcome == "passed" else "failed")
+    kinds = [e["event_type"] for e in store.team_events("core", 50, "deploy")]
+    assert kinds[0] == f"gate_{outcome}" and kinds[-1] == "gate_open"
+    (notice,) = outbound_notices(store)
+    assert notice.startswith("[ok] Task group" if outcome == "passed" else "[FAILED] Task group")
+
+
+def test_a_gate_whose_group_the_switch_finished_fails_with_one_notice(store: Store) -> None:
+    gate = store.open_team_gate("core", "deploy", new_group(("w",), timeout_s=10), at(0))
+    assert store.check_team_gates(100, at(5)).pending == 1
+    (finished,) = store.sweep_task_groups(at(20)).finished
+    assert finished.group["id"] == gate["tracker_id"] and finished.notice is not None
+    check = store.check_team_gates(100, at(21))
+    assert (check.failed, check.finished) == (1, [])
+    (task,) = store.team_tasks("core", 50)
+    assert (task["status"], task["last_error"]) == ("failed", "[DEAD] w: timed out")
+    assert outbound_notices(store) == ['[FAILED] Task group "team:core:task:deploy" timed_out\n\n'
+                                       "[DEAD] w: timed out"]

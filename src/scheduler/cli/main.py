@@ -64,6 +64,19 @@ Agents (registered by hand, by the daemon for "main", and by the first turn of a
   agents get <agent-id>
   agents register <agent-id> [name] [--capabilities '<json array>']
 
+Task groups (the dead-man switch for sub-agents; docs/messaging.md):
+  tasks create '<json>'                   {"name", "expected_agents": [...], "timeout_s", "delivery_channel",
+                                          "delivery_to", "created_by"} (camelCase keys too)
+  tasks list | tasks status <id> | tasks history [limit]
+  tasks heartbeat <id> <label> running|completed|failed [message]
+  tasks register-session <id> <label> <session-key>
+
+Teams:
+  team map [limit] | team tasks <team> [limit] | team events <team> [limit] [task]
+  team gate <team> <task> '<members-json>' [timeout-s] [--delivery-channel <c>] [--delivery-to <t>]
+  team check-gates [limit] | team ack <message-id> [actor] [note]
+  msg team-inbox <team> [limit] [member] [task]
+
 Idempotency ledger:
   idem status <job-id>                    newest keys claimed for a job's runs
   idem check <key> | idem release <key>   inspect, or release a key so its work may run again
@@ -82,9 +95,9 @@ See docs/operating.md.
 
 
 def _commands() -> dict[tuple[str, str | None], Handler]:
-    from scheduler.cli import commands
+    from scheduler.cli import commands, tasks
 
-    return commands.COMMANDS
+    return {**commands.COMMANDS, **tasks.COMMANDS}
 
 
 def run(argv: Sequence[str]) -> int:

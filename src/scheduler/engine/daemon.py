@@ -28,6 +28,7 @@ from scheduler.engine.orphans import kill_processes_of_runs
 from scheduler.engine.recorder import Recorder
 from scheduler.engine.spawn import SpawnHandler
 from scheduler.engine.supervisor import OnFailure, Supervisor
+from scheduler.engine.tracker import TaskTracker
 from scheduler.errors import SchedulerError, StoreCorruptError, StoreError, StoreGoneError
 from scheduler.gateway.client import GatewayClient, resolve_token
 from scheduler.logs import get as get_logger
@@ -392,6 +393,10 @@ class Daemon:
                                get_logger("scheduler.spawn"),
                                idle_check_s=self.settings.message_delivery_ms / 1000)
         supervisor.start("spawn", spawner.run, OnFailure.RESTART)
+        tracker = TaskTracker(self.db, self.gateway, lambda: self.gateway_healthy,
+                              self.deliveries_ready.set, get_logger("scheduler.tracker"),
+                              interval_s=self.settings.message_delivery_ms / 1000)
+        supervisor.start("tracker", tracker.run, OnFailure.RESTART)
         try:
             await self._run_loop()
             await self._drain()
@@ -671,6 +676,8 @@ class Daemon:
                     self._data_version = version
                     self.wake.set()
                     self.spawns_ready.set()
+                    # The CLI records notices too (a task group its report finished): send them now.
+                    self.deliveries_ready.set()
                     await self._abort_work_of_ended_runs()
             except SchedulerError as exc:
                 self.log.warning("db.poll_failed", error=str(exc))

@@ -271,17 +271,14 @@ def normalise_sessions(data: Any) -> list[dict[str, Any]]:
 
     Shapes: ``result.result.details.sessions``, ``result.details.sessions`` (the real gateway),
     ``result.result.sessions``, ``result.sessions``, ``details.sessions``, ``sessions``, or a
-    bare list. Non-object entries are dropped; an entry with only ``sessionKey`` gets ``key``.
+    bare list; failing those, a tool result's text content (``result.content[].text``, as the
+    gateway also writes it) holding any of these as JSON. Non-object entries are dropped; an
+    entry with only ``sessionKey`` gets ``key``.
     """
-    found: Any = data if isinstance(data, list) else None
-    if found is None and isinstance(data, dict):
-        for path in _SESSION_PATHS:
-            node: Any = data
-            for part in path:
-                node = node.get(part) if isinstance(node, dict) else None
-            if isinstance(node, list):
-                found = node
-                break
+    found = _session_list(data)
+    if found is None:
+        found = next((listed for text in _content_texts(data)
+                      if (listed := _session_list(_loads_or_none(text))) is not None), None)
     if found is None:
         return []
     sessions: list[dict[str, Any]] = []
@@ -293,6 +290,39 @@ def normalise_sessions(data: Any) -> list[dict[str, Any]]:
             session["key"] = session["sessionKey"]
         sessions.append(session)
     return sessions
+
+
+def _session_list(data: Any) -> list[Any] | None:
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict):
+        for path in _SESSION_PATHS:
+            node: Any = data
+            for part in path:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, list):
+                return node
+    return None
+
+
+def _content_texts(data: Any) -> list[str]:
+    """The ``text`` of each text item of a tool result's ``content``, wherever it is wrapped."""
+    texts: list[str] = []
+    for path in (("result", "result", "content"), ("result", "content"), ("content",)):
+        node: Any = data
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, list):
+            texts.extend(item["text"] for item in node
+                         if isinstance(item, dict) and isinstance(item.get("text"), str))
+    return texts
+
+
+def _loads_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _one_line(text: str, limit: int = _EXCERPT_CHARS) -> str:

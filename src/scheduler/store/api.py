@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 
 from scheduler.models.messages import NewMessage
 from scheduler.models.records import Job, Message, OutboundMessage, Run
+from scheduler.models.tasks import NewTaskGroup
 
 Source = Literal["cron", "at", "manual", "retry", "chain"]
 # The next fire time of a cron job after now, as stored text (None: it never fires again).
@@ -177,6 +178,35 @@ class PriorOutput:
     stdout_path: str | None  # the offloaded stdout file, when the output was too big to store
 
 
+@dataclass(frozen=True)
+class FinishedGroup:
+    """A task group that has just finished, and the completion notice recorded with it (None
+    when the group has no delivery target)."""
+
+    group: Row  # the ``task_tracker`` row afterwards
+    notice: Row | None
+
+
+@dataclass
+class TrackerSweep:
+    """One pass of the dead-man switch: the agents it declared dead (``task_tracker_agents`` rows
+    with ``tracker_id``, ``agent_label``) and the groups that finished (by them, or by reports
+    that no pass had looked at yet)."""
+
+    dead: list[Row] = field(default_factory=list)
+    finished: list[FinishedGroup] = field(default_factory=list)
+
+
+@dataclass
+class GateCheck:
+    """What ``check_team_gates`` did, with the groups that finished on the way."""
+
+    passed: int = 0
+    failed: int = 0
+    pending: int = 0
+    finished: list[FinishedGroup] = field(default_factory=list)
+
+
 class Store(Protocol):
     """Everything the engine and the CLI do with persistent state."""
 
@@ -321,3 +351,49 @@ class Store(Protocol):
                       max_chars: int) -> list[PriorOutput]:
         """The newest ``limit`` runs of the job, other than ``exclude_run_id``, that produced
         output, newest first; each output cut to ``max_chars`` characters."""
+    # -- task groups (the dead-man switch) ----------------------------------------------------
+    def create_task_group(self, group: NewTaskGroup, now: str) -> Row:
+        """Write an ``active`` group and one ``pending`` agent per label; returns the reference's
+        shape ``{id, name, status, created_at, created_by, agents: [{agent_label, status}]}``."""
+    def task_group(self, tracker_id: str) -> Row | None:
+        """The ``task_tracker`` row, with ``agents`` (rows by label) and ``notice`` (the
+        completion notice's ``{id, status, delivered_at, last_error}``, or None)."""
+    def active_task_groups(self) -> list[Row]:
+        """Active ``task_tracker`` rows, newest first."""
+    def task_group_history(self, limit: int) -> list[Row]:
+        """Finished ``task_tracker`` rows, by ``completed_at``, newest first."""
+    def report_task_agent(self, tracker_id: str, label: str, state: str, message: str | None,
+                          now: str) -> FinishedGroup | None:
+        """A sub-agent's report (``running``, ``completed`` or ``failed``); when it was the last
+        agent to finish, the group finishes and its notice is recorded, in the same transaction.
+        NotFoundError for an unknown group or label; ValidationError for a finished group."""
+    def register_task_session(self, tracker_id: str, label: str, session_key: str,
+                              now: str) -> Row:
+        """Link a gateway session key to an agent (a heartbeat; pending becomes running).
+        Errors as ``report_task_agent``. Returns the agent row."""
+    def touch_task_sessions(self, session_keys: Collection[str], now: str) -> int:
+        """Heartbeat every pending or running agent of an active group whose session key is
+        one of ``session_keys``; returns how many."""
+    def sweep_task_groups(self, now: str) -> TrackerSweep:
+        """The dead-man switch: agents of active groups past their timeout with no recent
+        heartbeat become ``dead``; then every active group whose agents are all finished
+        finishes, each with its notice in the same transaction."""
+
+    # -- the team adapter -------------------------------------------------------------------------
+    def map_team_messages(self, limit: int, now: str) -> int:
+        """Project unmapped team messages (oldest first) into team tasks and mailbox events."""
+    def team_tasks(self, team_id: str, limit: int) -> list[Row]: ...
+    def team_events(self, team_id: str, limit: int, task_id: str | None) -> list[Row]: ...
+    def team_inbox(self, team_id: str, limit: int, member_id: str | None,
+                   task_id: str | None) -> list[Row]:
+        """The team's messages, oldest first, read or not (``metadata`` parsed)."""
+    def open_team_gate(self, team_id: str, task_id: str, group: NewTaskGroup, now: str) -> Row:
+        """Create the gate's task group (named ``team:<team>:task:<task>``, whatever
+        ``group.name`` says), block the team task on it and log ``gate_open``, in one
+        transaction; returns ``{team_id, task_id, gate_status, tracker_id, expected_members}``."""
+    def check_team_gates(self, limit: int, now: str) -> GateCheck:
+        """Advance waiting gates whose group finished (passed, or failed with its summary)."""
+    def ack_team_message(self, message_id: str, actor: str, detail: str | None,
+                         now: str) -> Row | None:
+        """Acknowledge a team message (read, ``ack_at``, an ``ack`` receipt and mailbox event);
+        None, writing nothing, when no team message has that id."""

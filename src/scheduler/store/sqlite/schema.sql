@@ -206,6 +206,9 @@ CREATE INDEX IF NOT EXISTS idx_messages_team ON messages(team_id, member_id, sta
   WHERE team_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS idx_messages_task ON messages(team_id, task_id, created_at)
   WHERE team_id IS NOT NULL AND task_id IS NOT NULL;
+-- ours: the team messages the team adapter has still to map (it looks every delivery check)
+CREATE INDEX IF NOT EXISTS idx_messages_team_unmapped ON messages(created_at)
+  WHERE team_id IS NOT NULL AND team_mapped_at IS NULL;
 CREATE INDEX IF NOT EXISTS idx_messages_outbound ON messages(next_attempt_at)
   WHERE to_agent = '@outbound' AND status = 'pending';
 CREATE INDEX IF NOT EXISTS idx_messages_ack_pending ON messages(ack_required, ack_at, status)

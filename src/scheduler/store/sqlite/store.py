@@ -18,13 +18,16 @@ from scheduler.store.sqlite.migrations import migrate
 if TYPE_CHECKING:
     from scheduler.models.messages import NewMessage
     from scheduler.models.records import Job, Message, OutboundMessage, Run
+    from scheduler.models.tasks import NewTaskGroup
     from scheduler.store.api import (
         Cancellation,
         Claim,
         ClaimBatch,
         Finish,
         Finished,
+        FinishedGroup,
         FinishPolicy,
+        GateCheck,
         NextFire,
         NextFireAfter,
         Owner,
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
         Recovery,
         Row,
         SpawnRejection,
+        TrackerSweep,
     )
 
 
@@ -359,3 +363,68 @@ class SqliteStore:
                       max_chars: int) -> list[PriorOutput]:
         from scheduler.store.sqlite import retrieval
         return retrieval.prior_outputs(self.db, job_id, exclude_run_id, limit, max_chars)
+    # -- task groups (the dead-man switch) ----------------------------------------------------
+    def create_task_group(self, group: NewTaskGroup, now: str) -> Row:
+        from scheduler.store.sqlite import tracker
+        return tracker.create_group(self.db, group, now)
+
+    def task_group(self, tracker_id: str) -> Row | None:
+        from scheduler.store.sqlite import tracker
+        return tracker.get_group(self.db, tracker_id)
+
+    def active_task_groups(self) -> list[Row]:
+        from scheduler.store.sqlite import tracker
+        return tracker.active_groups(self.db)
+
+    def task_group_history(self, limit: int) -> list[Row]:
+        from scheduler.store.sqlite import tracker
+        return tracker.history(self.db, limit)
+
+    def report_task_agent(self, tracker_id: str, label: str, state: str, message: str | None,
+                          now: str) -> FinishedGroup | None:
+        from scheduler.store.sqlite import tracker
+        return tracker.report(self.db, tracker_id, label, state, message, now)
+
+    def register_task_session(self, tracker_id: str, label: str, session_key: str,
+                              now: str) -> Row:
+        from scheduler.store.sqlite import tracker
+        return tracker.register_session(self.db, tracker_id, label, session_key, now)
+
+    def touch_task_sessions(self, session_keys: Collection[str], now: str) -> int:
+        from scheduler.store.sqlite import tracker
+        return tracker.touch_sessions(self.db, session_keys, now)
+
+    def sweep_task_groups(self, now: str) -> TrackerSweep:
+        from scheduler.store.sqlite import tracker
+        return tracker.sweep(self.db, now)
+
+    # -- the team adapter -------------------------------------------------------------------------
+    def map_team_messages(self, limit: int, now: str) -> int:
+        from scheduler.store.sqlite import teams
+        return teams.map_messages(self.db, limit, now)
+
+    def team_tasks(self, team_id: str, limit: int) -> list[Row]:
+        from scheduler.store.sqlite import teams
+        return teams.tasks(self.db, team_id, limit)
+
+    def team_events(self, team_id: str, limit: int, task_id: str | None) -> list[Row]:
+        from scheduler.store.sqlite import teams
+        return teams.events(self.db, team_id, limit, task_id)
+
+    def team_inbox(self, team_id: str, limit: int, member_id: str | None,
+                   task_id: str | None) -> list[Row]:
+        from scheduler.store.sqlite import teams
+        return teams.inbox(self.db, team_id, limit, member_id, task_id)
+
+    def open_team_gate(self, team_id: str, task_id: str, group: NewTaskGroup, now: str) -> Row:
+        from scheduler.store.sqlite import teams
+        return teams.open_gate(self.db, team_id, task_id, group, now)
+
+    def check_team_gates(self, limit: int, now: str) -> GateCheck:
+        from scheduler.store.sqlite import teams
+        return teams.check_gates(self.db, limit, now)
+
+    def ack_team_message(self, message_id: str, actor: str, detail: str | None,
+                         now: str) -> Row | None:
+        from scheduler.store.sqlite import teams
+        return teams.ack(self.db, message_id, actor, detail, now)
