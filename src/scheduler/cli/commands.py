@@ -718,16 +718,33 @@ def _check_cron_expression(expr: str) -> None:
 # -- messages (cli/messaging.py, loaded only by these commands) --------------------------------
 
 
-def messages_send(ctx: Context) -> int:
-    from scheduler.cli import messaging
+def _messaging(name: str) -> Handler:
+    def handler(ctx: Context) -> int:
+        from scheduler.cli import messaging
 
-    return messaging.messages_send(ctx)
+        result: int = getattr(messaging, name)(ctx)
+        return result
+
+    handler.__name__ = name
+    return handler
 
 
-def msg_send(ctx: Context) -> int:
-    from scheduler.cli import messaging
-
-    return messaging.msg_send(ctx)
+_MESSAGING: Final = {
+    ("messages", "send"): "messages_send",
+    ("msg", "send"): "msg_send",
+    ("msg", "inbox"): "msg_inbox",
+    ("msg", "outbox"): "msg_outbox",
+    ("msg", "thread"): "msg_thread",
+    ("msg", "ack"): "msg_ack",
+    ("msg", "receipts"): "msg_receipts",
+    ("msg", "read"): "msg_read",
+    ("msg", "readall"): "msg_readall",
+    ("msg", "unread"): "msg_unread",
+    ("queue", "list"): "queue_list",
+    ("queue", None): "queue_bare",
+    ("queue", "clear"): "queue_clear",
+    ("queue", "prune"): "queue_prune",
+}
 
 
 COMMANDS: dict[tuple[str, str | None], Handler] = {
@@ -765,6 +782,5 @@ COMMANDS: dict[tuple[str, str | None], Handler] = {
     ("version", None): version,
     ("schema", None): schema,
     ("cron", "next"): cron_next,
-    ("messages", "send"): messages_send,
-    ("msg", "send"): msg_send,
+    **{key: _messaging(name) for key, name in _MESSAGING.items()},
 }

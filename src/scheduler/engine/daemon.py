@@ -24,6 +24,7 @@ from scheduler.config import Settings
 from scheduler.engine import lock as daemon_lock
 from scheduler.engine.clock import STEP_TOLERANCE_S, ClockWatch
 from scheduler.engine.delivery import OutboundSender
+from scheduler.engine.maintenance import MessageExpiry, prune_messages
 from scheduler.engine.orphans import kill_processes_of_runs
 from scheduler.engine.recorder import Recorder
 from scheduler.engine.spawn import SpawnHandler
@@ -373,6 +374,9 @@ class Daemon:
                                get_logger("scheduler.spawn"),
                                idle_check_s=self.settings.message_delivery_ms / 1000)
         supervisor.start("spawn", spawner.run, OnFailure.RESTART)
+        expiry = MessageExpiry(self.db, get_logger("scheduler.messages"),
+                               interval_s=self.settings.message_delivery_ms / 1000)
+        supervisor.start("messages", expiry.run, OnFailure.RESTART)
         try:
             await self._run_loop()
             await self._drain()
@@ -782,8 +786,8 @@ class Daemon:
 
     async def _prune(self) -> None:
         """At start and then every SCHEDULER_PRUNE_MS: delete expired idempotency-ledger entries
-        and checkpoint the WAL (PASSIVE: never waits for readers), as the reference's prune
-        phase does."""
+        and old messages (engine/maintenance.py), and checkpoint the WAL (PASSIVE: never waits
+        for readers), as the reference's prune phase does."""
         interval = self.settings.prune_ms / 1000
         first = True
         while True:
@@ -792,6 +796,7 @@ class Daemon:
             first = False
             try:
                 pruned = await self.db.run(self.store.prune_ledger, sqlite_now())
+                await prune_messages(self.db, self.log)
                 await self.db.run(self.store.checkpoint)
             except SchedulerError as exc:
                 self.log.warning("prune.failed", error=str(exc))
