@@ -34,8 +34,7 @@ from scheduler.text import UNSAFE_CONTROLS, first_lone_surrogate, quoted
 from scheduler.timeutil import to_sqlite, utcnow
 
 if TYPE_CHECKING:
-    from scheduler.store.api import Store
-    from scheduler.store.sqlite.db import Row
+    from scheduler.store.api import Row, Store
 
 SEND_USAGE: Final = (
     "messages send --from <label> [--to <agent>] [--kind <kind>] [--subject <text>] "
