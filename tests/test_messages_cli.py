@@ -423,3 +423,17 @@ def test_hostile_arguments_to_the_inbox_commands(tmp_path: Path) -> None:
             failures.append((problems, repr(result["argv"])[:160], result["code"],
                              (result["stdout"] + result["stderr"])[-300:]))
     assert not failures, f"{len(failures)} bad outcomes, e.g. {failures[:5]}"
+
+
+def test_status_counts_each_agents_unread_messages_broadcasts_included(cli, db_path: Path) -> None:
+    import sqlite3
+
+    assert cli("status")[0] == 0
+    with sqlite3.connect(db_path) as conn:
+        conn.executemany("INSERT INTO agents (id, name) VALUES (?, ?)", [("a", "A"), ("b", "B")])
+    conn.close()
+    news = send(cli, "--from", "ops", "--to", "broadcast", "--body", "freeze")
+    send(cli, "--from", "ops", "--to", "a", "--body", "for a")
+    assert cli("msg", "read", news, "b")[0] == 0
+    agents = {agent["id"]: agent["unread"] for agent in cli("status")[1]["agents"]}
+    assert agents == {"a": 2, "b": 0}

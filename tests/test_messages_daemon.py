@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import query, wait_until
-from fakegateway import FakeGateway
+from fakegateway import CHAT, FakeGateway, Reply
 from test_agent_integration import agent_job, finished_runs, gateway_env
 
 QUIET = {"delivery_mode": "none", "delivery_opt_out_reason": "test"}
@@ -97,4 +97,27 @@ def test_the_daemons_prune_keeps_a_result_not_yet_sent(cli, daemon, db_path, fak
     assert event["total"] == 2 and event["delivered"] == 1 and event["read_expired_failed"] == 1
     assert sorted(r["id"] for r in query(db_path, "SELECT id FROM messages")) == [
         "recent", "unsent", "waiting"]
+    assert d.stop() == 0
+
+
+def test_a_refused_prompt_gives_back_only_that_agents_copy_of_a_broadcast(
+    cli, daemon, db_path, fake_gateway
+) -> None:
+    fake_gateway.script(CHAT, Reply.error(400, "Unknown agent 'a'.", "invalid_request_error"))
+    d = daemon(env=gateway_env(fake_gateway))
+    news = send(cli, "--from", "ops", "--to", "broadcast", "--body", "rotate the keys")
+    refused = add(cli, name="refused", agent_id="a")
+    (run,) = wait_until(lambda: finished_runs(db_path, refused["id"]), timeout=20)
+    assert run["status"] == "error" and "rotate the keys" in prompt_of(fake_gateway, refused)
+    assert [m["status"] for m in cli("msg", "inbox", "a")[1]] == ["pending"]
+    other = add(cli, name="b takes it", agent_id="b")
+    assert "rotate the keys" in prompt_of(fake_gateway, other)
+    wait_until(lambda: finished_runs(db_path, other["id"]), timeout=20)
+    again = add(cli, name="a again", agent_id="a")
+    assert "rotate the keys" in prompt_of(fake_gateway, again)
+    wait_until(lambda: finished_runs(db_path, again["id"]), timeout=20)
+    assert [m["status"] for m in cli("msg", "inbox", "a")[1]] == ["delivered"]
+    assert [m["status"] for m in cli("msg", "inbox", "b")[1]] == ["delivered"]
+    details = [r["detail"] for r in cli("msg", "receipts", news)[1]]
+    assert details.count("prompt not accepted; back in the inbox") == 1
     assert d.stop() == 0
