@@ -437,3 +437,12 @@ def test_status_counts_each_agents_unread_messages_broadcasts_included(cli, db_p
     assert cli("msg", "read", news, "b")[0] == 0
     agents = {agent["id"]: agent["unread"] for agent in cli("status")[1]["agents"]}
     assert agents == {"a": 2, "b": 0}
+
+
+def test_schema_messages_lists_the_kinds_statuses_and_priorities(cli) -> None:
+    code, out, _, _ = cli("schema", "message")
+    assert code == 0 and out == {
+        "kinds": ["text", "task", "result", "status", "system", "spawn", "decision", "constraint",
+                  "fact", "preference"],
+        "statuses": ["pending", "delivered", "read", "expired", "failed"],
+        "priorities": {"0": "normal", "1": "high", "2": "urgent"}}

@@ -663,19 +663,20 @@ def version(ctx: Context) -> int:
 
 
 def schema(ctx: Context) -> int:
-    from scheduler.models.schemas import DISPATCH_SCHEMA, JOB_SCHEMA, RUN_SCHEMA
+    from scheduler.models.schemas import DISPATCH_SCHEMA, JOB_SCHEMA, MESSAGE_SCHEMA, RUN_SCHEMA
 
     target = (ctx.args[0] if ctx.args else "all").lower()
-    ctx.no_extra(1, "schema [jobs|runs|dispatches|all]")
-    schemas: dict[str, Any] = {"jobs": JOB_SCHEMA, "runs": RUN_SCHEMA, "dispatches": DISPATCH_SCHEMA}
-    aliases = {"job": "jobs", "run": "runs", "dispatch": "dispatches"}
+    ctx.no_extra(1, "schema [jobs|runs|dispatches|messages|all]")
+    schemas: dict[str, Any] = {"jobs": JOB_SCHEMA, "runs": RUN_SCHEMA, "dispatches": DISPATCH_SCHEMA,
+                               "messages": MESSAGE_SCHEMA}
+    aliases = {"job": "jobs", "run": "runs", "dispatch": "dispatches", "message": "messages"}
     target = aliases.get(target, target)
     if target == "all":
         ctx.out.emit(schemas)
     elif target in schemas:
         ctx.out.emit(schemas[target])
     else:
-        raise UsageError(f"Unknown schema target: {target}; expected jobs, runs, dispatches or all")
+        raise UsageError(f"Unknown schema target: {target}; expected jobs, runs, dispatches, messages or all")
     return 0
 
 

@@ -79,7 +79,8 @@ Idempotency ledger:
 Other:
   status                                  database, jobs, runs and whether a daemon serves this DB
   version                                 package and schema version
-  schema [jobs|runs|dispatches|all]       the job/run field reference
+  schema [jobs|runs|dispatches|messages|all]
+                                          the job/run field reference; message kinds and statuses
   cron next '<expr>' [--tz <zone>] [--from <ISO 8601>] [--count <n>]
                                           preview fire times, as the daemon computes them
 
