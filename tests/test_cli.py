@@ -484,7 +484,7 @@ def test_schema_jobs(cli) -> None:
     assert fields["overlap_policy"]["enum"] == ["skip", "allow", "queue"]
     assert fields["name"]["maxLength"] == 200
     code, everything, _, _ = cli("schema")
-    assert code == 0 and set(everything) == {"jobs", "runs", "dispatches"}
+    assert code == 0 and set(everything) == {"jobs", "runs", "dispatches", "messages"}
 
 
 def test_schema_shows_every_bound(cli) -> None:

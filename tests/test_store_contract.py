@@ -1026,3 +1026,169 @@ def test_a_gate_whose_group_the_switch_finished_fails_with_one_notice(store: Sto
     assert (task["status"], task["last_error"]) == ("failed", "[DEAD] w: timed out")
     assert outbound_notices(store) == ['[FAILED] Task group "team:core:task:deploy" timed_out\n\n'
                                        "[DEAD] w: timed out"]
+# -- messages: inboxes, broadcasts, reads and acks, expiry, pruning (issue 9, msgs) -----------------
+
+DAY = 24 * 3600
+
+
+def send(store: Store, to: str = "main", body: str = "hello", *, now: str = at(0),
+         **fields: Any) -> Message:
+    return store.send_message(NewMessage(from_agent=fields.pop("sender", "planner"), to_agent=to,
+                                         body=body, **fields), now)
+
+
+def ids(rows: list[dict[str, Any]]) -> list[str]:
+    return [str(row["id"]) for row in rows]
+
+
+def test_a_broadcast_taken_by_one_agent_is_still_pending_for_the_others(store: Store) -> None:
+    """Reference defect §17 #15: the first agent to take a broadcast consumed it for everyone."""
+    news = send(store, "broadcast", "all hands at noon")
+    (taken,) = store.take_inbox("a", at(1))
+    assert taken["id"] == news.id and taken["status"] == "pending"
+    assert store.take_inbox("a", at(2)) == []
+    assert [(r["id"], r["status"]) for r in store.inbox("a", at(2), 20)] == [(news.id, "delivered")]
+    assert [(r["id"], r["status"]) for r in store.inbox("b", at(2), 20)] == [(news.id, "pending")]
+    assert ids(store.take_inbox("b", at(3))) == [news.id]
+    own = store.get_message(news.id)
+    assert own is not None and own.status == "pending" and own.row["delivery_attempts"] == 2
+
+
+def test_a_refused_prompt_puts_back_only_that_agents_copy_of_a_broadcast(store: Store) -> None:
+    news = send(store, "broadcast")
+    direct = send(store, "a", "for a alone")
+    assert set(ids(store.take_inbox("a", at(1)))) == {news.id, direct.id}
+    store.take_inbox("b", at(1))
+    store.return_to_inbox("a", [news.id, direct.id], at(2))
+    assert set(ids(store.take_inbox("a", at(3)))) == {news.id, direct.id}
+    assert store.take_inbox("b", at(3)) == []  # b's copy stays delivered
+    events = [(r["event_type"], r["detail"]) for r in store.message_receipts(news.id, 20)]
+    assert events.count(("error", "prompt not accepted; back in the inbox")) == 1
+
+
+def test_reading_a_broadcast_is_per_agent_and_needs_the_agent(store: Store) -> None:
+    news = send(store, "broadcast")
+    with pytest.raises(ValidationError, match="is a broadcast"):
+        store.mark_read(news.id, None, at(1))
+    seen = store.mark_read(news.id, "a", at(1))
+    assert (seen["status"], seen["read_at"]) == ("read", at(1))
+    assert store.unread_count("a", at(2)) == 0 and store.unread_count("b", at(2)) == 1
+    assert store.read_all("a", at(2)) == 0
+    acked = store.ack_message(news.id, "b", "b", "on it", at(3))
+    assert (acked["status"], acked["ack_at"], acked["read_at"]) == ("read", at(3), at(3))
+    assert store.unread_count("c", at(4)) == 1
+    own = store.get_message(news.id)
+    assert own is not None and own.status == "pending" and own.row["read_at"] is None
+    assert [(r["actor"], r["detail"]) for r in store.message_receipts(news.id, 20)] == [
+        ("b", "on it"), ("a", None)]
+
+
+def test_the_inbox_order_is_kind_then_priority_then_age(store: Store) -> None:
+    urgent_text = send(store, body="urgent text", priority=2, now=at(0))
+    old_task = send(store, kind="task", body="old task", now=at(0))
+    new_task = send(store, kind="task", body="new task", priority=1, now=at(5))
+    constraint = send(store, "broadcast", kind="constraint", body="no force push", now=at(9))
+    plain = send(store, body="plain", now=at(0))
+    assert ids(store.inbox("main", at(10), 20)) == [
+        constraint.id, new_task.id, old_task.id, urgent_text.id, plain.id]
+    assert ids(store.inbox("main", at(10), 2)) == [constraint.id, new_task.id]
+    assert ids(store.take_inbox("main", at(10), 5)) == [
+        constraint.id, new_task.id, old_task.id, urgent_text.id, plain.id]
+
+
+def test_read_all_and_ack_change_only_the_agents_messages(store: Store) -> None:
+    mine = send(store, "main")
+    theirs = send(store, "coder")
+    news = send(store, "broadcast")
+    assert store.read_all("main", at(1)) == 2
+    assert store.unread_count("main", at(1)) == 0 and store.unread_count("coder", at(1)) == 2
+    row = store.ack_message(theirs.id, None, "operator", None, at(2))
+    assert (row["status"], row["ack_at"]) == ("read", at(2))
+    again = store.ack_message(mine.id, None, "main", "done", at(3))
+    assert (again["read_at"], again["ack_at"]) == (at(1), at(1))  # set once, kept
+    assert ids(store.inbox("coder", at(4), 20)) == [news.id]
+    assert [r["event_type"] for r in store.message_receipts(mine.id, 20)] == ["ack", "ack"]
+
+
+def test_outbound_deliveries_are_in_no_agents_view(store: Store) -> None:
+    add_job(store)
+    (c,) = claim(store)
+    done = finish(store, c, delivery=Delivery("a result", "telegram", "42"))
+    result_id = done.message["id"]
+    for agent in ("main", "scheduler"):
+        assert store.inbox(agent, at(20), 50) == [] and store.unread_count(agent, at(20)) == 0
+        assert store.outbox(agent, 50) == []
+        assert store.read_all(agent, at(20)) == 0
+    with pytest.raises(ValidationError, match="outbound delivery"):
+        store.mark_read(result_id, None, at(20))
+    with pytest.raises(ValidationError, match="outbound delivery"):
+        store.ack_message(result_id, None, "operator", None, at(20))
+    assert [m.id for m in store.due_outbound(at(20))] == [result_id]
+
+
+def test_outbox_thread_and_receipts(store: Store) -> None:
+    question = send(store, "coder", "which branch?", now=at(0))
+    answer = send(store, "planner", "main", sender="coder", reply_to=question.id, now=at(5))
+    later = send(store, "coder", "thanks", now=at(9))
+    assert ids(store.outbox("planner", 20)) == [later.id, question.id]
+    assert ids(store.thread(question.id)) == [question.id, answer.id]
+    assert ids(store.thread(answer.id)) == [answer.id]
+    with pytest.raises(NotFoundError, match="Message not found: nope"):
+        store.thread("nope")
+    with pytest.raises(NotFoundError, match="Message not found: nope"):
+        store.message_receipts("nope", 20)
+    with pytest.raises(NotFoundError, match="Message not found: nope"):
+        store.mark_read("nope", None, at(1))
+    with pytest.raises(NotFoundError, match="Message not found: nope"):
+        store.ack_message("nope", None, "operator", None, at(1))
+
+
+def test_a_message_keeps_every_field_its_sender_gave(store: Store) -> None:
+    sent = send(store, subject="PR 12", priority=2, expires_at=at(7200), ack_required=True,
+                metadata='{"pr": 12}', owner="coder", kind="decision")
+    got = store.get_message(sent.id)
+    assert got is not None and got == sent
+    assert (got.subject, got.expires_at, got.metadata) == ("PR 12", at(7200), {"pr": 12})
+    assert (got.row["priority"], got.row["ack_required"], got.row["owner"]) == (2, 1, "coder")
+
+
+def test_messages_past_their_expiry_expire_for_every_agent(store: Store) -> None:
+    direct = send(store, expires_at=at(60))
+    news = send(store, "broadcast", expires_at=at(60))
+    lasting = send(store, expires_at=at(600))
+    spawn = send(store, kind="spawn", body=json.dumps(SPAWN_BODY), expires_at=at(60))
+    store.take_inbox("a", at(1))  # a holds a delivered copy of the broadcast
+    assert store.expire_messages(at(59)) == 0
+    assert ids(store.inbox("main", at(60), 20)) == [lasting.id]  # past expiry: not shown already
+    assert store.take_inbox("b", at(60)) == []
+    assert store.expire_messages(at(60)) == 3  # the direct one, the broadcast, a's copy
+    statuses = {m.id: m.status for m in map(store.get_message, (direct.id, news.id, lasting.id,
+                                                                   spawn.id)) if m is not None}
+    assert statuses == {direct.id: "expired", news.id: "expired", lasting.id: "pending",
+                        spawn.id: "pending"}  # the spawn handler answers an expired spawn itself
+    assert store.unread_count("main", at(61)) == 1 and store.unread_count("a", at(61)) == 0
+    assert store.expire_messages(at(61)) == 0
+
+
+def test_pruning_keeps_an_unsent_result_whatever_its_age(store: Store) -> None:
+    """Reference defect §17 #16: results older than 3 days were pruned even if never sent."""
+    add_job(store)
+    (c,) = claim(store)
+    unsent = finish(store, c, delivery=Delivery("a result", "telegram", "42")).message["id"]
+    delivered, read, waiting = send(store, "a"), send(store, "b"), send(store, "c")
+    notice = send(store, "d", kind="system", body="spawn rejected")
+    news = send(store, "broadcast")
+    store.take_inbox("a", at(1))
+    store.mark_read(read.id, None, at(1))
+    assert store.prune_messages(at(2 * DAY)) == {
+        "broadcasts": 0, "read_expired_failed": 0, "delivered": 0, "notifications": 0}
+    assert store.prune_messages(at(4 * DAY)) == {
+        "broadcasts": 0, "read_expired_failed": 0, "delivered": 1, "notifications": 1}
+    assert store.get_message(delivered.id) is None and store.get_message(notice.id) is None
+    assert store.prune_messages(at(31 * DAY)) == {
+        "broadcasts": 1, "read_expired_failed": 1, "delivered": 0, "notifications": 0}
+    assert store.get_message(news.id) is None and store.get_message(read.id) is None
+    assert store.get_message(waiting.id) is not None  # an agent's unread message stays
+    assert [m.id for m in store.due_outbound(at(400 * DAY))] == [unsent]
+    store.prune_messages(at(400 * DAY))
+    assert [m.id for m in store.due_outbound(at(400 * DAY))] == [unsent]

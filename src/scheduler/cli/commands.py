@@ -673,19 +673,20 @@ def version(ctx: Context) -> int:
 
 
 def schema(ctx: Context) -> int:
-    from scheduler.models.schemas import DISPATCH_SCHEMA, JOB_SCHEMA, RUN_SCHEMA
+    from scheduler.models.schemas import DISPATCH_SCHEMA, JOB_SCHEMA, MESSAGE_SCHEMA, RUN_SCHEMA
 
     target = (ctx.args[0] if ctx.args else "all").lower()
-    ctx.no_extra(1, "schema [jobs|runs|dispatches|all]")
-    schemas: dict[str, Any] = {"jobs": JOB_SCHEMA, "runs": RUN_SCHEMA, "dispatches": DISPATCH_SCHEMA}
-    aliases = {"job": "jobs", "run": "runs", "dispatch": "dispatches"}
+    ctx.no_extra(1, "schema [jobs|runs|dispatches|messages|all]")
+    schemas: dict[str, Any] = {"jobs": JOB_SCHEMA, "runs": RUN_SCHEMA, "dispatches": DISPATCH_SCHEMA,
+                               "messages": MESSAGE_SCHEMA}
+    aliases = {"job": "jobs", "run": "runs", "dispatch": "dispatches", "message": "messages"}
     target = aliases.get(target, target)
     if target == "all":
         ctx.out.emit(schemas)
     elif target in schemas:
         ctx.out.emit(schemas[target])
     else:
-        raise UsageError(f"Unknown schema target: {target}; expected jobs, runs, dispatches or all")
+        raise UsageError(f"Unknown schema target: {target}; expected jobs, runs, dispatches, messages or all")
     return 0
 
 
@@ -728,16 +729,33 @@ def _check_cron_expression(expr: str) -> None:
 # -- messages (cli/messaging.py, loaded only by these commands) --------------------------------
 
 
-def messages_send(ctx: Context) -> int:
-    from scheduler.cli import messaging
+def _messaging(name: str) -> Handler:
+    def handler(ctx: Context) -> int:
+        from scheduler.cli import messaging
 
-    return messaging.messages_send(ctx)
+        result: int = getattr(messaging, name)(ctx)
+        return result
+
+    handler.__name__ = name
+    return handler
 
 
-def msg_send(ctx: Context) -> int:
-    from scheduler.cli import messaging
-
-    return messaging.msg_send(ctx)
+_MESSAGING: Final = {
+    ("messages", "send"): "messages_send",
+    ("msg", "send"): "msg_send",
+    ("msg", "inbox"): "msg_inbox",
+    ("msg", "outbox"): "msg_outbox",
+    ("msg", "thread"): "msg_thread",
+    ("msg", "ack"): "msg_ack",
+    ("msg", "receipts"): "msg_receipts",
+    ("msg", "read"): "msg_read",
+    ("msg", "readall"): "msg_readall",
+    ("msg", "unread"): "msg_unread",
+    ("queue", "list"): "queue_list",
+    ("queue", None): "queue_bare",
+    ("queue", "clear"): "queue_clear",
+    ("queue", "prune"): "queue_prune",
+}
 
 
 # -- agents (cli/agents.py) ----------------------------------------------------------------------
@@ -796,8 +814,7 @@ COMMANDS: dict[tuple[str, str | None], Handler] = {
     ("version", None): version,
     ("schema", None): schema,
     ("cron", "next"): cron_next,
-    ("messages", "send"): messages_send,
-    ("msg", "send"): msg_send,
+    **{key: _messaging(name) for key, name in _MESSAGING.items()},
     ("agents", "list"): agents_list,
     ("agents", "get"): agents_get,
     ("agents", "register"): agents_register,

@@ -54,10 +54,22 @@ Resource pools (jobs naming one pool take turns; capacity 1 unless set):
   pools remove <name>                     forget the capacity (back to 1)
 
 Messages (a --kind spawn message asks the daemon for a job: its --body is a job spec):
-  messages send --from <label> [--to <agent>] [--kind <kind>] [--channel <channel>]
-                [--delivery-to <target>] [--job-id <id>] [--run-id <id>] --body <text>
-                                          send a message (--to main, --kind status by default)
+  messages send --from <label> [--to <agent>] [--kind <kind>] [--subject <text>]
+                [--priority 0|1|2] [--expires-in <duration> | --expires-at <datetime>]
+                [--reply-to <id>] [--ack-required] [--metadata '<json>'] [--owner <agent>]
+                [--channel <channel>] [--delivery-to <target>] [--job-id <id>] [--run-id <id>]
+                --body <text>                 send a message (--to main, --kind status by default)
   msg send <from> <to> <body>             send a text message (positional form)
+  msg inbox <agent> [limit]               pending + delivered, kind first, then priority, then age
+  msg outbox <agent> [limit]              sent by the agent, newest first
+  msg thread <message-id>                 the message and its replies
+  msg ack <message-id> [actor] [note]     acknowledge (a broadcast: the actor is the agent)
+  msg read <message-id> [agent]           mark read (a broadcast: for the agent named)
+  msg readall <agent> | msg unread <agent>
+  msg receipts <message-id> [limit]       attempts, errors and acks, newest first
+  queue list [agent] [limit]              the agent's unread messages (default main, 50)
+  queue clear [agent]                     mark them all read
+  queue prune                             delete old messages now (docs/messaging.md, Retention)
 
 Agents (registered by hand, by the daemon for "main", and by the first turn of a job naming one):
   agents list                             agents with status (idle, busy, offline) and session
@@ -85,7 +97,8 @@ Idempotency ledger:
 Other:
   status                                  database, jobs, runs and whether a daemon serves this DB
   version                                 package and schema version
-  schema [jobs|runs|dispatches|all]       the job/run field reference
+  schema [jobs|runs|dispatches|messages|all]
+                                          the job/run field reference; message kinds and statuses
   cron next '<expr>' [--tz <zone>] [--from <ISO 8601>] [--count <n>]
                                           preview fire times, as the daemon computes them
 

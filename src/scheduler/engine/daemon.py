@@ -24,6 +24,7 @@ from scheduler.config import Settings
 from scheduler.engine import lock as daemon_lock
 from scheduler.engine.clock import STEP_TOLERANCE_S, ClockWatch
 from scheduler.engine.delivery import OutboundSender
+from scheduler.engine.maintenance import MessageExpiry, prune_messages
 from scheduler.engine.orphans import kill_processes_of_runs
 from scheduler.engine.recorder import Recorder
 from scheduler.engine.spawn import SpawnHandler
@@ -397,6 +398,9 @@ class Daemon:
                               self.deliveries_ready.set, get_logger("scheduler.tracker"),
                               interval_s=self.settings.message_delivery_ms / 1000)
         supervisor.start("tracker", tracker.run, OnFailure.RESTART)
+        expiry = MessageExpiry(self.db, get_logger("scheduler.messages"),
+                               interval_s=self.settings.message_delivery_ms / 1000)
+        supervisor.start("messages", expiry.run, OnFailure.RESTART)
         try:
             await self._run_loop()
             await self._drain()
@@ -809,8 +813,8 @@ class Daemon:
 
     async def _prune(self) -> None:
         """At start and then every SCHEDULER_PRUNE_MS: delete expired idempotency-ledger entries
-        and checkpoint the WAL (PASSIVE: never waits for readers), as the reference's prune
-        phase does."""
+        and old messages (engine/maintenance.py), and checkpoint the WAL (PASSIVE: never waits
+        for readers), as the reference's prune phase does."""
         interval = self.settings.prune_ms / 1000
         first = True
         while True:
@@ -819,6 +823,7 @@ class Daemon:
             first = False
             try:
                 pruned = await self.db.run(self.store.prune_ledger, sqlite_now())
+                await prune_messages(self.db, self.log)
                 await self.db.run(self.store.checkpoint)
             except SchedulerError as exc:
                 self.log.warning("prune.failed", error=str(exc))

@@ -1,4 +1,4 @@
-"""The field references ``openclaw-scheduler schema`` prints: jobs, runs and dispatches.
+"""The field references ``openclaw-scheduler schema`` prints: jobs, runs, dispatches and messages.
 
 The job schema is generated from ``JOB_FIELD_RULES``, the table the validator checks against,
 so what it says (types, enums, defaults, minimums, maximums, lengths) is what is enforced. The
@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from scheduler.models.enums import DispatchKind, DispatchStatus, RunStatus, values
+from scheduler.models.enums import (
+    DispatchKind,
+    DispatchStatus,
+    MessageKind,
+    MessageStatus,
+    RunStatus,
+    values,
+)
 from scheduler.models.fields import (
     CREATE_ONLY_KEYS,
     JOB_FIELD_RULES,
@@ -155,4 +162,11 @@ DISPATCH_SCHEMA: Final[dict[str, Any]] = {
     "statuses": list(values(DispatchStatus)),
     "key_fields": ["job_id", "dispatch_kind", "status", "scheduled_for", "source_run_id", "retry_of_run_id"],
     "fields": {name: _describe(rule) for name, rule in _DISPATCH_FIELDS.items()},
+}
+
+# As the reference's: the kinds and statuses; the priorities are ours (`messages send --priority`).
+MESSAGE_SCHEMA: Final[dict[str, Any]] = {
+    "kinds": list(values(MessageKind)),
+    "statuses": list(values(MessageStatus)),
+    "priorities": {"0": "normal", "1": "high", "2": "urgent"},
 }

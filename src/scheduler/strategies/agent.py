@@ -101,12 +101,12 @@ class AgentStrategy:
                 message = f"{exc}; not run again automatically (delivery_guarantee at-most-once)"
                 return Outcome("error", {**columns, "error_message": message},
                                delivery_text=self._failure_delivery(job, message))
-            await self._unsee(injected)
+            await self._unsee(agent_id, injected)
             if self.on_gateway_down is not None:
                 self.on_gateway_down()
             raise DeferRun(f"gateway unavailable; deferred until it is back ({exc})") from None
         except (GatewayRejected, GatewayBusy) as exc:
-            await self._unsee(injected)
+            await self._unsee(agent_id, injected)
             message = str(exc)
             if gateway_disowns_agent(exc):
                 self.presence.disowned(job.agent_id, run.id)
@@ -138,9 +138,9 @@ class AgentStrategy:
         return Outcome(verdict.status, columns, delivery_text=delivery, attachments=images,
                        content=reply.content)
 
-    async def _unsee(self, message_ids: list[str]) -> None:
+    async def _unsee(self, agent_id: str, message_ids: list[str]) -> None:
         """The gateway never took the prompt: its inbox messages stay for the agent's next one."""
-        await self.db.run(self.db.store.return_to_inbox, message_ids, sqlite_now())
+        await self.db.run(self.db.store.return_to_inbox, agent_id, message_ids, sqlite_now())
 
     def _failure_delivery(self, job: Job, message: str) -> str | None:
         if job.delivery_mode not in ANNOUNCE_MODES:

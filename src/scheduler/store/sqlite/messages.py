@@ -6,6 +6,9 @@ Results a job announces are written as *outbound* messages, addressed to the res
 before anything is sent, and never visible to an agent's inbox, so no prompt injection can
 consume them (reference defect §17 #12). The daemon sends them through the gateway and marks
 them ``delivered`` only once the gateway has accepted every chunk.
+
+What agents see of their messages (inboxes, reads, acks, prompt injection, expiry, pruning) is
+in store/sqlite/inbox.py.
 """
 
 from __future__ import annotations
@@ -24,11 +27,6 @@ OUTBOUND = "@outbound"
 SENDER = "scheduler"
 # Give up on an outbound message after this many failed attempts (the last error stays on it).
 MAX_DELIVERY_ATTEMPTS = 20
-# Kinds ranked first in an agent's inbox (the reference's order), then priority, then age.
-_KIND_RANK = (
-    "CASE kind WHEN 'constraint' THEN 0 WHEN 'decision' THEN 1 WHEN 'fact' THEN 2 "
-    "WHEN 'task' THEN 3 WHEN 'preference' THEN 4 ELSE 5 END"
-)
 
 
 def resolve_target(conn: sqlite3.Connection, channel: str | None, target: str | None) -> tuple[
@@ -161,43 +159,6 @@ def receipt(conn: sqlite3.Connection, message_id: str, event: str, actor: str, d
     )
 
 
-def take_inbox(db: Database, agent_id: str, now_text: str, limit: int = 5) -> list[Row]:
-    """Up to ``limit`` pending messages addressed to ``agent_id`` (or ``broadcast``) for injection
-    into its next prompt, marked ``delivered``. Outbound results are addressed to no agent, and
-    are never taken here, even by a job whose agent_id is ``@outbound``; nor are spawn messages,
-    which ask the scheduler for a job (store/sqlite/spawn.py), not the agent for an answer."""
-    with db.transaction() as conn:
-        rows = conn.execute(
-            "SELECT * FROM messages WHERE (to_agent = ? OR to_agent = 'broadcast') AND to_agent != ? "
-            "AND status = 'pending' AND kind != 'spawn' AND (expires_at IS NULL OR expires_at > ?) "
-            f"ORDER BY {_KIND_RANK}, priority DESC, created_at LIMIT ?",
-            (agent_id, OUTBOUND, now_text, limit),
-        ).fetchall()
-        for row in rows:
-            conn.execute(
-                "UPDATE messages SET status = 'delivered', delivered_at = ?, "
-                "delivery_attempts = delivery_attempts + 1 WHERE id = ?",
-                (now_text, row["id"]),
-            )
-            receipt(conn, row["id"], "attempt", "dispatcher", "injected into prompt", now_text)
-    return list(rows)
-
-
-def return_to_inbox(db: Database, message_ids: list[str], now_text: str) -> None:
-    """Messages taken for a prompt the gateway never accepted go back to ``pending``."""
-    if not message_ids:
-        return
-    with db.transaction() as conn:
-        for message_id in message_ids:
-            conn.execute(
-                "UPDATE messages SET status = 'pending', delivered_at = NULL "
-                "WHERE id = ? AND status = 'delivered'",
-                (message_id,),
-            )
-            receipt(conn, message_id, "error", "dispatcher", "prompt not accepted; back in the inbox",
-                     now_text)
-
-
 # -- messages between agents ---------------------------------------------------------------------
 
 _LINKS = (("job_id", "jobs", "Job"), ("run_id", "runs", "Run"), ("reply_to", "messages", "Message"))
@@ -215,11 +176,12 @@ def insert_message(conn: sqlite3.Connection, message: NewMessage, now_text: str)
     message_id = str(uuid.uuid4())
     conn.execute(
         "INSERT INTO messages (id, from_agent, to_agent, kind, subject, body, channel, delivery_to, "
-        "status, created_at, job_id, run_id, reply_to) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+        "status, created_at, job_id, run_id, reply_to, priority, expires_at, ack_required, "
+        "metadata, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (message_id, message.from_agent, message.to_agent, message.kind, message.subject,
          message.body, message.channel, message.delivery_to, now_text, message.job_id,
-         message.run_id, message.reply_to),
+         message.run_id, message.reply_to, message.priority, message.expires_at,
+         int(message.ack_required), message.metadata, message.owner),
     )
     row: Row = conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
     return row

@@ -311,6 +311,20 @@ CREATE TABLE IF NOT EXISTS message_receipts (
 );
 CREATE INDEX IF NOT EXISTS idx_receipts_message ON message_receipts(message_id, created_at DESC);
 
+-- ours: each agent's own state of a broadcast message (reference defect §17 #15: one agent
+-- reading a broadcast consumed it for every agent). No row: the broadcast is still pending for
+-- that agent. The broadcast's own row keeps status pending until it expires or is pruned.
+CREATE TABLE IF NOT EXISTS message_recipients (
+  message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+  agent_id TEXT NOT NULL,
+  status TEXT NOT NULL DEFAULT 'pending',
+  delivered_at TEXT,
+  read_at TEXT,
+  ack_at TEXT,
+  PRIMARY KEY (message_id, agent_id)
+);
+CREATE INDEX IF NOT EXISTS idx_message_recipients_agent ON message_recipients(agent_id, status);
+
 CREATE TABLE IF NOT EXISTS team_tasks (
   team_id TEXT NOT NULL,
   id TEXT NOT NULL,

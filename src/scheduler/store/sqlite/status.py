@@ -39,10 +39,11 @@ def overview(db: Database, stale_threshold_s: int, now_text: str) -> dict[str, A
         "OR (SELECT COUNT(*) FROM approvals a WHERE a.job_id = j.id AND a.status = 'pending') "
         "  >= j.max_pending_approvals ORDER BY j.name LIMIT 10"
     )
-    agents = db.query(
-        "SELECT a.id, a.status, (SELECT COUNT(*) FROM messages m WHERE m.to_agent = a.id "
-        "AND m.status IN ('pending', 'delivered')) AS unread FROM agents a ORDER BY a.id"
-    )
+    from scheduler.store.sqlite.inbox import unread_count
+
+    # Unread as `msg unread` counts it: broadcasts included, each agent's own copy.
+    agents = [{**agent, "unread": unread_count(db, agent["id"], now_text)}
+              for agent in db.query("SELECT id, status FROM agents ORDER BY id")]
     next_job: Row | None = db.query_one(
         "SELECT id, name, next_run_at FROM jobs WHERE enabled = 1 AND next_run_at IS NOT NULL "
         "ORDER BY next_run_at LIMIT 1"

@@ -179,13 +179,56 @@ class SqliteStore:
         from scheduler.store.sqlite import messages
         return messages.mark_attempt_failed(self.db, message_id, error, retry_at, now)
 
+    # -- what agents see of their messages --------------------------------------------------
     def take_inbox(self, agent_id: str, now: str, limit: int = 5) -> list[Row]:
-        from scheduler.store.sqlite import messages
-        return messages.take_inbox(self.db, agent_id, now, limit)
+        from scheduler.store.sqlite import inbox
+        return inbox.take_inbox(self.db, agent_id, now, limit)
 
-    def return_to_inbox(self, message_ids: list[str], now: str) -> None:
-        from scheduler.store.sqlite import messages
-        messages.return_to_inbox(self.db, message_ids, now)
+    def return_to_inbox(self, agent_id: str, message_ids: list[str], now: str) -> None:
+        from scheduler.store.sqlite import inbox
+        inbox.return_to_inbox(self.db, agent_id, message_ids, now)
+
+    def inbox(self, agent_id: str, now: str, limit: int,
+              statuses: tuple[str, ...] = ("pending", "delivered")) -> list[Row]:
+        from scheduler.store.sqlite import inbox
+        return inbox.inbox(self.db, agent_id, now, limit, statuses)
+
+    def unread_count(self, agent_id: str, now: str) -> int:
+        from scheduler.store.sqlite import inbox
+        return inbox.unread_count(self.db, agent_id, now)
+
+    def outbox(self, agent_id: str, limit: int) -> list[Row]:
+        from scheduler.store.sqlite import inbox
+        return inbox.outbox(self.db, agent_id, limit)
+
+    def thread(self, message_id: str) -> list[Row]:
+        from scheduler.store.sqlite import inbox
+        return inbox.thread(self.db, message_id)
+
+    def message_receipts(self, message_id: str, limit: int) -> list[Row]:
+        from scheduler.store.sqlite import inbox
+        return inbox.receipts(self.db, message_id, limit)
+
+    def mark_read(self, message_id: str, agent_id: str | None, now: str) -> Row:
+        from scheduler.store.sqlite import inbox
+        return inbox.mark_read(self.db, message_id, agent_id, now)
+
+    def ack_message(self, message_id: str, agent_id: str | None, actor: str, detail: str | None,
+                    now: str) -> Row:
+        from scheduler.store.sqlite import inbox
+        return inbox.ack_message(self.db, message_id, agent_id, actor, detail, now)
+
+    def read_all(self, agent_id: str, now: str) -> int:
+        from scheduler.store.sqlite import inbox
+        return inbox.read_all(self.db, agent_id, now)
+
+    def expire_messages(self, now: str) -> int:
+        from scheduler.store.sqlite import inbox
+        return inbox.expire(self.db, now)
+
+    def prune_messages(self, now: str) -> dict[str, int]:
+        from scheduler.store.sqlite import inbox
+        return inbox.prune(self.db, now)
 
     # -- messages between agents, and spawn messages ---------------------------------------------
     def send_message(self, message: NewMessage, now: str) -> Message:
