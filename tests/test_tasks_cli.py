@@ -153,8 +153,8 @@ def test_unknown_groups_labels_and_statuses_are_errors_that_write_nothing(
 
 
 def add_team_message(db_path: Path, message_id: str, **columns: Any) -> None:
-    """A team message as the messages CLI writes it (on this branch no command sets the team
-    columns, so plain SQL)."""
+    """A team message with chosen ids and times, written directly (``messages send --team`` is
+    tested below)."""
     row = {"id": message_id, "from_agent": "lead", "to_agent": "writer", "body": "do it",
            "kind": "text", "team_id": "core", **columns}
     conn = sqlite3.connect(db_path)
@@ -187,6 +187,35 @@ def test_team_map_tasks_events_inbox_and_ack(cli: Cli, db_path: Path) -> None:
     assert code != 0 and out == {"ok": False, "error": "Team message not found: nope"}
     code, out, _, _ = cli("team", "tasks", "other")
     assert out == []
+
+
+def test_messages_send_writes_team_messages_the_adapter_maps(cli: Cli, db: Query) -> None:
+    code, out, stdout, stderr = cli("messages", "send", "--from", "lead", "--to", "writer",
+                                    "--kind", "task", "--team", "core", "--member", "writer",
+                                    "--subject", "Write docs", "--body", "the manual")
+    assert code == 0, stdout + stderr
+    task_id = out["message"]["id"]
+    assert (out["message"]["team_id"], out["message"]["member_id"]) == ("core", "writer")
+    code, out, _, _ = cli("messages", "send", "--from", "writer", "--to", "lead", "--team", "core",
+                          "--task", task_id, "--body", "half done")
+    assert code == 0 and out["message"]["task_id"] == task_id
+    assert cli("team", "map")[1] == {"ok": True, "mapped": 2}
+    code, tasks, _, _ = cli("team", "tasks", "core")
+    assert [(t["id"], t["title"], t["member_id"]) for t in tasks] == [(task_id, "Write docs",
+                                                                       "writer")]
+    code, events, _, _ = cli("team", "events", "core", "10", task_id)
+    assert sorted(e["event_type"] for e in events) == ["task_created", "task_message"]
+
+
+@pytest.mark.parametrize("flags", [("--member", "writer"), ("--task", "t1"), ("--team", "a\nb"),
+                                   ("--team", "")])
+def test_team_routing_without_a_team_or_on_two_lines_is_refused(cli: Cli, db: Query,
+                                                                flags: tuple[str, str]) -> None:
+    cli("status")
+    code, out, _, _ = cli("messages", "send", "--from", "lead", "--body", "x",
+                          *flags)
+    assert code != 0 and out["ok"] is False
+    assert db("SELECT COUNT(*) AS n FROM messages")[0]["n"] == 0
 
 
 def test_a_gate_passes_once_its_members_report(cli: Cli, db: Query) -> None:

@@ -58,6 +58,7 @@ Messages (a --kind spawn message asks the daemon for a job: its --body is a job 
                 [--priority 0|1|2] [--expires-in <duration> | --expires-at <datetime>]
                 [--reply-to <id>] [--ack-required] [--metadata '<json>'] [--owner <agent>]
                 [--channel <channel>] [--delivery-to <target>] [--job-id <id>] [--run-id <id>]
+                [--team <team> [--member <member>] [--task <task>]]
                 --body <text>                 send a message (--to main, --kind status by default)
   msg send <from> <to> <body>             send a text message (positional form)
   msg inbox <agent> [limit]               pending + delivered, kind first, then priority, then age

@@ -40,7 +40,8 @@ SEND_USAGE: Final = (
     "messages send --from <label> [--to <agent>] [--kind <kind>] [--subject <text>] "
     "[--priority 0|1|2] [--expires-in <duration> | --expires-at <datetime>] [--reply-to <id>] "
     "[--ack-required] [--metadata '<json>'] [--owner <agent>] [--channel <channel>] "
-    "[--delivery-to <target>] [--job-id <id>] [--run-id <id>] --body <text>"
+    "[--delivery-to <target>] [--job-id <id>] [--run-id <id>] "
+    "[--team <team> [--member <member>] [--task <task>]] --body <text>"
 )
 MSG_SEND_USAGE: Final = "msg send <from> <to> <body>"
 # The reference's defaults for `messages send` (its `msg send` writes kind "text").
@@ -57,7 +58,7 @@ OPERATOR: Final = "operator"
 _WHOLE_NUMBER: Final = re.compile(r"[0-9]+")
 _SEND_OPTIONS: Final = ("from", "to", "kind", "channel", "delivery-to", "job-id", "run-id", "body",
                         "subject", "priority", "expires-in", "expires-at", "reply-to", "metadata",
-                        "owner")
+                        "owner", "team", "member", "task")
 
 
 def _now() -> str:
@@ -116,7 +117,10 @@ def messages_send(ctx: Context) -> int:
         expires_at=expiry(options["expires-in"], options["expires-at"], utcnow()),
         ack_required=ack_required, owner=options["owner"],
         metadata=None if metadata is None else parse_metadata_object(metadata),
+        team_id=options["team"], member_id=options["member"], task_id=options["task"],
     )
+    if message.team_id is None and (message.member_id or message.task_id):
+        raise ValidationError("--member and --task route a team message: give --team too")
     return _send(ctx, message)
 
 

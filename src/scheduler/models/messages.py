@@ -56,6 +56,9 @@ class NewMessage:
     ack_required: bool = False
     metadata: str | None = None  # a JSON object, as stored
     owner: str | None = None
+    team_id: str | None = None  # the team adapter's routing (store/sqlite/teams.py)
+    member_id: str | None = None
+    task_id: str | None = None
 
 
 def check_kind(kind: str) -> str:
@@ -167,6 +170,9 @@ def new_message(
     ack_required: bool = False,
     metadata: str | None = None,
     owner: str | None = None,
+    team_id: str | None = None,
+    member_id: str | None = None,
+    task_id: str | None = None,
 ) -> NewMessage:
     """A checked ``NewMessage``; raises ``ValidationError`` naming the first bad value.
     ``expires_at`` and ``metadata`` come checked (:func:`expiry`, :func:`parse_metadata_object`)."""
@@ -186,4 +192,7 @@ def new_message(
         ack_required=ack_required,
         metadata=metadata,
         owner=None if owner is None else _routing_name(owner, "owner"),
+        team_id=_optional(team_id, "team", MAX_ID_LENGTH),
+        member_id=_optional(member_id, "member", MAX_ID_LENGTH),
+        task_id=_optional(task_id, "task", MAX_ID_LENGTH),
     )

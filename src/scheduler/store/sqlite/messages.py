@@ -177,11 +177,13 @@ def insert_message(conn: sqlite3.Connection, message: NewMessage, now_text: str)
     conn.execute(
         "INSERT INTO messages (id, from_agent, to_agent, kind, subject, body, channel, delivery_to, "
         "status, created_at, job_id, run_id, reply_to, priority, expires_at, ack_required, "
-        "metadata, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "metadata, owner, team_id, member_id, task_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (message_id, message.from_agent, message.to_agent, message.kind, message.subject,
          message.body, message.channel, message.delivery_to, now_text, message.job_id,
          message.run_id, message.reply_to, message.priority, message.expires_at,
-         int(message.ack_required), message.metadata, message.owner),
+         int(message.ack_required), message.metadata, message.owner, message.team_id,
+         message.member_id, message.task_id),
     )
     row: Row = conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
     return row
