@@ -59,6 +59,10 @@ class OpenClawPeer:
     reply: str
     info: dict[str, Any] = field(repr=False)
 
+    def daemon_env(self, **extra: str) -> dict[str, str]:
+        """The variables that point a test daemon at this gateway, plus ``extra``."""
+        return {"OPENCLAW_GATEWAY_URL": self.url, "OPENCLAW_GATEWAY_TOKEN": self.token, **extra}
+
     def auth_headers(self) -> dict[str, str]:
         """What ``/tools/invoke`` gets from the scheduler: the bearer token only."""
         return {"Authorization": f"Bearer {self.token}"}

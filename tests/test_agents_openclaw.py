@@ -45,8 +45,7 @@ def test_unknown_agents_go_offline_and_known_ones_idle(
     cli, daemon, db_path, openclaw_gateway: OpenClawPeer  # noqa: F811
 ) -> None:
     marker = f"reg-{uuid.uuid4().hex[:8]}"
-    daemon(env={"OPENCLAW_GATEWAY_URL": openclaw_gateway.url,
-                "OPENCLAW_GATEWAY_TOKEN": openclaw_gateway.token})
+    daemon(env=openclaw_gateway.daemon_env())
     code, out, _, _ = cli("jobs", "add", spec(marker, agent_id="ops"))
     assert code == 0
     failed = run_and_wait(cli, db_path, out["job"]["id"], 1)
@@ -66,8 +65,7 @@ def test_a_prior_reply_reaches_the_next_prompt_through_the_gateway(
     cli, daemon, db_path, openclaw_gateway: OpenClawPeer  # noqa: F811
 ) -> None:
     marker = f"ret-{uuid.uuid4().hex[:8]}"
-    daemon(env={"OPENCLAW_GATEWAY_URL": openclaw_gateway.url,
-                "OPENCLAW_GATEWAY_TOKEN": openclaw_gateway.token})
+    daemon(env=openclaw_gateway.daemon_env())
     code, out, _, _ = cli("jobs", "add", spec(marker, context_retrieval="hybrid"))
     assert code == 0
     job_id = out["job"]["id"]

@@ -30,8 +30,7 @@ def test_a_shell_marker_reaches_telegram_as_a_photo(
         "delivery_channel": "telegram", "delivery_to": CHAT_ID, "origin": "system",
         "delete_after_run": 0,
     }
-    d = daemon(env={"OPENCLAW_GATEWAY_URL": openclaw_gateway.url,
-                    "OPENCLAW_GATEWAY_TOKEN": openclaw_gateway.token})
+    d = daemon(env=openclaw_gateway.daemon_env())
     code, out, stdout, stderr = cli("jobs", "add", json.dumps(spec), "--in", "1s")
     assert code == 0, stdout + stderr
     job = out["job"]

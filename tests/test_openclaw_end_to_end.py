@@ -33,8 +33,7 @@ def test_isolated_job_with_announce_delivery_end_to_end(
         "origin": "system",
         "delete_after_run": 0,
     }
-    d = daemon(env={"OPENCLAW_GATEWAY_URL": openclaw_gateway.url,
-                    "OPENCLAW_GATEWAY_TOKEN": openclaw_gateway.token})
+    d = daemon(env=openclaw_gateway.daemon_env())
     code, out, stdout, stderr = cli("jobs", "add", json.dumps(spec), "--in", "1s")
     assert code == 0, stdout + stderr
     job = out["job"]
@@ -86,8 +85,7 @@ def test_an_agent_parents_reply_reaches_its_agent_childs_prompt(
         "payload_message": f"Act on the report ({marker}-child)"}))
     assert code == 0, stdout + stderr
     child = out["job"]
-    d = daemon(env={"OPENCLAW_GATEWAY_URL": openclaw_gateway.url,
-                    "OPENCLAW_GATEWAY_TOKEN": openclaw_gateway.token})
+    d = daemon(env=openclaw_gateway.daemon_env())
     assert cli("jobs", "run", parent["id"])[0] == 0
 
     child_run = wait_until(

@@ -25,8 +25,7 @@ def test_an_inbox_message_reaches_the_agents_prompt(
     spec = {"name": f"worker {marker}", "session_target": "isolated", "agent_id": "main",
             "payload_message": "Do the next task", "run_timeout_ms": 120000, "delivery_mode": "none",
             "delivery_opt_out_reason": "test", "origin": "system", "delete_after_run": 0}
-    d = daemon(env={"OPENCLAW_GATEWAY_URL": openclaw_gateway.url,
-                    "OPENCLAW_GATEWAY_TOKEN": openclaw_gateway.token})
+    d = daemon(env=openclaw_gateway.daemon_env())
     code, out, stdout, stderr = cli("jobs", "add", json.dumps(spec), "--in", "1s")
     assert code == 0, stdout + stderr
     job = out["job"]

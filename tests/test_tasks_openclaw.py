@@ -41,9 +41,7 @@ def test_a_task_group_notice_reaches_telegram_and_a_live_session_keeps_its_agent
                       "timeout_s": 6})
     # Registered without the agent scope, as an orchestrator that spawned it would know it.
     assert cli("tasks", "register-session", watched, "alive", key.split(":", 2)[2])[0] == 0
-    daemon(env={"OPENCLAW_GATEWAY_URL": openclaw_gateway.url,
-                "OPENCLAW_GATEWAY_TOKEN": openclaw_gateway.token,
-                "SCHEDULER_MESSAGE_DELIVERY_MS": "5000"})
+    daemon(env=openclaw_gateway.daemon_env(SCHEDULER_MESSAGE_DELIVERY_MS="5000"))
 
     expected = f'[FAILED] Task group "fanout {marker}" timed_out\n\n[DEAD] worker: timed out'
     sent = openclaw_gateway.wait_for(
