@@ -1192,3 +1192,24 @@ def test_pruning_keeps_an_unsent_result_whatever_its_age(store: Store) -> None:
     assert [m.id for m in store.due_outbound(at(400 * DAY))] == [unsent]
     store.prune_messages(at(400 * DAY))
     assert [m.id for m in store.due_outbound(at(400 * DAY))] == [unsent]
+
+
+# -- doctor and jobs explain (issue 10) -------------------------------------------------------------
+
+
+def test_live_dispatches_lists_only_the_jobs_rows_still_to_run(store: Store) -> None:
+    job = add_job(store, schedule_cron="0 0 1 1 *")
+    other = add_job(store, name="other", schedule_cron="0 0 1 1 *")
+    for j in (job, other):
+        store.update_job(j.id, {"next_run_at": at(86400)}, at(0))
+    later = store.enqueue_dispatch(job.id, "manual", at(5))
+    sooner = store.enqueue_dispatch(job.id, "manual", at(0))
+    store.enqueue_dispatch(other.id, "manual", at(0))
+    assert later is not None and sooner is not None
+    assert [r["id"] for r in store.live_dispatches(job.id)] == [sooner["id"], later["id"]]
+    mine = [c for c in claim(store, at(1)) if c.job.id == job.id]
+    assert [c.dispatch_id for c in mine] == [sooner["id"]]  # the later row is not due yet
+    finish(store, mine[0])
+    store.reap_queue(at(2))
+    assert [r["id"] for r in store.live_dispatches(job.id)] == [later["id"]]
+    assert store.live_dispatches("no-such-job") == []

@@ -22,6 +22,15 @@ def live_backlog(conn: sqlite3.Connection, job_id: str) -> int:
     return int(row["n"])
 
 
+def live_rows(db: Database, job_id: str) -> list[Row]:
+    """The job's queue rows still to run (pending, claimed, awaiting approval), oldest due first."""
+    return db.query(
+        "SELECT * FROM job_dispatch_queue WHERE job_id = ? "
+        "AND status IN ('pending', 'claimed', 'awaiting_approval') ORDER BY scheduled_for, created_at",
+        (job_id,),
+    )
+
+
 def insert(
     conn: sqlite3.Connection,
     job_id: str,

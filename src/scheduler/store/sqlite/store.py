@@ -294,6 +294,10 @@ class SqliteStore:
         from scheduler.store.sqlite import runs
         return runs.list_runs(self.db, job_id, limit)
 
+    def live_dispatches(self, job_id: str) -> list[Row]:
+        from scheduler.store.sqlite import queue
+        return queue.live_rows(self.db, job_id)
+
     def running_runs(self) -> list[Row]:
         from scheduler.store.sqlite import runs
         return runs.running_runs(self.db)
