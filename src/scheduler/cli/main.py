@@ -103,15 +103,22 @@ Other:
   cron next '<expr>' [--tz <zone>] [--from <ISO 8601>] [--count <n>]
                                           preview fire times, as the daemon computes them
 
+Diagnosis:
+  doctor                                  check the database, daemon, gateway, shell, artifacts,
+                                          service and stored schedules; PASS/WARN/FAIL with fixes
+  jobs explain <id> [--limit <n>]         why a job ran or did not: recent occurrences with their
+                                          reasons, what stands in its way now, next 5 fire times,
+                                          its queue rows and pending approvals
+
 Environment: SCHEDULER_DB (default ~/.openclaw/scheduler/scheduler.db), SCHEDULER_HOME, ...
 See docs/operating.md.
 """
 
 
 def _commands() -> dict[tuple[str, str | None], Handler]:
-    from scheduler.cli import commands, tasks
+    from scheduler.cli import commands, doctor, explain, tasks
 
-    return {**commands.COMMANDS, **tasks.COMMANDS}
+    return {**commands.COMMANDS, **tasks.COMMANDS, **doctor.COMMANDS, **explain.COMMANDS}
 
 
 def run(argv: Sequence[str]) -> int:
