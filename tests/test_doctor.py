@@ -88,7 +88,7 @@ def test_a_missing_database_fails_without_creating_it(cli: Cli, db_path: Path) -
 
 
 def test_a_bad_setting_is_a_failure_not_a_traceback(cli: Cli) -> None:
-    code, report, stdout, stderr = cli("doctor", env={"SCHEDULER_TICK_MS": "5"})
+    code, report, _, stderr = cli("doctor", env={"SCHEDULER_TICK_MS": "5"})
     assert code == 1 and "Traceback" not in stderr
     assert by_name(report)["settings"]["verdict"] == "FAIL"
     assert "SCHEDULER_TICK_MS" in by_name(report)["settings"]["detail"]
