@@ -96,4 +96,5 @@ def test_a_bad_setting_is_a_failure_not_a_traceback(cli: Cli) -> None:
 
 def test_doctor_takes_no_arguments(cli: Cli) -> None:
     code, report, _, _ = cli("doctor", "extra")
-    assert code == 2 and report["ok"] is False and "usage" in report["error"]
+    assert code == 2 and report["ok"] is False
+    assert report["error"] == "unexpected argument 'extra'; usage: openclaw-scheduler doctor [--json]"
