@@ -133,3 +133,20 @@ def test_text_output_names_each_section(cli: Cli) -> None:
         assert heading in stdout
     assert "no daemon serves this database" in stdout
     assert stdout.count("T03:00:00+00:00") == 5
+
+
+def test_a_missed_fire_time_reads_as_misfire_grace(cli: Cli, db_path: Path) -> None:
+    """The claim code's own message for a fire time claimed past its grace (no pool involved)."""
+    from scheduler.cli.explain import decision_of
+    from scheduler.store.api import Owner
+
+    job = add_job(cli, shell_job(name="late", schedule_cron="0 3 * * *", misfire_grace_s=1))
+    store = open_store(db_path)
+    try:
+        store.set_next_run(job["id"], "2020-01-01 03:00:00")
+        batch = store.claim_due("2020-01-01 03:10:00", 10, {"shell"}, lambda j: None, Owner.new())
+    finally:
+        store.close()
+    (skipped,) = batch.skipped
+    assert decision_of(skipped.row)[0] == "misfire grace"
+    assert decisions(explain(cli, job["id"])) == ["misfire grace"]
