@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from conftest import CliResult, add_job, shell_job
-from scheduler.ops.cron_import import convert, cron_for_interval, shell_command
+from scheduler.ops.cron_import import convert, cron_for_interval, host_timezone, shell_command
 
 FIXTURE = Path(__file__).parent / "fixtures" / "openclaw-2026.9.6-cron_jobs.json"
 ROWS: list[dict[str, Any]] = json.loads(FIXTURE.read_text())
@@ -202,6 +202,22 @@ def test_a_locked_gateway_database_is_one_clear_error(cli: Callable[..., CliResu
     assert jobs_by_id(cli) == {}
 
 
+def test_a_locked_database_found_by_discovery_is_reported_not_passed_over(
+        cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    state = tmp_path / "state-dir"
+    database = write_gateway_db(state / "state" / "openclaw.sqlite", ENTRIES, journal="delete")
+    legacy_file(state / "cron" / "jobs.json", [BY_NAME["Morning brief"]])  # an older source beside it
+    locker = sqlite3.connect(database)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        code, out, stdout, stderr = cli("migrate", env=state_env(state))
+    finally:
+        locker.rollback()
+        locker.close()
+    assert code != 0 and "locked" in out["error"], stdout + stderr
+    assert jobs_by_id(cli) == {}
+
+
 # -- from a jobs file ------------------------------------------------------------------------------
 
 def legacy_file(path: Path, entries: list[dict[str, Any]]) -> Path:
@@ -334,3 +350,9 @@ def test_an_argv_reaches_the_program_unchanged_through_the_shell(tmp_path: Path)
                          stdin_text="from 'stdin'")
     done = subprocess.run(["bash", "-c", echo], capture_output=True, text=True, timeout=30)
     assert done.stdout == f"hi there|{tmp_path / 'dir with space'}|from 'stdin'"
+
+
+def test_the_host_zone_comes_from_tz_when_it_names_a_zone() -> None:
+    assert host_timezone({"TZ": "America/Chicago"}) == "America/Chicago"
+    assert host_timezone({"TZ": ":Asia/Tokyo"}) == "Asia/Tokyo"
+    assert host_timezone({"TZ": "Not/AZone"}) != "Not/AZone"

@@ -13,18 +13,22 @@ from __future__ import annotations
 import os
 import sys
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from scheduler.cli.context import Context, Handler
 from scheduler.errors import SchedulerError
-from scheduler.ops.cron_import import Outcome, Source, convert, find_source, host_timezone, load_entries
 from scheduler.timeutil import utcnow
+
+if TYPE_CHECKING:  # imported by the command itself: every CLI call imports this module
+    from scheduler.ops.cron_import import Outcome, Source
 
 USAGE: Final = "migrate [--from PATH] [--dry-run] [--include-system] [--json]"
 DISABLE_ALL: Final = "openclaw config set cron.enabled false"
 
 
 def migrate(ctx: Context) -> int:
+    from scheduler.ops.cron_import import convert, find_source, host_timezone, load_entries
+
     from_path = ctx.option("--from")
     dry_run = ctx.flag("--dry-run")
     include_system = ctx.flag("--include-system")

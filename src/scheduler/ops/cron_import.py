@@ -322,21 +322,40 @@ def _opt_out(spec: dict[str, Any], reason: str) -> str | None:
 def host_timezone(env: dict[str, str] | None = None) -> str:
     """This host's IANA zone name (the gateway's default for a cron without tz), else UTC."""
     environ = os.environ if env is None else env
-    name = environ.get("TZ", "").removeprefix(":")
-    if name and "/" not in name[:1]:
-        return name
+    for name in (environ.get("TZ", "").removeprefix(":"), _etc_timezone(), _localtime_link()):
+        if _known_zone(name):
+            return name
+    return "UTC"
+
+
+def _known_zone(name: str) -> bool:
+    from scheduler import cron
+    from scheduler.errors import ValidationError
+
+    if not name:
+        return False
     try:
-        text = Path("/etc/timezone").read_text().strip()
-        if text:
-            return text
+        cron.zone(name)
+    except ValidationError:
+        return False
+    return True
+
+
+def _etc_timezone() -> str:
+    try:
+        return Path("/etc/timezone").read_text().strip()
     except OSError:
-        pass
+        return ""
+
+
+def _localtime_link() -> str:
+    """``Europe/Berlin`` from the ``/etc/localtime -> .../zoneinfo/Europe/Berlin`` link."""
     try:
         target = str(Path("/etc/localtime").resolve())
     except OSError:
-        return "UTC"
+        return ""
     marker = "/zoneinfo/"
-    return target.split(marker, 1)[1] if marker in target else "UTC"
+    return target.split(marker, 1)[1] if marker in target else ""
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,10 @@ def has_cron_jobs_table(path: Path) -> bool:
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cron_jobs'"
         ).fetchone()
         return row is not None
+    except sqlite3.OperationalError as exc:
+        if _is_lock(exc):  # the right source, just busy: say so rather than look elsewhere
+            raise GatewayDatabaseError(_explain(path, exc)) from None
+        return False
     except sqlite3.Error:
         return False
     finally:
@@ -74,9 +78,13 @@ def read_cron_job_texts(path: Path) -> list[str]:
     return [str(row[0]) for row in rows]
 
 
+def _is_lock(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 def _explain(path: Path, exc: sqlite3.OperationalError) -> str:
     text = str(exc)
-    if "locked" in text or "busy" in text:
+    if _is_lock(exc):
         return (f"the gateway database {path} stayed locked for {BUSY_TIMEOUT_S:.0f}s; "
                 "try again, or stop the gateway for a moment")
     if "no such table" in text:
