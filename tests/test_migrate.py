@@ -356,3 +356,11 @@ def test_the_host_zone_comes_from_tz_when_it_names_a_zone() -> None:
     assert host_timezone({"TZ": "America/Chicago"}) == "America/Chicago"
     assert host_timezone({"TZ": ":Asia/Tokyo"}) == "Asia/Tokyo"
     assert host_timezone({"TZ": "Not/AZone"}) != "Not/AZone"
+
+
+def test_an_id_listed_twice_is_imported_once(cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    entry = BY_NAME["Morning brief"]
+    code, report, _, _ = cli("migrate", "--from", str(legacy_file(tmp_path / "j.json", [entry, entry])))
+    assert [job["status"] for job in report["jobs"]] == ["ok", "skip"]
+    assert "duplicate" in report["jobs"][1]["reason"] and code == 0
+    assert set(jobs_by_id(cli)) == {entry["id"]}

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # imported by the command itself: every CLI call imports this
 
 USAGE: Final = "migrate [--from PATH] [--dry-run] [--include-system] [--json]"
 DISABLE_ALL: Final = "openclaw config set cron.enabled false"
+ALREADY_HERE: Final = "already imported (a job with this id exists)"
 
 
 def migrate(ctx: Context) -> int:
@@ -47,9 +48,11 @@ def migrate(ctx: Context) -> int:
 
 def _apply(ctx: Context, outcome: Outcome, seen: set[str], dry_run: bool, now: datetime) -> Outcome:
     """Check the outcome against what is stored, then validate and (unless a dry run) create."""
-    if outcome.job_id and (outcome.job_id in seen or ctx.store.get_job(outcome.job_id) is not None):
-        outcome.status, outcome.reason = "skip", "already imported (a job with this id exists)"
-        outcome.spec = None
+    if outcome.job_id in seen and outcome.job_id:
+        outcome.status, outcome.reason, outcome.spec = "skip", "duplicate id: listed earlier", None
+        return outcome
+    if outcome.job_id and ctx.store.get_job(outcome.job_id) is not None:
+        outcome.status, outcome.reason, outcome.spec = "skip", ALREADY_HERE, None
         return outcome
     seen.add(outcome.job_id)
     if outcome.status != "ok" or outcome.spec is None:
@@ -94,7 +97,7 @@ def _disable_commands(outcomes: list[Outcome]) -> list[str]:
     """``openclaw cron disable <id>`` for each job that now (or already) lives here and is still
     enabled in the gateway: otherwise both would run it."""
     moved = [o for o in outcomes if o.enabled_in_openclaw and o.job_id
-             and (o.status == "ok" or o.reason.startswith("already imported"))]
+             and (o.status == "ok" or o.reason == ALREADY_HERE)]
     return [f"openclaw cron disable {o.job_id}" for o in moved]
 
 
