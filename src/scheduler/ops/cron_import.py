@@ -131,7 +131,7 @@ def _spec(entry: dict[str, Any], outcome: Outcome, *, now: datetime, host_tz: st
         "agent_id": entry.get("agentId") or "main", "overlap_policy": "skip", "origin": ORIGIN,
         **schedule,
     }
-    spec.update(_payload(entry))
+    spec.update(_payload(entry, outcome.warnings))
     spec.update(_delivery(entry, spec, outcome))
     return spec
 
@@ -213,7 +213,7 @@ def _at_instant(schedule: dict[str, Any]) -> datetime:
 
 # -- payloads ---------------------------------------------------------------------------------------
 
-def _payload(entry: dict[str, Any]) -> dict[str, Any]:
+def _payload(entry: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
     payload = entry.get("payload")
     if not isinstance(payload, dict):
         raise Unconvertible("no payload object")
@@ -222,6 +222,8 @@ def _payload(entry: dict[str, Any]) -> dict[str, Any]:
     if kind == "command":
         return _command(payload)
     if kind == "agentTurn":
+        if target in ("main", "current"):
+            warnings.append(f"sessionTarget {target} becomes an isolated session (a fresh one per run)")
         return _agent_turn(payload, target)
     if kind == "systemEvent":
         text = payload.get("text", payload.get("message"))
