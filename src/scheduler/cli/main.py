@@ -95,6 +95,11 @@ Idempotency ledger:
   idem check <key> | idem release <key>   inspect, or release a key so its work may run again
   idem prune                              delete expired ledger entries
 
+Move from OpenClaw cron (docs/operating.md, "Move from OpenClaw cron"):
+  migrate [--from PATH] [--dry-run] [--include-system]
+                                          import the gateway's cron jobs (its jobs.json or its
+                                          state database, read-only); ids kept, never twice
+
 Other:
   status                                  database, jobs, runs and whether a daemon serves this DB
   version                                 package and schema version
@@ -116,9 +121,10 @@ See docs/operating.md.
 
 
 def _commands() -> dict[tuple[str, str | None], Handler]:
-    from scheduler.cli import commands, doctor, explain, tasks
+    from scheduler.cli import commands, doctor, explain, migrate, tasks
 
-    return {**commands.COMMANDS, **tasks.COMMANDS, **doctor.COMMANDS, **explain.COMMANDS}
+    return {**commands.COMMANDS, **tasks.COMMANDS, **doctor.COMMANDS, **explain.COMMANDS,
+            **migrate.COMMANDS}
 
 
 def run(argv: Sequence[str]) -> int:

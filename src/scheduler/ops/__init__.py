@@ -1,0 +1,1 @@
+"""Operations an admin runs: import from OpenClaw cron, ..."""
