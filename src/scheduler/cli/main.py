@@ -95,6 +95,14 @@ Idempotency ledger:
   idem check <key> | idem release <key>   inspect, or release a key so its work may run again
   idem prune                              delete expired ledger entries
 
+Backup and restore (docs/operating.md, "Back up" and "Restore"):
+  backup create [PATH]                    online copy of the database (default: the backup directory)
+  backup list                             backups in SCHEDULER_BACKUP_DIR (~/.openclaw/scheduler/backups)
+  backup verify PATH                      integrity and schema check of a backup file
+  backup restore PATH [--force]           verify, keep a pre-restore copy, swap the backup in;
+                                          refused while a daemon serves the database (--force:
+                                          restore anyway; the daemon is not stopped)
+
 Other:
   status                                  database, jobs, runs and whether a daemon serves this DB
   version                                 package and schema version
@@ -109,9 +117,9 @@ See docs/operating.md.
 
 
 def _commands() -> dict[tuple[str, str | None], Handler]:
-    from scheduler.cli import commands, tasks
+    from scheduler.cli import backup, commands, tasks
 
-    return {**commands.COMMANDS, **tasks.COMMANDS}
+    return {**commands.COMMANDS, **tasks.COMMANDS, **backup.COMMANDS}
 
 
 def run(argv: Sequence[str]) -> int:

@@ -1,0 +1,1 @@
+"""Operations an administrator runs: backup and restore, and the like."""
