@@ -188,3 +188,61 @@ def test_create_defaults_to_the_backup_directory_and_list_shows_it(
     assert code != 0 and "already exists" in out["error"]
     code, out, _, _ = cli("backup", "create", "a", "b", env=env)
     assert code != 0 and "usage" in out["error"]
+
+
+# -- periodic backups by the daemon (SCHEDULER_BACKUP=1) -----------------------------------------
+
+def _plant(path: Path, source: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(source.read_bytes())
+    return path
+
+
+def test_the_daemon_snapshots_rolls_up_and_prunes_by_the_reference_retention(
+        cli: Callable[..., Any], daemon: DaemonFactory, db_path: Path, tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    add_job(cli, shell_job(name="backed up", schedule_cron=YEARLY))
+    sample = tmp_path / "sample.db"
+    _backup(cli, sample)
+    backups = tmp_path / "home" / "backups"
+    now = datetime.now(UTC)
+
+    def dated(kind: str, age: timedelta, name_format: str) -> Path:
+        when = now - age
+        return _plant(backups / kind / when.strftime("%Y-%m-%d") / when.strftime(name_format), sample)
+
+    old_snapshot = dated("snapshots", timedelta(hours=30), "%H-%M.db")
+    recent_snapshot = dated("snapshots", timedelta(hours=2), "%H-%M.db")
+    old_rollup = dated("rollups", timedelta(days=8), "%H.db")
+    recent_rollup = dated("rollups", timedelta(days=3), "%H.db")
+    by_hand = _plant(backups / "scheduler-20200101T000000Z.db", sample)
+    proc = daemon(env={"SCHEDULER_BACKUP": "1", **_home_env(tmp_path)})
+    snapshot = Path(proc.wait_for_event("backup.snapshot", timeout=30)["path"])
+    rollup = Path(proc.wait_for_event("backup.rollup", timeout=30)["path"])
+    pruned = proc.wait_for_event("backup.pruned", timeout=30)
+    assert proc.stop() == 0
+    assert snapshot.parent.parent == backups / "snapshots"
+    assert rollup.parent.parent == backups / "rollups"
+    for made in (snapshot, rollup):
+        assert stat.S_IMODE(made.stat().st_mode) == 0o600
+        code, out, _, _ = cli("backup", "verify", str(made))
+        assert code == 0 and out["jobs"] == 1
+    assert pruned["count"] == 2
+    assert not old_snapshot.exists() and not old_rollup.exists()
+    assert not old_snapshot.parent.exists()  # the emptied day folder goes too
+    assert recent_snapshot.exists() and recent_rollup.exists() and by_hand.exists()
+    code, rows, _, _ = cli("backup", "list", env=_home_env(tmp_path))
+    assert {r["kind"] for r in rows} == {"snapshots", "rollups", "manual"}
+
+
+def test_no_periodic_backups_unless_enabled_and_a_short_interval_is_refused(
+        cli: Callable[..., Any], daemon: DaemonFactory, tmp_path: Path) -> None:
+    cli("status")
+    proc = daemon(env={"SCHEDULER_BACKUP": "yes", **_home_env(tmp_path)})  # only 1/true enable
+    assert proc.stop() == 0
+    assert proc.events("backup.snapshot") == []
+    assert not (tmp_path / "home" / "backups").exists()
+    proc = daemon(env={"SCHEDULER_BACKUP": "1", "SCHEDULER_BACKUP_MS": "1000"}, wait=False)
+    assert proc.proc.wait(30) != 0
+    wait_until(lambda: any("SCHEDULER_BACKUP_MS" in line for line in proc.lines), timeout=10)

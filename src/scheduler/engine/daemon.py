@@ -22,6 +22,7 @@ from typing import Any
 from scheduler import __version__, cron
 from scheduler.config import Settings
 from scheduler.engine import lock as daemon_lock
+from scheduler.engine.backups import PeriodicBackup
 from scheduler.engine.clock import STEP_TOLERANCE_S, ClockWatch
 from scheduler.engine.delivery import OutboundSender
 from scheduler.engine.maintenance import MessageExpiry, prune_messages
@@ -401,11 +402,20 @@ class Daemon:
         expiry = MessageExpiry(self.db, get_logger("scheduler.messages"),
                                interval_s=self.settings.message_delivery_ms / 1000)
         supervisor.start("messages", expiry.run, OnFailure.RESTART)
+        if self.settings.backup:
+            supervisor.start("backup", self._periodic_backup().run, OnFailure.RESTART)
         try:
             await self._run_loop()
             await self._drain()
         finally:
             await supervisor.stop()
+
+    def _periodic_backup(self) -> PeriodicBackup:
+        settings = self.settings
+        return PeriodicBackup(settings.db_path, settings.backup_path, get_logger("scheduler.backup"),
+                              interval_s=settings.backup_ms / 1000,
+                              snapshot_hours=settings.backup_snapshot_hours,
+                              rollup_days=settings.backup_rollup_days)
 
     async def _run_loop(self) -> None:
         try:
