@@ -66,6 +66,17 @@ class Settings(BaseSettings):
     backup_rollup_days: int = Field(
         7, ge=1, le=3660, validation_alias="SCHEDULER_BACKUP_ROLLUP_RETENTION_DAYS"
     )
+    # Upload of each snapshot and rollup to S3-compatible storage (the extra [s3]: boto3).
+    backup_s3: bool = Field(False, validation_alias="SCHEDULER_BACKUP_S3")
+    backup_s3_endpoint: str | None = Field(None, validation_alias="SCHEDULER_BACKUP_S3_ENDPOINT")
+    backup_bucket: str = Field("scheduler-backups", min_length=3, max_length=63,
+                               validation_alias="SCHEDULER_BACKUP_BUCKET")
+    backup_prefix: str = Field("scheduler", max_length=512, validation_alias="SCHEDULER_BACKUP_PREFIX")
+    # The standard AWS variables, read here because the daemon clears secret-looking variables
+    # from its environment at start (engine/hardening.py), before boto3 would look for them.
+    aws_access_key_id: SecretStr | None = Field(None, validation_alias="AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: SecretStr | None = Field(None, validation_alias="AWS_SECRET_ACCESS_KEY")
+    aws_session_token: SecretStr | None = Field(None, validation_alias="AWS_SESSION_TOKEN")
 
     @field_validator("debug", mode="before")
     @classmethod
@@ -73,7 +84,16 @@ class Settings(BaseSettings):
         # The reference turns debug on for any value; "0"/"false"/"no" read as off here.
         return str(value).strip().lower() not in ("", "0", "false", "no", "off")
 
-    @field_validator("backup", mode="before")
+    @field_validator("backup_s3")
+    @classmethod
+    def _client_installed(cls, value: bool) -> bool:
+        import importlib.util
+
+        if value and importlib.util.find_spec("boto3") is None:
+            raise ValueError("S3 upload needs boto3: pip install 'openclaw-scheduler[s3]'")
+        return value
+
+    @field_validator("backup", "backup_s3", mode="before")
     @classmethod
     def _one_or_true(cls, value: Any) -> bool:
         # The reference enables backups for "1" and "true" only; anything else leaves them off.

@@ -82,7 +82,11 @@ def list_backups(directory: Path) -> list[dict[str, Any]]:
 
 def instant_of(path: Path, directory: Path) -> datetime | None:
     """The UTC instant a daemon snapshot or rollup was taken, read from its path."""
-    relative = path.relative_to(directory).parts
+    return taken_at(path.relative_to(directory).parts)
+
+
+def taken_at(relative: tuple[str, ...]) -> datetime | None:
+    """The same from the parts of a relative path or object key (``snapshots``, day, file)."""
     formats = {SNAPSHOTS: "%Y-%m-%d/%H-%M.db", ROLLUPS: "%Y-%m-%d/%H.db"}
     if len(relative) != 3 or relative[0] not in formats:
         return None
@@ -92,15 +96,22 @@ def instant_of(path: Path, directory: Path) -> datetime | None:
         return None
 
 
+def expired(relative: tuple[str, ...], now: datetime, *, snapshot_hours: int,
+            rollup_days: int) -> bool:
+    """Whether a daemon snapshot or rollup is past its retention (other files never are)."""
+    limits = {SNAPSHOTS: timedelta(hours=snapshot_hours), ROLLUPS: timedelta(days=rollup_days)}
+    taken = taken_at(relative)
+    return taken is not None and now - taken > limits[relative[0]]
+
+
 def prune(directory: Path, now: datetime, *, snapshot_hours: int, rollup_days: int) -> list[Path]:
     """Delete the daemon's snapshots older than ``snapshot_hours`` and rollups older than
     ``rollup_days``; backups taken by hand and pre-restore copies are never pruned."""
-    limits = {SNAPSHOTS: timedelta(hours=snapshot_hours), ROLLUPS: timedelta(days=rollup_days)}
     removed = []
-    for kind, limit in limits.items():
+    for kind in (SNAPSHOTS, ROLLUPS):
         for path in sorted((directory / kind).glob("*/*.db")):
-            taken = instant_of(path, directory)
-            if taken is not None and now - taken > limit:
+            relative = path.relative_to(directory).parts
+            if expired(relative, now, snapshot_hours=snapshot_hours, rollup_days=rollup_days):
                 path.unlink()
                 removed.append(path)
         for day in (directory / kind).glob("*"):
