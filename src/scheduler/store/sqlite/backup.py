@@ -15,7 +15,7 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from scheduler.errors import StoreBusyError, StoreError
+from scheduler.errors import StoreBusyError, StoreCorruptError, StoreError
 from scheduler.models.backups import BackupCheck
 from scheduler.store.sqlite.db import BUSY_TIMEOUT_MS, translate_error
 from scheduler.store.sqlite.migrations import SCHEMA_REVISION, _expected_columns
@@ -183,6 +183,10 @@ def replace_database(backup: Path, database: Path, *, exclusive: bool) -> None:
     try:
         shutil.copyfile(backup, staged)
         _fsync(staged)
+        staged_check = check(staged)  # what is swapped in is what was checked, not the path
+        if not staged_check.ok:
+            raise StoreCorruptError(f"the copy of {backup} fails its check "
+                                    f"({staged_check.problems[0]}); {database} was not changed")
         if exclusive and database.exists():
             _leave_wal_mode(database)
         for suffix in SIDE_FILES:
@@ -193,8 +197,9 @@ def replace_database(backup: Path, database: Path, *, exclusive: bool) -> None:
     except OSError as exc:
         raise StoreError(f"cannot replace {database}: {exc.strerror or exc} (it was not changed)") from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            staged.unlink()
+        for leftover in (staged, *(staged.with_name(staged.name + x) for x in SIDE_FILES)):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
 
 
 def _leave_wal_mode(database: Path) -> None:
