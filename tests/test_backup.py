@@ -246,3 +246,18 @@ def test_no_periodic_backups_unless_enabled_and_a_short_interval_is_refused(
     proc = daemon(env={"SCHEDULER_BACKUP": "1", "SCHEDULER_BACKUP_MS": "1000"}, wait=False)
     assert proc.proc.wait(30) != 0
     wait_until(lambda: any("SCHEDULER_BACKUP_MS" in line for line in proc.lines), timeout=10)
+
+
+def test_unwritable_places_are_one_line_errors_and_change_nothing(
+        cli: Callable[..., Any], db_path: Path, tmp_path: Path) -> None:
+    add_job(cli, shell_job(name="stays", schedule_cron=YEARLY))
+    good = tmp_path / "good.db"
+    _backup(cli, good)
+    not_a_dir = tmp_path / "plain-file"
+    not_a_dir.write_text("x")
+    code, out, _, _ = cli("backup", "create", str(not_a_dir / "x.db"))
+    assert code == 1 and "cannot write in" in out["error"]
+    code, out, _, _ = cli("backup", "restore", str(good),
+                          env={"SCHEDULER_BACKUP_DIR": str(not_a_dir / "backups")})
+    assert code == 1 and "nothing was restored" in out["error"]
+    assert _count(db_path, "jobs") == 1

@@ -32,7 +32,6 @@ def copy_online(source: Path, dest: Path) -> None:
         raise StoreError(f"no scheduler database at {source}")
     if dest.exists():
         raise StoreError(f"{dest} already exists; choose another path (nothing was written)")
-    dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     temp = _private_temp(dest)
     try:
         _backup_into(source, temp)
@@ -43,7 +42,13 @@ def copy_online(source: Path, dest: Path) -> None:
 
 
 def _private_temp(beside: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{beside.name}.", suffix=".part", dir=beside.parent)
+    """A new empty 0600 file in the directory of ``beside`` (made, 0700, if missing)."""
+    try:
+        beside.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, name = tempfile.mkstemp(prefix=f".{beside.name}.", suffix=".part", dir=beside.parent)
+    except OSError as exc:
+        raise StoreError(f"cannot write in {beside.parent}: {exc.strerror or exc} "
+                         "(nothing was written)") from None
     os.close(fd)  # mkstemp creates it 0600, and so it stays
     return Path(name)
 
@@ -165,13 +170,18 @@ def preserve(database: Path, dest: Path) -> None:
 
 
 def _raw_copy(database: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for suffix in ("", "-wal"):
-        source = database.with_name(database.name + suffix)
-        if source.exists():
-            target = dest.with_name(dest.name + suffix)
-            shutil.copyfile(source, target)
-            os.chmod(target, 0o600)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for suffix in ("", "-wal"):
+            source = database.with_name(database.name + suffix)
+            if source.exists():
+                target = dest.with_name(dest.name + suffix)
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.close(fd)
+                shutil.copyfile(source, target)
+    except OSError as exc:
+        raise StoreError(f"cannot keep a copy of {database} at {dest}: {exc.strerror or exc}; "
+                         "nothing was restored") from None
 
 
 def replace_database(backup: Path, database: Path, *, exclusive: bool) -> None:
