@@ -1213,3 +1213,41 @@ def test_live_dispatches_lists_only_the_jobs_rows_still_to_run(store: Store) -> 
     store.reap_queue(at(2))
     assert [r["id"] for r in store.live_dispatches(job.id)] == [later["id"]]
     assert store.live_dispatches("no-such-job") == []
+# -- backup files (store/backups.py) ------------------------------------------------------------
+
+def test_a_backup_holds_what_was_committed_and_nothing_a_writer_has_in_flight(
+        store: Store, opener: Opener, tmp_path: Path) -> None:
+    import sqlite3  # a backup is a file: a second, raw connection holds the write in flight
+
+    from scheduler.store.backups import check_backup, create_backup
+
+    kept = add_job(store)
+    writer = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("DELETE FROM jobs")
+        create_backup(store.path, tmp_path / "during.db")  # the delete is not committed
+        writer.execute("ROLLBACK")
+    finally:
+        writer.close()
+    found = check_backup(tmp_path / "during.db")
+    assert found.ok and found.jobs == 1
+    store.delete_job(kept.id)
+    create_backup(store.path, tmp_path / "after.db")
+    assert check_backup(tmp_path / "after.db").jobs == 0
+
+
+def test_replacing_the_database_swaps_in_the_backup_for_every_new_connection(
+        store: Store, opener: Opener, tmp_path: Path) -> None:
+    from scheduler.store.backups import create_backup, replace_database
+
+    create_backup(store.path, tmp_path / "empty.db")
+    add_job(store)
+    path = store.path
+    store.close()
+    replace_database(tmp_path / "empty.db", path, exclusive=True)
+    reopened = opener()
+    try:
+        assert reopened.list_jobs() == []
+    finally:
+        reopened.close()

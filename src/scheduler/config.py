@@ -56,12 +56,48 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
         "FULL", validation_alias="SCHEDULER_SQLITE_SYNCHRONOUS"
     )
+    # Periodic backups (docs/operating.md, "Back up"): the reference's names and defaults.
+    backup: bool = Field(False, validation_alias="SCHEDULER_BACKUP")
+    backup_ms: int = Field(300000, ge=60000, le=7 * 86_400_000, validation_alias="SCHEDULER_BACKUP_MS")
+    backup_dir: Path | None = Field(None, validation_alias="SCHEDULER_BACKUP_DIR")
+    backup_snapshot_hours: int = Field(
+        24, ge=1, le=24 * 366, validation_alias="SCHEDULER_BACKUP_SNAPSHOT_RETENTION_HOURS"
+    )
+    backup_rollup_days: int = Field(
+        7, ge=1, le=3660, validation_alias="SCHEDULER_BACKUP_ROLLUP_RETENTION_DAYS"
+    )
+    # Upload of each snapshot and rollup to S3-compatible storage (the extra [s3]: boto3).
+    backup_s3: bool = Field(False, validation_alias="SCHEDULER_BACKUP_S3")
+    backup_s3_endpoint: str | None = Field(None, validation_alias="SCHEDULER_BACKUP_S3_ENDPOINT")
+    backup_bucket: str = Field("scheduler-backups", min_length=3, max_length=63,
+                               validation_alias="SCHEDULER_BACKUP_BUCKET")
+    backup_prefix: str = Field("scheduler", max_length=512, validation_alias="SCHEDULER_BACKUP_PREFIX")
+    # The standard AWS variables, read here because the daemon clears secret-looking variables
+    # from its environment at start (engine/hardening.py), before boto3 would look for them.
+    aws_access_key_id: SecretStr | None = Field(None, validation_alias="AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: SecretStr | None = Field(None, validation_alias="AWS_SECRET_ACCESS_KEY")
+    aws_session_token: SecretStr | None = Field(None, validation_alias="AWS_SESSION_TOKEN")
 
     @field_validator("debug", mode="before")
     @classmethod
     def _any_set_value_enables(cls, value: Any) -> bool:
         # The reference turns debug on for any value; "0"/"false"/"no" read as off here.
         return str(value).strip().lower() not in ("", "0", "false", "no", "off")
+
+    @field_validator("backup_s3")
+    @classmethod
+    def _client_installed(cls, value: bool) -> bool:
+        import importlib.util
+
+        if value and importlib.util.find_spec("boto3") is None:
+            raise ValueError("S3 upload needs boto3: pip install 'openclaw-scheduler[s3]'")
+        return value
+
+    @field_validator("backup", "backup_s3", mode="before")
+    @classmethod
+    def _one_or_true(cls, value: Any) -> bool:
+        # The reference enables backups for "1" and "true" only; anything else leaves them off.
+        return str(value).strip().lower() in ("1", "true")
 
     @field_validator("shell_env_allow", mode="before")
     @classmethod
@@ -93,6 +129,13 @@ class Settings(BaseSettings):
         if self.db is not None:
             env["SCHEDULER_DB"] = str(self.db)
         return paths.db_path(env) if env else paths.db_path()
+
+    @property
+    def backup_path(self) -> Path:
+        if self.backup_dir is not None:
+            return self.backup_dir.expanduser()
+        home = self.home.expanduser() if self.home is not None else paths.scheduler_home()
+        return home / "backups"
 
     @property
     def artifacts_path(self) -> Path:

@@ -100,6 +100,14 @@ Move from OpenClaw cron (docs/operating.md, "Move from OpenClaw cron"):
                                           import the gateway's cron jobs (its jobs.json or its
                                           state database, read-only); ids kept, never twice
 
+Backup and restore (docs/operating.md, "Back up" and "Restore"):
+  backup create [PATH]                    online copy of the database (default: the backup directory)
+  backup list                             backups in SCHEDULER_BACKUP_DIR (~/.openclaw/scheduler/backups)
+  backup verify PATH                      integrity and schema check of a backup file
+  backup restore PATH [--force]           verify, keep a pre-restore copy, swap the backup in;
+                                          refused while a daemon serves the database (--force:
+                                          restore anyway; the daemon is not stopped)
+
 Other:
   status                                  database, jobs, runs and whether a daemon serves this DB
   version                                 package and schema version
@@ -121,10 +129,10 @@ See docs/operating.md.
 
 
 def _commands() -> dict[tuple[str, str | None], Handler]:
-    from scheduler.cli import commands, doctor, explain, migrate, tasks
+    from scheduler.cli import backup, commands, doctor, explain, migrate, tasks
 
-    return {**commands.COMMANDS, **tasks.COMMANDS, **doctor.COMMANDS, **explain.COMMANDS,
-            **migrate.COMMANDS}
+    return {**commands.COMMANDS, **tasks.COMMANDS, **backup.COMMANDS, **doctor.COMMANDS,
+            **explain.COMMANDS, **migrate.COMMANDS}
 
 
 def run(argv: Sequence[str]) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 from scheduler import __version__, cron
 from scheduler.config import Settings
 from scheduler.engine import lock as daemon_lock
+from scheduler.engine.backups import PeriodicBackup
 from scheduler.engine.clock import STEP_TOLERANCE_S, ClockWatch
 from scheduler.engine.delivery import OutboundSender
 from scheduler.engine.maintenance import MessageExpiry, prune_messages
@@ -401,11 +402,26 @@ class Daemon:
         expiry = MessageExpiry(self.db, get_logger("scheduler.messages"),
                                interval_s=self.settings.message_delivery_ms / 1000)
         supervisor.start("messages", expiry.run, OnFailure.RESTART)
+        if self.settings.backup:
+            supervisor.start("backup", self._periodic_backup().run, OnFailure.RESTART)
         try:
             await self._run_loop()
             await self._drain()
         finally:
             await supervisor.stop()
+
+    def _periodic_backup(self) -> PeriodicBackup:
+        settings = self.settings
+        upload = None
+        if settings.backup_s3:
+            from scheduler.ops.s3 import S3Uploader
+
+            upload = S3Uploader(settings.backup_bucket, settings.backup_prefix,
+                                settings.backup_s3_endpoint, _aws_credentials(settings))
+        return PeriodicBackup(settings.db_path, settings.backup_path, get_logger("scheduler.backup"),
+                              interval_s=settings.backup_ms / 1000,
+                              snapshot_hours=settings.backup_snapshot_hours,
+                              rollup_days=settings.backup_rollup_days, upload=upload)
 
     async def _run_loop(self) -> None:
         try:
@@ -855,6 +871,13 @@ class Daemon:
         self.log.error("db.corrupt", db=str(path), problems=problems,
                        fix=self.store.repair_hint(), note="stopping: writing on would spread it")
         self._fail(error.exit_code, "database damaged")
+
+
+def _aws_credentials(settings: Settings) -> dict[str, str]:
+    given = {"aws_access_key_id": settings.aws_access_key_id,
+             "aws_secret_access_key": settings.aws_secret_access_key,
+             "aws_session_token": settings.aws_session_token}
+    return {name: value.get_secret_value() for name, value in given.items() if value is not None}
 
 
 def _identity(path: Any) -> tuple[int, int] | None:

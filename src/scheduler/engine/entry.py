@@ -53,6 +53,8 @@ def _secrets_to_redact(settings: Settings) -> list[str]:
     secrets = [resolve_token(env_token, settings.gateway_token_path) or ""]
     with contextlib.suppress(ValueError):  # unparsable: the gateway client refuses it in one line
         secrets.append(urlsplit(settings.gateway_url).password or "")
+    for aws in (settings.aws_secret_access_key, settings.aws_session_token):
+        secrets.append(aws.get_secret_value() if aws else "")
     return [secret for secret in secrets if secret]
 
 

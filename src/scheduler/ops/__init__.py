@@ -1,1 +1,1 @@
-"""Operations an admin runs: import from OpenClaw cron, ..."""
+"""Operations an administrator runs: import from OpenClaw cron, backup and restore."""
