@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DaemonFactory
 
+from conftest import DaemonFactory
 from scheduler.engine.notify import Notifier
 
 # 1 s watchdog: the loop owes a ping every 0.5 s. The tick is a minute, so pings that keep coming
