@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from conftest import DaemonFactory
-from scheduler.engine.notify import Notifier
 
 # 1 s watchdog: the loop owes a ping every 0.5 s. The tick is a minute, so pings that keep coming
 # prove the loop wakes for the watchdog rather than for its safety-net tick.
@@ -85,7 +84,8 @@ def test_a_blocked_loop_stops_the_pings_and_they_resume_after(daemon: DaemonFact
     freeze.touch()
     time.sleep(1.5)  # a round under way when the file appeared may still ping once
     listener.drain()
-    # Six watchdog intervals with the loop blocked: not one ping.
+    # Six watchdog intervals with the scheduling loop stuck (the daemon's other tasks run on, so
+    # a ping from anywhere but the loop itself would still arrive): not one ping.
     with pytest.raises(TimeoutError):
         listener.next(timeout=3)
     freeze.unlink()
@@ -106,6 +106,8 @@ def test_without_a_watchdog_the_daemon_sends_ready_and_stopping_only(daemon: Dae
 
 
 def test_the_notify_variables_leave_the_environment_jobs_inherit() -> None:
+    from scheduler.engine.notify import Notifier
+
     env = {"NOTIFY_SOCKET": "@x", "WATCHDOG_USEC": "4000000", "WATCHDOG_PID": str(os.getpid()),
            "PATH": "/bin"}
     notifier = Notifier.from_environment(env)
@@ -115,5 +117,7 @@ def test_the_notify_variables_leave_the_environment_jobs_inherit() -> None:
 
 
 def test_a_watchdog_meant_for_another_process_is_ignored() -> None:
+    from scheduler.engine.notify import Notifier
+
     env = {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "4000000", "WATCHDOG_PID": "1"}
     assert Notifier.from_environment(env).watchdog_interval_s is None
