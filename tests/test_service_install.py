@@ -44,7 +44,8 @@ def fake_systemctl(tmp_path: Path) -> Path:
     script.write_text(
         "#!/bin/sh\n"
         f'echo "$*" >> {log}\n'
-        'case "$*" in *is-enabled*) echo enabled;; *is-active*) echo active;; esac\n'
+        'case "$*" in *is-enabled*) echo enabled;; *is-active*) echo active;;\n'
+        '  *MainPID*) echo "${FAKE_MAIN_PID:-0}";; esac\n'
     )
     script.chmod(0o755)
     return log
@@ -205,3 +206,19 @@ def test_a_failing_systemctl_is_one_line_and_non_zero(cli: Cli, env: dict[str, s
 def test_an_unknown_manager_is_refused(cli: Cli, env: dict[str, str]) -> None:
     code, out, _, _ = cli("service", "install", "--dry-run", "--manager", "upstart", env=env)
     assert code != 0 and "unknown service manager" in out["error"]
+
+
+def test_reinstalling_over_the_running_service_restarts_it(cli: Cli, env: dict[str, str],
+                                                           daemon: DaemonFactory, tmp_path: Path,
+                                                           fake_systemctl: Path) -> None:
+    env = {**env, "PATH": _path_with(fake_systemctl)}
+    assert cli("service", "install", env=env)[0] == 0
+    running = daemon()  # as if systemd had started it
+    stranger = {**env, "FAKE_MAIN_PID": str(running.pid + 1)}
+    code, out, _, _ = cli("service", "install", env=stranger)
+    assert code == 3 and "already serves" in out["error"]
+    code, out, stdout, stderr = cli("service", "install", env={**env, "FAKE_MAIN_PID": str(running.pid)})
+    assert code == 0, stdout + stderr
+    assert out["commands"][-1] == "systemctl --user restart openclaw-scheduler.service"
+    assert fake_systemctl.read_text().splitlines()[-1] == "--user restart openclaw-scheduler.service"
+

@@ -79,6 +79,9 @@ class ServicePlan:
     after_removal_commands: tuple[tuple[str, ...], ...]
     enabled_command: tuple[str, ...]
     active_command: tuple[str, ...]
+    # Re-installing over the running service: restart it with the new files (systemd only).
+    restart_command: tuple[str, ...] | None = None
+    main_pid_command: tuple[str, ...] | None = None  # prints the pid of the service's daemon
 
     @property
     def files(self) -> tuple[ServiceFile, ...]:
@@ -142,6 +145,8 @@ def _systemd_plan(system: bool, inputs: Inputs) -> ServicePlan:
         after_removal_commands=((*ctl, "daemon-reload"),),
         enabled_command=(*ctl, "is-enabled", UNIT_NAME),
         active_command=(*ctl, "is-active", UNIT_NAME),
+        restart_command=(*ctl, "restart", UNIT_NAME),
+        main_pid_command=(*ctl, "show", "--property=MainPID", "--value", UNIT_NAME),
     )
 
 

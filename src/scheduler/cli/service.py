@@ -54,27 +54,32 @@ def cmd_install(ctx: Context) -> int:
     dry_run = ctx.flag("--dry-run")
     service = _plan_of(ctx)
     ctx.no_extra(0, INSTALL_USAGE)
-    _refuse_a_second_scheduler(service)
+    commands = service.install_commands
+    if _refuse_a_second_scheduler(service) and service.restart_command is not None:
+        commands = (*commands, service.restart_command)
     if dry_run:
-        return _show(ctx, service, service.install_commands, "install")
+        return _show(ctx, service, commands, "install")
     for file in service.files:
         _write(file)
-    _run_all(service.install_commands)
+    _run_all(commands)
     ctx.out.emit({"ok": True, "manager": service.manager, "scope": service.scope,
                   "files": [str(f.path) for f in service.files],
-                  "commands": [quoted_command(c) for c in service.install_commands]},
+                  "commands": [quoted_command(c) for c in commands]},
                  f"installed {service.service_file.path} ({service.manager}, {service.scope}); "
                  f"see `openclaw-scheduler service status`")
     return 0
 
 
-def _refuse_a_second_scheduler(service: ServicePlan) -> None:
+def _refuse_a_second_scheduler(service: ServicePlan) -> bool:
+    """Raise if another scheduler would share the database; True when the daemon serving it is
+    this very service (a re-install: it is restarted with the new files)."""
     from scheduler import paths
     from scheduler.engine.lock import probe
 
     database = paths.db_path().expanduser().absolute()
     holder = probe(database)
-    if holder["running"]:
+    ours = holder["running"] and _is_the_service(service, holder["pid"])
+    if holder["running"] and not ours:
         raise DaemonLockedError(
             f"a scheduler daemon (pid {holder['pid']}) already serves {database}; a service would "
             "be a second scheduler on it: stop that daemon first, then install")
@@ -84,6 +89,18 @@ def _refuse_a_second_scheduler(service: ServicePlan) -> None:
         raise DaemonLockedError(
             f"{others[0]} already runs a scheduler on {database}; two would share it: remove that "
             "service first (or point SCHEDULER_DB at another database)")
+    return bool(ours)
+
+
+def _is_the_service(service: ServicePlan, pid: object) -> bool:
+    if service.main_pid_command is None or not service.service_file.path.exists():
+        return False
+    try:
+        done = subprocess.run(service.main_pid_command, capture_output=True, text=True,
+                              timeout=COMMAND_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and done.stdout.strip() == str(pid)
 
 
 def cmd_uninstall(ctx: Context) -> int:
