@@ -473,7 +473,7 @@ class Daemon:
             if self._freeze_file is not None:
                 await _hang_while_exists(self._freeze_file)
             delay = await self._one_round()
-            self.notifier.loop_ticked(self._summary())  # the watchdog ping comes from here only
+            self.notifier.loop_ticked(self._summary)  # the watchdog ping comes from here only
             if self.stopping.is_set():
                 break
             delay = min(delay, self.notifier.until_next_ping())

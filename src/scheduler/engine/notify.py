@@ -18,7 +18,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 
 from scheduler.logs import get as get_logger
 
@@ -65,12 +65,14 @@ class Notifier:
             self._status = status
             self._send(f"STATUS={status}")
 
-    def loop_ticked(self, status: str) -> None:
-        """Called by the scheduling loop after each round: ping when half the watchdog passed."""
+    def loop_ticked(self, summary: Callable[[], str]) -> None:
+        """Called by the scheduling loop after each round: ping when half the watchdog passed
+        (``summary`` is only computed then)."""
         if self.watchdog_interval_s is None or self.until_next_ping() > 0:
             return
         self._last_ping = time.monotonic()
         message = "WATCHDOG=1"
+        status = summary()
         if status != self._status:
             self._status = status
             message += f"\nSTATUS={status}"
