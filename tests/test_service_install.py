@@ -68,14 +68,19 @@ def _file(plan: dict[str, Any], suffix: str) -> dict[str, Any]:
     return dict(found[0])
 
 
-@pytest.mark.parametrize("scope", [(), ("--system",)], ids=["user", "system"])
-def test_the_unit_passes_systemd_analyze_verify(cli: Cli, env: dict[str, str], tmp_path: Path,
-                                                scope: tuple[str, ...]) -> None:
+def _systemd_analyze() -> str:
     tool = shutil.which("systemd-analyze")
     if tool is None:
         if REQUIRE_ANALYZE:
             pytest.fail("systemd-analyze is required here (SCHEDULER_TEST_REQUIRE_SYSTEMD_ANALYZE=1)")
         pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+    return tool
+
+
+@pytest.mark.parametrize("scope", [(), ("--system",)], ids=["user", "system"])
+def test_the_unit_passes_systemd_analyze_verify(cli: Cli, env: dict[str, str], tmp_path: Path,
+                                                scope: tuple[str, ...]) -> None:
+    tool = _systemd_analyze()
     unit = _file(_dry_run(cli, env, *scope), ".service")
     path = tmp_path / "openclaw-scheduler.service"
     path.write_text(unit["content"])
@@ -221,4 +226,26 @@ def test_reinstalling_over_the_running_service_restarts_it(cli: Cli, env: dict[s
     assert code == 0, stdout + stderr
     assert out["commands"][-1] == "systemctl --user restart openclaw-scheduler.service"
     assert fake_systemctl.read_text().splitlines()[-1] == "--user restart openclaw-scheduler.service"
+
+
+def test_a_database_path_with_a_space_and_a_percent_sign(env: dict[str, str], tmp_path: Path,
+                                                         fake_systemctl: Path) -> None:
+    """Unit files resolve %-specifiers and split words: the path must survive both, for systemd
+    and for the check that finds another unit on the same database."""
+    from conftest import run_cli
+
+    odd = tmp_path / "my dir%h" / "scheduler.db"
+    code, out, stdout, stderr = run_cli(odd, "service", "install", "--dry-run", env=env)
+    assert code == 0, stdout + stderr
+    path = tmp_path / "openclaw-scheduler.service"
+    path.write_text(_file(out, ".service")["content"])
+    done = subprocess.run([_systemd_analyze(), "verify", str(path)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "openclaw-scheduler.service" not in done.stderr, done.stderr
+    env = {**env, "PATH": _path_with(fake_systemctl)}
+    assert run_cli(odd, "service", "install", env=env)[0] == 0
+    other = tmp_path / "config/systemd/user/openclaw-scheduler.service"
+    other.rename(other.with_name("openclaw-scheduler-copy.service"))
+    code, out, _, _ = run_cli(odd, "service", "install", env=env)
+    assert code == 3 and "openclaw-scheduler-copy.service" in out["error"], out
 

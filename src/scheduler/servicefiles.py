@@ -164,9 +164,10 @@ def systemd_unit(system: bool, inputs: Inputs, env_file: Path) -> str:
         "Type=notify",
         "NotifyAccess=main",
         f"ExecStart={_unit_word(inputs.python)} -P -m scheduler",
-        f"WorkingDirectory={_unit_word(str(inputs.db.parent))}",
+        # "-": the daemon creates the directory at its first start (0700); no failure before that.
+        f"WorkingDirectory=-{_unit_path(inputs.db.parent)}",
         f"Environment={_unit_word('SCHEDULER_DB=' + str(inputs.db))}",
-        f"EnvironmentFile={_unit_word(str(env_file))}",
+        f"EnvironmentFile={_unit_path(env_file)}",
         *([f"User={inputs.user}"] if system else []),
         f"WatchdogSec={WATCHDOG_S}",
         "Restart=on-failure",
@@ -207,6 +208,14 @@ def _env_value(name: str, value: str) -> str:
     if "\n" in value or "\r" in value:
         raise ValidationError(f"{name} holds a line break; a service environment cannot carry it")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _unit_path(path: Path) -> str:
+    """A path setting takes the rest of the line as it is (no quotes), but resolves specifiers."""
+    text = str(path)
+    if "\n" in text:
+        raise ValidationError(f"{text!r}: a path with a line break cannot go in a unit file")
+    return text.replace("%", "%%")
 
 
 def _unit_word(value: str) -> str:
@@ -260,7 +269,8 @@ def launchd_plist(system: bool, inputs: Inputs, token_path: Path) -> str:
         "Label": LAUNCHD_LABEL,
         "ProgramArguments": [inputs.python, "-P", "-m", "scheduler"],
         "EnvironmentVariables": env,
-        "WorkingDirectory": str(inputs.db.parent),
+        # The home always exists (the database directory may not yet); -P keeps it off sys.path.
+        "WorkingDirectory": str(inputs.home),
         "RunAtLoad": True,
         "KeepAlive": {"SuccessfulExit": False},  # restart after a failure, not after a clean stop
         "ThrottleInterval": 30,
@@ -316,9 +326,14 @@ def _database_named_in(path: Path, home: Path) -> Path | None:
         if line.strip().startswith("Environment"):
             for word in shlex.split(line.split("=", 1)[1], posix=True):
                 if word.startswith("SCHEDULER_DB="):
-                    value = word.split("=", 1)[1].replace("%h", str(home)).replace("%%", "%")
+                    value = _resolve_specifiers(word.split("=", 1)[1], home)
                     return _expand_home(Path(value), home).absolute()
     return None
+
+
+def _resolve_specifiers(value: str, home: Path) -> str:
+    """``%%`` and ``%h`` (the reference's unit uses it), in one pass: ``%%h`` is a literal ``%h``."""
+    return re.sub(r"%[%h]", lambda m: "%" if m.group() == "%%" else str(home), value)
 
 
 def _expand_home(path: Path, home: Path) -> Path:
