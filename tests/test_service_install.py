@@ -152,7 +152,7 @@ def test_install_status_uninstall_round_trip(cli: Cli, env: dict[str, str], tmp_
     unit = tmp_path / "config/systemd/user/openclaw-scheduler.service"
     env_file = tmp_path / "config/openclaw-scheduler/scheduler.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-    assert f'OPENCLAW_GATEWAY_TOKEN="{TOKEN}"' in env_file.read_text().splitlines()
+    assert f"OPENCLAW_GATEWAY_TOKEN='{TOKEN}'" in env_file.read_text().splitlines()
     assert TOKEN not in unit.read_text()
     assert fake_systemctl.read_text().splitlines() == [
         "--user daemon-reload", "--user enable --now openclaw-scheduler.service"]

@@ -207,7 +207,9 @@ def _environment_file(inputs: Inputs) -> str:
 def _env_value(name: str, value: str) -> str:
     if "\n" in value or "\r" in value:
         raise ValidationError(f"{name} holds a line break; a service environment cannot carry it")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if "'" not in value:  # single quotes: taken literally (no escapes, no $ expansion)
+        return f"'{value}'"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
 
 
 def _unit_path(path: Path) -> str:
