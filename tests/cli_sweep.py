@@ -25,6 +25,7 @@ from typing import Any
 
 # What the handlers import lazily, imported once here rather than in every child.
 import scheduler.cli.commands
+import scheduler.cli.service
 import scheduler.cron
 import scheduler.engine.lock
 import scheduler.models.job
@@ -32,6 +33,7 @@ import scheduler.models.schemas
 import scheduler.models.validation
 import scheduler.paths
 import scheduler.service
+import scheduler.servicefiles
 import scheduler.store.sqlite.idempotency
 import scheduler.store.sqlite.jobs
 import scheduler.store.sqlite.messages

@@ -625,6 +625,11 @@ SWEEP_TEMPLATES: list[list[str]] = [
     ["cron", "next", "0 9 * * *", "--tz", "{h}"],
     ["cron", "next", "0 9 * * *", "--from", "{h}"],
     ["cron", "next", "0 9 * * *", "--count", "{h}"],
+    # service (dry runs and status only: nothing is installed by the sweep)
+    ["service", "install", "--dry-run", "--manager", "{h}"],
+    ["service", "install", "--dry-run", "{h}"],
+    ["service", "uninstall", "--dry-run", "{h}"],
+    ["service", "status", "{h}"],
 ]
 HOSTILE: list[str] = [
     "", " ", "-", "--x", "-1", "0", "+5", "1_000", "\u0663", "9223372036854775808", "9" * 5000,

@@ -21,6 +21,13 @@ Usage: openclaw-scheduler <command> [subcommand] [args] [--json]
 Daemon:
   start                                   run the daemon in the foreground (also: python -m scheduler)
 
+Service (systemd on Linux, launchd on macOS; docs/operating.md, Install as a service):
+  service install [--system] [--dry-run] [--manager systemd|launchd]
+                                          write the unit (user unit unless --system), enable, start
+  service uninstall [--system] [--dry-run]
+                                          stop, disable and remove it
+  service status [--system]               installed, enabled, running
+
 Jobs:
   jobs list [--type <job_type>]           list jobs
   jobs get <id>                           show one job
@@ -129,10 +136,10 @@ See docs/operating.md.
 
 
 def _commands() -> dict[tuple[str, str | None], Handler]:
-    from scheduler.cli import backup, commands, doctor, explain, migrate, tasks
+    from scheduler.cli import backup, commands, doctor, explain, migrate, service, tasks
 
     return {**commands.COMMANDS, **tasks.COMMANDS, **backup.COMMANDS, **doctor.COMMANDS,
-            **explain.COMMANDS, **migrate.COMMANDS}
+            **explain.COMMANDS, **migrate.COMMANDS, **service.COMMANDS}
 
 
 def run(argv: Sequence[str]) -> int:

@@ -26,6 +26,7 @@ from scheduler.engine.backups import PeriodicBackup
 from scheduler.engine.clock import STEP_TOLERANCE_S, ClockWatch
 from scheduler.engine.delivery import OutboundSender
 from scheduler.engine.maintenance import MessageExpiry, prune_messages
+from scheduler.engine.notify import Notifier
 from scheduler.engine.orphans import kill_processes_of_runs
 from scheduler.engine.recorder import Recorder
 from scheduler.engine.spawn import SpawnHandler
@@ -85,6 +86,9 @@ MAIN_AGENT = "main"
 MAIN_AGENT_NAME = "Main Agent"
 # Strategies enforce run_timeout_ms themselves; the health check cancels a run this much later.
 OVERDUE_GRACE_S = 30.0
+# Test-only: while the file this names exists, the scheduling loop hangs before its next round
+# while every other task runs on (so tests can see that the watchdog pings come from the loop).
+TEST_FREEZE_VARIABLE = "SCHEDULER_TEST_FREEZE_LOOP_FILE"
 
 
 def error_backoff_s(consecutive_errors: int) -> int:
@@ -156,6 +160,8 @@ class Daemon:
         self._background: set[asyncio.Task[None]] = set()
         self.clock = ClockWatch()
         self._clock_behind = 0.0  # seconds of a backward step not yet applied
+        self.notifier = Notifier.from_environment()
+        self._freeze_file = os.environ.pop(TEST_FREEZE_VARIABLE, None)
         self.db.observe(self._store_error_seen)
 
     @property
@@ -259,6 +265,12 @@ class Daemon:
         if self._lock is not None:
             self._lock.update(self._lock_info)
 
+    def _summary(self) -> str:
+        """The one line ``systemctl status`` shows (sd_notify STATUS=)."""
+        state = str(self._lock_info.get("state", "starting"))
+        gateway = "up" if self.gateway_healthy else "down"
+        return f"{state}: {len(self.active)} running, gateway {gateway}"
+
     def _check_token_file(self) -> None:
         """A token file others can read is a leaked token: say so (the content is never read here)."""
         path = self.settings.gateway_token_path.expanduser()
@@ -287,6 +299,7 @@ class Daemon:
             self.log.info("daemon.stopping", reason=reason, running=len(self.active))
             self.stopping.set()
             self._set_state("stopping")
+            self.notifier.stopping(self._summary())
             self._arm_exit_deadline(self.settings.shutdown_grace_ms / 1000 + STOP_DEADLINE_MARGIN_S)
         self.wake.set()
 
@@ -404,11 +417,13 @@ class Daemon:
         supervisor.start("messages", expiry.run, OnFailure.RESTART)
         if self.settings.backup:
             supervisor.start("backup", self._periodic_backup().run, OnFailure.RESTART)
+        self.notifier.ready(self._summary())
         try:
             await self._run_loop()
             await self._drain()
         finally:
             await supervisor.stop()
+            self.notifier.close()
 
     def _periodic_backup(self) -> PeriodicBackup:
         settings = self.settings
@@ -471,9 +486,13 @@ class Daemon:
     async def _schedule_loop(self) -> None:
         while not self.stopping.is_set():
             self.wake.clear()
+            if self._freeze_file is not None:
+                await _hang_while_exists(self._freeze_file)
             delay = await self._one_round()
+            self.notifier.loop_ticked(self._summary)  # the watchdog ping comes from here only
             if self.stopping.is_set():
                 break
+            delay = min(delay, self.notifier.until_next_ping())
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=delay)
@@ -503,11 +522,13 @@ class Daemon:
             self._failing_since = now
         elif now - self._failing_since >= DEGRADED_AFTER_S and self._lock_info.get("state") == "serving":
             self._set_state("degraded", error=str(exc), since=sqlite_now())
+            self.notifier.status(self._summary())
 
     def _database_working(self) -> None:
         self._failing_since = None
         if self._lock_info.get("state") == "degraded":
             self._set_state("serving")
+            self.notifier.status(self._summary())
 
     async def _claim(self, free: int) -> int:
         now_text = to_sqlite(utcnow())
@@ -901,6 +922,13 @@ def _delivery_of(job: Job, outcome: Outcome, media: MediaPolicy) -> Delivery | N
     accepted = media.accept(outcome.attachments)
     return Delivery(text=accepted.text_with_notes(text), channel=job.delivery_channel,
                     target=job.delivery_to, attachments=accepted.paths)
+
+
+async def _hang_while_exists(path: str) -> None:
+    """Test-only (SCHEDULER_TEST_FREEZE_LOOP_FILE): the scheduling loop stuck, the rest alive."""
+    # A stat every 50 ms, in tests only: simpler than watching the file, and cheap enough.
+    while os.path.exists(path):  # noqa: ASYNC110, ASYNC240
+        await asyncio.sleep(0.05)
 
 
 def _age_ms(started_at: str) -> int:
