@@ -95,6 +95,12 @@ Idempotency ledger:
   idem check <key> | idem release <key>   inspect, or release a key so its work may run again
   idem prune                              delete expired ledger entries
 
+Database upkeep (docs/operating.md, Keep the database small):
+  db check                                integrity, schema revision, size, what a prune would delete
+  db prune [--dry-run]                    apply retention now: runs (and their files), approvals,
+                                          messages, ledger entries; --dry-run only counts
+  db vacuum                               shrink the file (refused while a daemon serves it)
+
 Other:
   status                                  database, jobs, runs and whether a daemon serves this DB
   version                                 package and schema version
@@ -109,9 +115,9 @@ See docs/operating.md.
 
 
 def _commands() -> dict[tuple[str, str | None], Handler]:
-    from scheduler.cli import commands, tasks
+    from scheduler.cli import commands, db, tasks
 
-    return {**commands.COMMANDS, **tasks.COMMANDS}
+    return {**commands.COMMANDS, **tasks.COMMANDS, **db.COMMANDS}
 
 
 def run(argv: Sequence[str]) -> int:

@@ -73,7 +73,7 @@ def missing_columns(db: Database) -> list[tuple[str, str]]:
 
 def migrate(db: Database) -> None:
     """Create missing tables, indexes and columns; record schema versions. Safe to repeat."""
-    if _is_current(db):
+    if is_current(db):
         return
     try:
         statements = _statements(schema_sql())
@@ -99,7 +99,7 @@ def migrate(db: Database) -> None:
         raise translate_error(exc, db.path) from None
 
 
-def _is_current(db: Database) -> bool:
+def is_current(db: Database) -> bool:
     """One pragma read, so CLI calls on a current DB never take the write lock. (The reference
     only ever adds to a schema, so a DB we brought to this revision stays complete.)"""
     return int(db.scalar("PRAGMA user_version") or 0) == SCHEMA_REVISION
