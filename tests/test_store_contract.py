@@ -1251,3 +1251,41 @@ def test_replacing_the_database_swaps_in_the_backup_for_every_new_connection(
         assert reopened.list_jobs() == []
     finally:
         reopened.close()
+# -- retention of runs (issue 10) ---------------------------------------------------------------
+
+def test_runs_beyond_the_cap_are_pruned_newest_kept_an_unfinished_one_never(store: Store) -> None:
+    job = add_job(store)
+    ended = []
+    for start in (0, 100):
+        store.update_job(job.id, {"next_run_at": at(start)}, at(start))
+        (c,) = claim(store, now=at(start))
+        finish(store, c, now=at(start + 10))
+        ended.append(c.run.id)
+    store.update_job(job.id, {"next_run_at": at(200)}, at(200))
+    (running,) = claim(store, now=at(200))
+    everyone = [*ended, running.run.id]
+    would = store.prune_runs(at(300), 1, 0, dry_run=True)
+    assert would.by_rule == {"over_cap": 2, "too_old": 0} and sorted(would.run_ids) == sorted(ended)
+    assert store.run_ids_present(everyone) == set(everyone)
+    done = store.prune_runs(at(300), 1, 0)
+    assert sorted(done.run_ids) == sorted(ended)
+    assert store.run_ids_present(everyone) == {running.run.id}
+    aged = store.prune_runs(at(300 + 30 * DAY), 100, 1)
+    assert aged.run_ids == [] and store.run_ids_present(everyone) == {running.run.id}
+
+
+def test_runs_older_than_the_age_limit_are_pruned_under_the_cap(store: Store) -> None:
+    job = add_job(store)
+    (c,) = claim(store, now=at(0))
+    finish(store, c, now=at(10))
+    assert store.prune_runs(at(DAY), 100, 2).run_ids == []
+    assert store.prune_runs(at(3 * DAY), 100, 0).run_ids == []  # 0: no age limit
+    assert store.prune_runs(at(3 * DAY), 100, 2).by_rule == {"over_cap": 0, "too_old": 1}
+    assert store.run_ids_present([c.run.id]) == set() and store.get_job(job.id) is not None
+
+
+def test_the_file_can_be_vacuumed_and_measured(store: Store) -> None:
+    add_job(store)
+    before = store.file_bytes()
+    store.vacuum()
+    assert 0 < store.file_bytes() <= before and store.schema_current()

@@ -16,6 +16,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from scheduler import paths
 from scheduler.errors import ConfigError
+from scheduler.models.retention import (
+    APPROVALS_KEEP_DAYS,
+    RUNS_KEEP_DAYS,
+    RUNS_KEEP_PER_JOB,
+    RetentionPolicy,
+)
 from scheduler.strategies.shell import default_shell
 
 
@@ -37,6 +43,13 @@ class Settings(BaseSettings):
     heartbeat_check_ms: int = Field(30000, ge=5000, validation_alias="SCHEDULER_HEARTBEAT_CHECK_MS")
     message_delivery_ms: int = Field(15000, ge=5000, validation_alias="SCHEDULER_MESSAGE_DELIVERY_MS")
     prune_ms: int = Field(3600000, ge=60000, validation_alias="SCHEDULER_PRUNE_MS")
+    # Retention (models/retention.py holds the names, defaults and bounds the CLI reads too).
+    runs_keep_per_job: int = Field(RUNS_KEEP_PER_JOB[1], ge=RUNS_KEEP_PER_JOB[2],
+                                   le=RUNS_KEEP_PER_JOB[3], validation_alias=RUNS_KEEP_PER_JOB[0])
+    runs_keep_days: int = Field(RUNS_KEEP_DAYS[1], ge=RUNS_KEEP_DAYS[2], le=RUNS_KEEP_DAYS[3],
+                                validation_alias=RUNS_KEEP_DAYS[0])
+    approvals_keep_days: int = Field(APPROVALS_KEEP_DAYS[1], ge=APPROVALS_KEEP_DAYS[2],
+                                     le=APPROVALS_KEEP_DAYS[3], validation_alias=APPROVALS_KEEP_DAYS[0])
     shell: str = Field(default_factory=default_shell, validation_alias="SCHEDULER_SHELL")
     debug: bool = Field(False, validation_alias="SCHEDULER_DEBUG")
     max_concurrency: int = Field(64, ge=1, le=10000, validation_alias="SCHEDULER_MAX_CONCURRENCY")
@@ -142,6 +155,10 @@ class Settings(BaseSettings):
         if self.artifacts_dir is not None:
             return self.artifacts_dir.expanduser()
         return self.db_path.parent / "artifacts"
+
+    @property
+    def retention(self) -> RetentionPolicy:
+        return RetentionPolicy(self.runs_keep_per_job, self.runs_keep_days, self.approvals_keep_days)
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:

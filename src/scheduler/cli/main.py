@@ -115,6 +115,12 @@ Backup and restore (docs/operating.md, "Back up" and "Restore"):
                                           refused while a daemon serves the database (--force:
                                           restore anyway; the daemon is not stopped)
 
+Database upkeep (docs/operating.md, Keep the database small):
+  db check                                integrity, schema revision, size, what a prune would delete
+  db prune [--dry-run]                    apply retention now: runs (and their files), approvals,
+                                          messages, ledger entries; --dry-run only counts
+  db vacuum                               shrink the file (refused while a daemon serves it)
+
 Other:
   status                                  database, jobs, runs and whether a daemon serves this DB
   version                                 package and schema version
@@ -136,10 +142,10 @@ See docs/operating.md.
 
 
 def _commands() -> dict[tuple[str, str | None], Handler]:
-    from scheduler.cli import backup, commands, doctor, explain, migrate, service, tasks
+    from scheduler.cli import backup, commands, db, doctor, explain, migrate, service, tasks
 
-    return {**commands.COMMANDS, **tasks.COMMANDS, **backup.COMMANDS, **doctor.COMMANDS,
-            **explain.COMMANDS, **migrate.COMMANDS, **service.COMMANDS}
+    return {**commands.COMMANDS, **tasks.COMMANDS, **backup.COMMANDS, **db.COMMANDS,
+            **doctor.COMMANDS, **explain.COMMANDS, **migrate.COMMANDS, **service.COMMANDS}
 
 
 def run(argv: Sequence[str]) -> int:

@@ -22,10 +22,11 @@ from typing import Any
 from scheduler import __version__, cron
 from scheduler.config import Settings
 from scheduler.engine import lock as daemon_lock
+from scheduler.engine import retention
 from scheduler.engine.backups import PeriodicBackup
 from scheduler.engine.clock import STEP_TOLERANCE_S, ClockWatch
 from scheduler.engine.delivery import OutboundSender
-from scheduler.engine.maintenance import MessageExpiry, prune_messages
+from scheduler.engine.maintenance import MessageExpiry
 from scheduler.engine.notify import Notifier
 from scheduler.engine.orphans import kill_processes_of_runs
 from scheduler.engine.recorder import Recorder
@@ -849,9 +850,10 @@ class Daemon:
         self._clock_behind = 0.0
 
     async def _prune(self) -> None:
-        """At start and then every SCHEDULER_PRUNE_MS: delete expired idempotency-ledger entries
-        and old messages (engine/maintenance.py), and checkpoint the WAL (PASSIVE: never waits
-        for readers), as the reference's prune phase does."""
+        """At start and then every SCHEDULER_PRUNE_MS: apply the retention policy (runs and
+        their artifact files, approvals, messages, ledger entries: engine/retention.py), then
+        checkpoint the WAL (PASSIVE: never waits for readers), as the reference's prune phase
+        does. The pass runs on the store's thread: its file removals are few per hour."""
         interval = self.settings.prune_ms / 1000
         first = True
         while True:
@@ -859,13 +861,16 @@ class Daemon:
                 await asyncio.sleep(interval)
             first = False
             try:
-                pruned = await self.db.run(self.store.prune_ledger, sqlite_now())
-                await prune_messages(self.db, self.log)
+                report = await self.db.run(retention.prune, self.store, self.settings.retention,
+                                           self.settings.artifacts_path, sqlite_now())
                 await self.db.run(self.store.checkpoint)
             except SchedulerError as exc:
                 self.log.warning("prune.failed", error=str(exc))
                 continue
-            self.log.info("prune.done", ledger_entries=pruned)
+            self.log.info("messages.pruned", total=sum(report.messages.values()), **report.messages)
+            self.log.info("prune.done", ledger_entries=report.ledger_entries,
+                          approvals=report.approvals, run_dirs=report.files.run_dirs,
+                          orphan_dirs=report.files.orphan_dirs, **report.runs)
 
     # -- database trouble --------------------------------------------------------------------
 

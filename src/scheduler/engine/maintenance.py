@@ -1,11 +1,11 @@
-"""The daemon's message upkeep: expiry on the messaging cadence, and the message prune.
+"""The daemon's message upkeep: expiry on the messaging cadence.
 
 Every ``SCHEDULER_MESSAGE_DELIVERY_MS`` (and once at start), unread messages past their
 ``expires_at`` become ``expired`` (store/sqlite/inbox.py; a broadcast for every agent's unread
 copy). Inboxes and prompt injection already skip a message past its expiry, so this sweep only
 makes the status say so; a late sweep loses nothing. The prune (old messages by the retention
 rules, never an outbound delivery not yet sent) runs in the daemon's prune task, on
-``SCHEDULER_PRUNE_MS``, through :func:`prune_messages`.
+``SCHEDULER_PRUNE_MS``, with the rest of retention (engine/retention.py).
 """
 
 from __future__ import annotations
@@ -40,10 +40,3 @@ class MessageExpiry:
             self.log.info("messages.expired", count=expired)
         return int(expired)
 
-
-async def prune_messages(db: StoreThread, log: Any) -> dict[str, int]:
-    """Delete old messages by the retention rules; raises the store's error for the caller's
-    prune loop to report."""
-    counts: dict[str, int] = await db.run(db.store.prune_messages, sqlite_now())
-    log.info("messages.pruned", total=sum(counts.values()), **counts)
-    return counts

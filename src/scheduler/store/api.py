@@ -207,6 +207,14 @@ class GateCheck:
     finished: list[FinishedGroup] = field(default_factory=list)
 
 
+@dataclass
+class RunPrune:
+    """What a run prune deleted (or would): counts by rule, and the runs' ids (their files)."""
+
+    by_rule: dict[str, int]
+    run_ids: list[str]
+
+
 class Store(Protocol):
     """Everything the engine and the CLI do with persistent state."""
 
@@ -281,8 +289,9 @@ class Store(Protocol):
                     now: str) -> Row: ...
     def read_all(self, agent_id: str, now: str) -> int: ...
     def expire_messages(self, now: str) -> int: ...
-    def prune_messages(self, now: str) -> dict[str, int]:
-        """Delete old messages by the retention rules; never an unsent outbound delivery."""
+    def prune_messages(self, now: str, *, dry_run: bool = False) -> dict[str, int]:
+        """Delete old messages by the retention rules; never an unsent outbound delivery.
+        Counts by rule; with ``dry_run`` nothing is deleted."""
 
     # -- messages between agents, and spawn messages ---------------------------------------------
     def send_message(self, message: NewMessage, now: str) -> Message:
@@ -329,7 +338,24 @@ class Store(Protocol):
     def ledger_for_job(self, job_id: str, limit: int = 20) -> list[Row]: ...
     def ledger_entry(self, key: str) -> Row | None: ...
     def release_key(self, key: str, now: str) -> Row: ...
-    def prune_ledger(self, now: str) -> int: ...
+    def prune_ledger(self, now: str, *, dry_run: bool = False) -> int: ...
+
+    # -- retention of runs and approvals; the file's upkeep ------------------------------------
+    def prune_runs(self, now: str, keep_per_job: int, keep_days: int, *,
+                   dry_run: bool = False) -> RunPrune:
+        """Delete the runs beyond the newest ``keep_per_job`` of their job and, if ``keep_days``
+        > 0, those started longer ago; never one unfinished, read by an open dispatch, or with
+        its outbound message unsent. With ``dry_run`` nothing is deleted."""
+    def prune_approvals(self, now: str, keep_days: int, *, dry_run: bool = False) -> int:
+        """Delete approvals resolved more than ``keep_days`` ago; how many."""
+    def run_ids_present(self, run_ids: Sequence[str]) -> set[str]:
+        """The ids among ``run_ids`` that name a stored run."""
+    def schema_current(self) -> bool:
+        """Whether the database is at this version's schema revision."""
+    def vacuum(self) -> None:
+        """Rebuild the file compactly; takes the database's exclusive lock while it works."""
+    def file_bytes(self) -> int:
+        """The database's size on disk, its write-ahead log included."""
 
     # -- approval gates ---------------------------------------------------------------------------
     def approve_job(self, job_id: str, now: str) -> Row:

@@ -122,7 +122,10 @@ def release(db: Database, key: str, now_text: str) -> Row:
     return row
 
 
-def prune(db: Database, now_text: str) -> int:
-    """Delete expired ledger rows; returns how many."""
+def prune(db: Database, now_text: str, *, dry_run: bool = False) -> int:
+    """Delete expired ledger rows (with ``dry_run``, only count them); returns how many."""
+    if dry_run:
+        return int(db.scalar("SELECT COUNT(*) FROM idempotency_ledger WHERE expires_at < ?",
+                             (now_text,)))
     with db.transaction() as conn:
         return conn.execute("DELETE FROM idempotency_ledger WHERE expires_at < ?", (now_text,)).rowcount

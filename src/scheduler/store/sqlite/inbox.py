@@ -323,13 +323,18 @@ _PRUNE_RULES: Final = (
 )
 
 
-def prune(db: Database, now: str) -> dict[str, int]:
+def prune(db: Database, now: str, *, dry_run: bool = False) -> dict[str, int]:
     """Delete old messages (their receipts and recipients' states go with them); how many by
-    rule. An outbound delivery still pending (not yet sent) is never deleted, whatever its age."""
+    rule. An outbound delivery still pending (not yet sent) is never deleted, whatever its age.
+    With ``dry_run``, count what would go (a message matching two rules counts under both)."""
     cutoffs = {"keep": _days_before(now, KEEP_DAYS),
                "delivered": _days_before(now, DELIVERED_KEEP_DAYS),
                "notification": _days_before(now, NOTIFICATION_KEEP_DAYS)}
     counts: dict[str, int] = {}
+    if dry_run:
+        for name, where in _PRUNE_RULES:
+            counts[name] = int(db.scalar(f"SELECT COUNT(*) FROM messages WHERE {where}", cutoffs))
+        return counts
     with db.transaction() as conn:
         for name, where in _PRUNE_RULES:
             counts[name] = conn.execute(f"DELETE FROM messages WHERE {where}", cutoffs).rowcount

@@ -18,7 +18,7 @@ from scheduler.store.sqlite.db import Database, translate_error
 REFERENCE_SCHEMA_VERSION = 23
 # Our own revision lives in PRAGMA user_version, which the reference never reads or writes.
 # Bump it whenever schema.sql gains a table, column or index.
-SCHEMA_REVISION = 2310
+SCHEMA_REVISION = 2311
 
 
 @lru_cache(maxsize=1)
@@ -73,7 +73,7 @@ def missing_columns(db: Database) -> list[tuple[str, str]]:
 
 def migrate(db: Database) -> None:
     """Create missing tables, indexes and columns; record schema versions. Safe to repeat."""
-    if _is_current(db):
+    if is_current(db):
         return
     try:
         statements = _statements(schema_sql())
@@ -99,7 +99,7 @@ def migrate(db: Database) -> None:
         raise translate_error(exc, db.path) from None
 
 
-def _is_current(db: Database) -> bool:
+def is_current(db: Database) -> bool:
     """One pragma read, so CLI calls on a current DB never take the write lock. (The reference
     only ever adds to a schema, so a DB we brought to this revision stays complete.)"""
     return int(db.scalar("PRAGMA user_version") or 0) == SCHEMA_REVISION

@@ -119,6 +119,10 @@ CREATE INDEX IF NOT EXISTS idx_dispatch_queue_due ON job_dispatch_queue(status, 
 CREATE INDEX IF NOT EXISTS idx_dispatch_queue_job ON job_dispatch_queue(job_id, created_at DESC);
 CREATE INDEX IF NOT EXISTS idx_dispatch_queue_source_run ON job_dispatch_queue(source_run_id)
   WHERE source_run_id IS NOT NULL;
+-- ours: deleting a run looks up the rows that name it (ON DELETE SET NULL); without these
+-- indexes each pruned run scanned the whole table (minutes for an hour's prune of 100k messages).
+CREATE INDEX IF NOT EXISTS idx_dispatch_queue_retry_run ON job_dispatch_queue(retry_of_run_id)
+  WHERE retry_of_run_id IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS runs (
   id TEXT PRIMARY KEY,
@@ -200,6 +204,8 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS idx_messages_to ON messages(to_agent, status);
 CREATE INDEX IF NOT EXISTS idx_messages_from ON messages(from_agent);
 CREATE INDEX IF NOT EXISTS idx_messages_created ON messages(created_at);
+-- ours: see idx_dispatch_queue_retry_run (a pruned run's messages keep their row, lose the link)
+CREATE INDEX IF NOT EXISTS idx_messages_run ON messages(run_id) WHERE run_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS idx_messages_pending ON messages(to_agent, status, priority DESC)
   WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS idx_messages_team ON messages(team_id, member_id, status)
@@ -251,6 +257,8 @@ CREATE TABLE IF NOT EXISTS approvals (
 );
 CREATE INDEX IF NOT EXISTS idx_approvals_status ON approvals(status) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS idx_approvals_job ON approvals(job_id);
+-- ours: see idx_dispatch_queue_retry_run
+CREATE INDEX IF NOT EXISTS idx_approvals_run ON approvals(run_id) WHERE run_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS idx_approvals_dispatch_queue ON approvals(dispatch_queue_id)
   WHERE dispatch_queue_id IS NOT NULL;
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         PriorOutput,
         Recovery,
         Row,
+        RunPrune,
         SpawnRejection,
         TrackerSweep,
     )
@@ -226,9 +227,9 @@ class SqliteStore:
         from scheduler.store.sqlite import inbox
         return inbox.expire(self.db, now)
 
-    def prune_messages(self, now: str) -> dict[str, int]:
+    def prune_messages(self, now: str, *, dry_run: bool = False) -> dict[str, int]:
         from scheduler.store.sqlite import inbox
-        return inbox.prune(self.db, now)
+        return inbox.prune(self.db, now, dry_run=dry_run)
 
     # -- messages between agents, and spawn messages ---------------------------------------------
     def send_message(self, message: NewMessage, now: str) -> Message:
@@ -328,9 +329,35 @@ class SqliteStore:
         from scheduler.store.sqlite import idempotency
         return idempotency.release(self.db, key, now)
 
-    def prune_ledger(self, now: str) -> int:
+    def prune_ledger(self, now: str, *, dry_run: bool = False) -> int:
         from scheduler.store.sqlite import idempotency
-        return idempotency.prune(self.db, now)
+        return idempotency.prune(self.db, now, dry_run=dry_run)
+
+    # -- retention of runs and approvals; the file's upkeep ------------------------------------
+    def prune_runs(self, now: str, keep_per_job: int, keep_days: int, *,
+                   dry_run: bool = False) -> RunPrune:
+        from scheduler.store.sqlite import retention
+        return retention.prune_runs(self.db, now, keep_per_job, keep_days, dry_run=dry_run)
+
+    def prune_approvals(self, now: str, keep_days: int, *, dry_run: bool = False) -> int:
+        from scheduler.store.sqlite import retention
+        return retention.prune_approvals(self.db, now, keep_days, dry_run=dry_run)
+
+    def run_ids_present(self, run_ids: Sequence[str]) -> set[str]:
+        from scheduler.store.sqlite import retention
+        return retention.run_ids_present(self.db, list(run_ids))
+
+    def schema_current(self) -> bool:
+        from scheduler.store.sqlite import migrations
+        return migrations.is_current(self.db)
+
+    def vacuum(self) -> None:
+        from scheduler.store.sqlite import retention
+        retention.vacuum(self.db)
+
+    def file_bytes(self) -> int:
+        from scheduler.store.sqlite import retention
+        return retention.file_bytes(self.db)
 
     # -- approval gates ---------------------------------------------------------------------------
     def approve_job(self, job_id: str, now: str) -> Row:
