@@ -24,7 +24,10 @@ from scheduler.config import Settings
 from scheduler.engine import lock as daemon_lock
 from scheduler.engine.clock import STEP_TOLERANCE_S, ClockWatch
 from scheduler.engine.delivery import OutboundSender
+from scheduler.engine.health import LiveState, Probes
+from scheduler.engine.http_endpoint import HttpEndpoint
 from scheduler.engine.maintenance import MessageExpiry, prune_messages
+from scheduler.engine.metrics import Metrics
 from scheduler.engine.orphans import kill_processes_of_runs
 from scheduler.engine.recorder import Recorder
 from scheduler.engine.spawn import SpawnHandler
@@ -156,6 +159,8 @@ class Daemon:
         self.clock = ClockWatch()
         self._clock_behind = 0.0  # seconds of a backward step not yet applied
         self.db.observe(self._store_error_seen)
+        self.metrics = Metrics()
+        self.ticked_at = time.monotonic()  # the scheduling loop's last round, for /healthz
 
     @property
     def store(self) -> Store:
@@ -376,6 +381,14 @@ class Daemon:
         self.wake.set()
 
     async def _serve(self) -> None:
+        endpoint = await self._start_endpoint()  # first: a port in use stops the start cleanly
+        try:
+            await self._serve_with_helpers()
+        finally:
+            if endpoint is not None:
+                await endpoint.close()
+
+    async def _serve_with_helpers(self) -> None:
         sender = OutboundSender(
             self.db, self.gateway, self.deliveries_ready, get_logger("scheduler.delivery"),
             media_policy=self.media_policy, idle_check_s=self.settings.message_delivery_ms / 1000,
@@ -406,6 +419,24 @@ class Daemon:
             await self._drain()
         finally:
             await supervisor.stop()
+
+    async def _start_endpoint(self) -> HttpEndpoint | None:
+        """The metrics and health endpoint, when SCHEDULER_HTTP_ADDR asks for one."""
+        if self.settings.http_addr is None:
+            return None
+        probes = Probes(self.db, self.gateway, self.metrics, tick_s=self.settings.tick_ms / 1000,
+                        live=self._live_state, on_gateway_down=self._gateway_went_down)
+        endpoint = HttpEndpoint(probes.routes(), get_logger("scheduler.http"))
+        address = await endpoint.start(self.settings.http_addr)
+        self.log.info("http.serving", address=address, paths=sorted(probes.routes()))
+        return endpoint
+
+    def _live_state(self) -> LiveState:
+        running: dict[str, int] = dict.fromkeys(self.strategies, 0)
+        for active in self.active.values():
+            running[_target_of(active.claim.job)] += 1
+        return LiveState(running=running, gateway_up=self.gateway_healthy,
+                         ticked_at=self.ticked_at, stopping=self.stopping.is_set())
 
     async def _run_loop(self) -> None:
         try:
@@ -454,6 +485,7 @@ class Daemon:
 
     async def _schedule_loop(self) -> None:
         while not self.stopping.is_set():
+            self.ticked_at = time.monotonic()
             self.wake.clear()
             delay = await self._one_round()
             if self.stopping.is_set():
@@ -501,6 +533,7 @@ class Daemon:
         for skipped in batch.skipped:
             self.log.info("run.skipped", run_id=skipped.id, job_id=skipped.job_id,
                           reason=skipped.error_message)
+        self.metrics.runs_skipped(skipped.error_message for skipped in batch.skipped)
         self._log_approvals(batch)
         for claim in batch.claims:
             self._start(claim)
@@ -558,7 +591,8 @@ class Daemon:
         active = self.active[run_id]
         job = claim.job
         self.log.info("run.started", run_id=run_id, job_id=job.id, job=job.name, source=claim.source)
-        kind = WATCHDOG if job.is_watchdog else job.session_target
+        kind = _target_of(job)
+        self.metrics.run_started(kind, claim.source, _lateness_s(claim))
         strategy = self.strategies[kind]
         work = asyncio.create_task(strategy.execute(job, claim.run))
         active.work = work
@@ -613,6 +647,7 @@ class Daemon:
                           "with it), or another process ended it; nothing delivered or retried")
             return
         job = finished.job
+        self.metrics.run_finished(_target_of(finish.claim.job), finish.status)
         self.log.info(
             "run.finished",
             run_id=run_id,
@@ -637,6 +672,7 @@ class Daemon:
         for skipped in chained.skipped:
             self.log.info("run.skipped", run_id=skipped.id, job_id=skipped.job_id,
                           reason=skipped.error_message)
+        self.metrics.runs_skipped(skipped.error_message for skipped in chained.skipped)
         if chained.unmatched:
             self.log.info("chain.condition_not_met", parent_run_id=run_id,
                           job_ids=list(chained.unmatched))
@@ -878,6 +914,20 @@ def _delivery_of(job: Job, outcome: Outcome, media: MediaPolicy) -> Delivery | N
     accepted = media.accept(outcome.attachments)
     return Delivery(text=accepted.text_with_notes(text), channel=job.delivery_channel,
                     target=job.delivery_to, attachments=accepted.paths)
+
+
+def _target_of(job: Job) -> str:
+    """The strategy a job runs on (its label on the run metrics)."""
+    return WATCHDOG if job.is_watchdog else job.session_target
+
+
+def _lateness_s(claim: Claim) -> float | None:
+    """How late a scheduled occurrence starts: the claim carries the job as it was read, with
+    the occurrence's instant still in ``next_run_at``. Queue rows (retries, chains, manual
+    runs) have no fire time of their own to be late for."""
+    if claim.source not in ("cron", "at") or not claim.job.next_run_at:
+        return None
+    return (utcnow() - from_sqlite(claim.job.next_run_at)).total_seconds()
 
 
 def _age_ms(started_at: str) -> int:
