@@ -252,3 +252,24 @@ def test_skip_messages_map_to_few_reasons() -> None:
     assert skip_reason("chained run not started: 3 queued runs already wait "
                        "(max_queued_dispatches); triggered by run r of p") == "queue_full"
     assert skip_reason(None) == "other"
+
+
+async def test_healthz_fails_naming_the_loop_once_it_stops_going_round() -> None:
+    import time
+
+    from scheduler.engine.health import LiveState, Probes
+    from scheduler.engine.metrics import Metrics
+    from scheduler.gateway.client import GatewayClient
+    from scheduler.store.thread import StoreThread
+
+    ticked = [time.monotonic()]
+    gateway = GatewayClient("http://127.0.0.1:9", None)
+    probes = Probes(StoreThread(), gateway, Metrics(), tick_s=1.0,
+                    live=lambda: LiveState({}, False, ticked[0], False), on_gateway_down=lambda: None)
+    try:
+        assert (await probes.healthz()).status == 200
+        ticked[0] -= probes.loop_bound_s + 1  # the loop's last round, as long ago as that
+        answer = await probes.healthz()
+        assert answer.status == 503 and "loop" in json.loads(answer.body)["failing"]
+    finally:
+        await gateway.aclose()
