@@ -200,6 +200,22 @@ def test_the_endpoint_is_off_unless_asked_for(cli, daemon) -> None:
     assert d.stop() == 0
 
 
+def test_without_the_endpoint_prometheus_client_is_not_even_imported(tmp_path) -> None:
+    """Off means free: no registry, no import (a tenth of a second of start-up, and memory)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\n"
+             "from scheduler.config import load_settings\n"
+             "from scheduler.engine.daemon import Daemon\n"
+             "Daemon(load_settings({'SCHEDULER_DB': sys.argv[1]}))\n"
+             "print('prometheus_client' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "x.db")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
 def test_a_remote_address_is_refused_without_the_opt_in(cli, daemon) -> None:
     d = daemon(env={"SCHEDULER_HTTP_ADDR": "0.0.0.0:9464"}, wait=False)
     assert d.proc.wait(15) != 0

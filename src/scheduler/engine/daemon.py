@@ -17,17 +17,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler import __version__, cron
 from scheduler.config import Settings
 from scheduler.engine import lock as daemon_lock
 from scheduler.engine.clock import STEP_TOLERANCE_S, ClockWatch
+from scheduler.engine.counters import Counters, NoCounters
 from scheduler.engine.delivery import OutboundSender
-from scheduler.engine.health import LiveState, Probes
-from scheduler.engine.http_endpoint import HttpEndpoint
 from scheduler.engine.maintenance import MessageExpiry, prune_messages
-from scheduler.engine.metrics import Metrics
 from scheduler.engine.orphans import kill_processes_of_runs
 from scheduler.engine.recorder import Recorder
 from scheduler.engine.spawn import SpawnHandler
@@ -58,6 +56,10 @@ from scheduler.strategies.base import DeferRun, Outcome, Strategy
 from scheduler.strategies.shell_job import ShellJobStrategy
 from scheduler.strategies.watchdog import WatchdogStrategy
 from scheduler.timeutil import from_sqlite, sqlite_now, to_sqlite, utcnow
+
+if TYPE_CHECKING:
+    from scheduler.engine.health import LiveState
+    from scheduler.engine.http_endpoint import HttpEndpoint
 
 # Error backoff after consecutive failures of a cron job (reference §5.3), in seconds.
 ERROR_BACKOFF_S = (30, 60, 300, 900, 3600)
@@ -159,7 +161,7 @@ class Daemon:
         self.clock = ClockWatch()
         self._clock_behind = 0.0  # seconds of a backward step not yet applied
         self.db.observe(self._store_error_seen)
-        self.metrics = Metrics()
+        self.metrics: Counters = _counters_for(settings)
         self.ticked_at = time.monotonic()  # the scheduling loop's last round, for /healthz
 
     @property
@@ -424,6 +426,11 @@ class Daemon:
         """The metrics and health endpoint, when SCHEDULER_HTTP_ADDR asks for one."""
         if self.settings.http_addr is None:
             return None
+        from scheduler.engine.health import Probes
+        from scheduler.engine.http_endpoint import HttpEndpoint
+        from scheduler.engine.metrics import Metrics
+
+        assert isinstance(self.metrics, Metrics)  # _counters_for made it, the endpoint being on
         probes = Probes(self.db, self.gateway, self.metrics, tick_s=self.settings.tick_ms / 1000,
                         live=self._live_state, on_gateway_down=self._gateway_went_down)
         endpoint = HttpEndpoint(probes.routes(), get_logger("scheduler.http"))
@@ -432,6 +439,8 @@ class Daemon:
         return endpoint
 
     def _live_state(self) -> LiveState:
+        from scheduler.engine.health import LiveState
+
         running: dict[str, int] = dict.fromkeys(self.strategies, 0)
         for active in self.active.values():
             running[_target_of(active.claim.job)] += 1
@@ -914,6 +923,15 @@ def _delivery_of(job: Job, outcome: Outcome, media: MediaPolicy) -> Delivery | N
     accepted = media.accept(outcome.attachments)
     return Delivery(text=accepted.text_with_notes(text), channel=job.delivery_channel,
                     target=job.delivery_to, attachments=accepted.paths)
+
+
+def _counters_for(settings: Settings) -> Counters:
+    """Prometheus counters when the endpoint will serve them, else nothing kept."""
+    if settings.http_addr is None:
+        return NoCounters()
+    from scheduler.engine.metrics import Metrics
+
+    return Metrics()
 
 
 def _target_of(job: Job) -> str:
