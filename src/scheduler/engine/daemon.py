@@ -634,6 +634,7 @@ class Daemon:
         try:
             await self.db.run(self.store.defer_claim, claim, sqlite_now(), reason)
             self.log.warning("run.deferred", run_id=claim.run.id, job_id=claim.job.id, reason=reason)
+            self.metrics.run_finished(_target_of(claim.job), "deferred")  # given back, not lost
         except SchedulerError as exc:  # left `running`: the health check or next start ends it
             self.log.error("run.defer_failed", run_id=claim.run.id, error=str(exc))
         finally:
