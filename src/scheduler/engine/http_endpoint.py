@@ -25,6 +25,11 @@ MAX_REQUEST_BYTES = 8192
 READ_TIMEOUT_S = 5.0
 WRITE_TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 16
+# After answering, what the client still sends is read and dropped (up to this much, this long)
+# before closing: closing with unread input would reset the connection, and the client could
+# lose the answer (a "lingering close").
+LINGER_BYTES = 65536
+LINGER_S = 1.0
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             408: "Request Timeout", 431: "Request Header Fields Too Large",
             500: "Internal Server Error", 503: "Service Unavailable", 505: "HTTP Version Not Supported"}
@@ -77,6 +82,7 @@ class HttpEndpoint:
                 answer, head_only = await self._answer(reader)
             if answer is not None:
                 await asyncio.wait_for(_send(writer, answer, head_only), timeout=WRITE_TIMEOUT_S)
+                await _linger(reader, writer)
         except (TimeoutError, ConnectionError):
             pass  # the client went away or would not read: nothing to tell it
         finally:
@@ -107,6 +113,16 @@ class HttpEndpoint:
         except Exception as exc:
             self.log.error("http.handler_failed", path=path, error=repr(exc), exc_info=exc)
             return _plain(500, "internal error; see the daemon's log"), False
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    if writer.can_write_eof():
+        writer.write_eof()
+    dropped = 0
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        async with asyncio.timeout(LINGER_S):
+            while dropped < LINGER_BYTES and (chunk := await reader.read(8192)):
+                dropped += len(chunk)
 
 
 def _request_line(head: bytes) -> tuple[str, str, Answer | None]:
