@@ -378,6 +378,7 @@ class Context:
     root: Path
     synchronous: str | None
     py_spy_dir: Path | None
+    http_addr: str | None = None  # SCHEDULER_HTTP_ADDR for the daemon: the endpoint's cost
     results: dict[str, Any] = field(default_factory=dict)
     counter: int = 0
 
@@ -391,6 +392,8 @@ class Context:
         env = concurrency_env(concurrency)
         if self.synchronous:
             env["SCHEDULER_SQLITE_SYNCHRONOUS"] = self.synchronous
+        if self.http_addr:
+            env["SCHEDULER_HTTP_ADDR"] = self.http_addr
         return env
 
 
@@ -1012,6 +1015,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=["FULL", "NORMAL"],
         help="SCHEDULER_SQLITE_SYNCHRONOUS for the daemon (default: the daemon's, FULL)",
     )
+    parser.add_argument("--http-addr", help="SCHEDULER_HTTP_ADDR for the daemon (default: no endpoint)")
     parser.add_argument("--shell", default="/bin/bash", help="SCHEDULER_SHELL and the bare loop's shell")
     parser.add_argument(
         "--py-spy",
@@ -1043,7 +1047,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("sizes, repetitions and concurrency levels must be >= 1")
 
     root = Path(tempfile.mkdtemp(prefix="ocs-bench-"))
-    ctx = Context(root=root, synchronous=args.synchronous, py_spy_dir=args.py_spy)
+    ctx = Context(root=root, synchronous=args.synchronous, py_spy_dir=args.py_spy,
+                  http_addr=args.http_addr)
     meta = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(),
@@ -1052,6 +1057,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "platform": platform.platform(),
         "quick": args.quick,
         "synchronous": args.synchronous or "FULL (daemon default)",
+        "http_addr": args.http_addr,
         "loadavg_1m": round(os.getloadavg()[0], 2),
     }
     log(

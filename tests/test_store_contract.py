@@ -1289,3 +1289,27 @@ def test_the_file_can_be_vacuumed_and_measured(store: Store) -> None:
     before = store.file_bytes()
     store.vacuum()
     assert 0 < store.file_bytes() <= before and store.schema_current()
+# -- metrics: the gauges a scrape reads, and the writability check of /readyz ------------------
+
+
+def test_gauges_count_backlog_approvals_and_outbound(store: Store) -> None:
+    empty = store.gauges(at(0))
+    assert (empty.backlog_due, empty.backlog_later, empty.approvals_pending,
+            empty.outbound_pending, empty.oldest_outbound_at) == (0, 0, 0, 0, None)
+    add_job(store, name="due")
+    later = add_job(store, name="later")
+    store.update_job(later.id, {"next_run_at": at(600)}, at(0))
+    store.enqueue_dispatch(later.id, "manual", at(0))
+    store.enqueue_dispatch(later.id, "manual", at(300))
+    gauges = store.gauges(at(1))
+    assert (gauges.backlog_due, gauges.backlog_later) == (2, 1)  # the due job, the due manual row
+    c = next(c for c in claim(store, at(1)) if c.job.name == "due")
+    finish(store, c, delivery=Delivery("a result", "telegram", "42"))
+    after = store.gauges(at(20))
+    assert after.outbound_pending == 1 and after.oldest_outbound_at is not None
+    assert after.backlog_due == 0  # claimed: nothing due waits
+
+
+def test_a_writable_store_passes_the_check(store: Store) -> None:
+    store.check_writable()
+    add_job(store)  # and the check left no transaction open behind it

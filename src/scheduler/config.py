@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from scheduler import paths
@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     aws_access_key_id: SecretStr | None = Field(None, validation_alias="AWS_ACCESS_KEY_ID")
     aws_secret_access_key: SecretStr | None = Field(None, validation_alias="AWS_SECRET_ACCESS_KEY")
     aws_session_token: SecretStr | None = Field(None, validation_alias="AWS_SESSION_TOKEN")
+    # A non-loopback SCHEDULER_HTTP_ADDR is refused unless this is set (the endpoint has no auth).
+    # Declared before it: its validator reads this one.
+    http_allow_remote: bool = Field(False, validation_alias="SCHEDULER_HTTP_ALLOW_REMOTE")
+    # The metrics and health endpoint, host:port; empty: no endpoint (engine/http_endpoint.py).
+    http_addr: str | None = Field(None, validation_alias="SCHEDULER_HTTP_ADDR")
 
     @field_validator("debug", mode="before")
     @classmethod
@@ -129,6 +134,23 @@ class Settings(BaseSettings):
             raise ValueError(f"directories must be absolute paths, got {relative[0]!r}")
         return dirs
 
+    @field_validator("http_allow_remote", mode="before")
+    @classmethod
+    def _yes(cls, value: Any) -> bool:
+        return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+    @field_validator("http_addr", mode="after")
+    @classmethod
+    def _endpoint_on_loopback(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        host, _ = parse_http_addr(value)
+        if not info.data.get("http_allow_remote") and not is_loopback(host):
+            raise ValueError(
+                "not a loopback address, and the endpoint has no authentication: use "
+                "127.0.0.1:<port>, or set SCHEDULER_HTTP_ALLOW_REMOTE=1")
+        return value
+
     @field_validator("sqlite_synchronous", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
@@ -159,6 +181,29 @@ class Settings(BaseSettings):
     @property
     def retention(self) -> RetentionPolicy:
         return RetentionPolicy(self.runs_keep_per_job, self.runs_keep_days, self.approvals_keep_days)
+
+
+def parse_http_addr(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` as (host, port); ValueError saying what is wrong."""
+    host, sep, port_text = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError("must be host:port, such as 127.0.0.1:9464")
+    return host, int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    """A literal loopback address or ``localhost`` (names are not resolved: a resolver could
+    answer anything)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:

@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler import __version__, cron
 from scheduler.config import Settings
@@ -25,6 +25,7 @@ from scheduler.engine import lock as daemon_lock
 from scheduler.engine import retention
 from scheduler.engine.backups import PeriodicBackup
 from scheduler.engine.clock import STEP_TOLERANCE_S, ClockWatch
+from scheduler.engine.counters import Counters, NoCounters
 from scheduler.engine.delivery import OutboundSender
 from scheduler.engine.maintenance import MessageExpiry
 from scheduler.engine.notify import Notifier
@@ -58,6 +59,10 @@ from scheduler.strategies.base import DeferRun, Outcome, Strategy
 from scheduler.strategies.shell_job import ShellJobStrategy
 from scheduler.strategies.watchdog import WatchdogStrategy
 from scheduler.timeutil import from_sqlite, sqlite_now, to_sqlite, utcnow
+
+if TYPE_CHECKING:
+    from scheduler.engine.health import LiveState
+    from scheduler.engine.http_endpoint import HttpEndpoint
 
 # Error backoff after consecutive failures of a cron job (reference §5.3), in seconds.
 ERROR_BACKOFF_S = (30, 60, 300, 900, 3600)
@@ -164,6 +169,8 @@ class Daemon:
         self.notifier = Notifier.from_environment()
         self._freeze_file = os.environ.pop(TEST_FREEZE_VARIABLE, None)
         self.db.observe(self._store_error_seen)
+        self.metrics: Counters = _counters_for(settings)
+        self.ticked_at = time.monotonic()  # the scheduling loop's last round, for /healthz
 
     @property
     def store(self) -> Store:
@@ -391,6 +398,14 @@ class Daemon:
         self.wake.set()
 
     async def _serve(self) -> None:
+        endpoint = await self._start_endpoint()  # first: a port in use stops the start cleanly
+        try:
+            await self._serve_with_helpers()
+        finally:
+            if endpoint is not None:
+                await endpoint.close()
+
+    async def _serve_with_helpers(self) -> None:
         sender = OutboundSender(
             self.db, self.gateway, self.deliveries_ready, get_logger("scheduler.delivery"),
             media_policy=self.media_policy, idle_check_s=self.settings.message_delivery_ms / 1000,
@@ -439,6 +454,31 @@ class Daemon:
                               snapshot_hours=settings.backup_snapshot_hours,
                               rollup_days=settings.backup_rollup_days, upload=upload)
 
+    async def _start_endpoint(self) -> HttpEndpoint | None:
+        """The metrics and health endpoint, when SCHEDULER_HTTP_ADDR asks for one."""
+        if self.settings.http_addr is None:
+            return None
+        from scheduler.engine.health import Probes
+        from scheduler.engine.http_endpoint import HttpEndpoint
+        from scheduler.engine.metrics import Metrics
+
+        assert isinstance(self.metrics, Metrics)  # _counters_for made it, the endpoint being on
+        probes = Probes(self.db, self.gateway, self.metrics, tick_s=self.settings.tick_ms / 1000,
+                        live=self._live_state, on_gateway_down=self._gateway_went_down)
+        endpoint = HttpEndpoint(probes.routes(), get_logger("scheduler.http"))
+        address = await endpoint.start(self.settings.http_addr)
+        self.log.info("http.serving", address=address, paths=sorted(probes.routes()))
+        return endpoint
+
+    def _live_state(self) -> LiveState:
+        from scheduler.engine.health import LiveState
+
+        running: dict[str, int] = dict.fromkeys(self.strategies, 0)
+        for active in self.active.values():
+            running[_target_of(active.claim.job)] += 1
+        return LiveState(running=running, gateway_up=self.gateway_healthy,
+                         ticked_at=self.ticked_at, stopping=self.stopping.is_set())
+
     async def _run_loop(self) -> None:
         try:
             await self._schedule_loop()
@@ -486,6 +526,7 @@ class Daemon:
 
     async def _schedule_loop(self) -> None:
         while not self.stopping.is_set():
+            self.ticked_at = time.monotonic()
             self.wake.clear()
             if self._freeze_file is not None:
                 await _hang_while_exists(self._freeze_file)
@@ -539,6 +580,7 @@ class Daemon:
         for skipped in batch.skipped:
             self.log.info("run.skipped", run_id=skipped.id, job_id=skipped.job_id,
                           reason=skipped.error_message)
+        self.metrics.runs_skipped(skipped.error_message for skipped in batch.skipped)
         self._log_approvals(batch)
         for claim in batch.claims:
             self._start(claim)
@@ -596,7 +638,8 @@ class Daemon:
         active = self.active[run_id]
         job = claim.job
         self.log.info("run.started", run_id=run_id, job_id=job.id, job=job.name, source=claim.source)
-        kind = WATCHDOG if job.is_watchdog else job.session_target
+        kind = _target_of(job)
+        self.metrics.run_started(kind, claim.source, _lateness_s(claim))
         strategy = self.strategies[kind]
         work = asyncio.create_task(strategy.execute(job, claim.run))
         active.work = work
@@ -629,6 +672,7 @@ class Daemon:
         try:
             await self.db.run(self.store.defer_claim, claim, sqlite_now(), reason)
             self.log.warning("run.deferred", run_id=claim.run.id, job_id=claim.job.id, reason=reason)
+            self.metrics.run_finished(_target_of(claim.job), "deferred")  # given back, not lost
         except SchedulerError as exc:  # left `running`: the health check or next start ends it
             self.log.error("run.defer_failed", run_id=claim.run.id, error=str(exc))
         finally:
@@ -651,6 +695,7 @@ class Daemon:
                           "with it), or another process ended it; nothing delivered or retried")
             return
         job = finished.job
+        self.metrics.run_finished(_target_of(finish.claim.job), finish.status)
         self.log.info(
             "run.finished",
             run_id=run_id,
@@ -675,6 +720,7 @@ class Daemon:
         for skipped in chained.skipped:
             self.log.info("run.skipped", run_id=skipped.id, job_id=skipped.job_id,
                           reason=skipped.error_message)
+        self.metrics.runs_skipped(skipped.error_message for skipped in chained.skipped)
         if chained.unmatched:
             self.log.info("chain.condition_not_met", parent_run_id=run_id,
                           job_ids=list(chained.unmatched))
@@ -934,6 +980,29 @@ async def _hang_while_exists(path: str) -> None:
     # A stat every 50 ms, in tests only: simpler than watching the file, and cheap enough.
     while os.path.exists(path):  # noqa: ASYNC110, ASYNC240
         await asyncio.sleep(0.05)
+
+
+def _counters_for(settings: Settings) -> Counters:
+    """Prometheus counters when the endpoint will serve them, else nothing kept."""
+    if settings.http_addr is None:
+        return NoCounters()
+    from scheduler.engine.metrics import Metrics
+
+    return Metrics()
+
+
+def _target_of(job: Job) -> str:
+    """The strategy a job runs on (its label on the run metrics)."""
+    return WATCHDOG if job.is_watchdog else job.session_target
+
+
+def _lateness_s(claim: Claim) -> float | None:
+    """How late a scheduled occurrence starts: the claim carries the job as it was read, with
+    the occurrence's instant still in ``next_run_at``. Queue rows (retries, chains, manual
+    runs) have no fire time of their own to be late for."""
+    if claim.source not in ("cron", "at") or not claim.job.next_run_at:
+        return None
+    return (utcnow() - from_sqlite(claim.job.next_run_at)).total_seconds()
 
 
 def _age_ms(started_at: str) -> int:

@@ -140,6 +140,18 @@ class Finished:
     children: Chained = field(default_factory=Chained)  # what the end fired
 
 
+@dataclass(frozen=True)
+class StoreGauges:
+    """What the metrics endpoint reads from the database on a scrape."""
+
+    backlog_due: int  # due work not started: occurrences and queue rows whose time has come
+    backlog_later: int  # queue rows (retries, chained or manual runs) due later
+    backlog_awaiting_approval: int  # queue rows held for an approval
+    approvals_pending: int
+    outbound_pending: int  # results and notices not yet delivered to a chat
+    oldest_outbound_at: str | None  # created_at of the oldest of them
+
+
 @dataclass
 class Recovery:
     crashed: list[Run] = field(default_factory=list)
@@ -378,6 +390,10 @@ class Store(Protocol):
     def remove_pool(self, name: str) -> bool: ...
     def pool_overview(self, now: str) -> list[Row]: ...
     def overview(self, stale_threshold_s: int, now: str) -> dict[str, Any]: ...
+    def gauges(self, now: str) -> StoreGauges:
+        """Counts for the metrics endpoint (backlog, approvals, outbound); read on a scrape."""
+    def check_writable(self) -> None:
+        """Raise the store's error when a write could not be made now (read-only, locked)."""
 
     # -- the agent registry ------------------------------------------------------------------------
     def list_agents(self) -> list[Row]:

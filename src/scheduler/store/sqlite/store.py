@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         Row,
         RunPrune,
         SpawnRejection,
+        StoreGauges,
         TrackerSweep,
     )
 
@@ -404,6 +405,14 @@ class SqliteStore:
     def overview(self, stale_threshold_s: int, now: str) -> dict[str, Any]:
         from scheduler.store.sqlite import status
         return status.overview(self.db, stale_threshold_s, now)
+
+    def gauges(self, now: str) -> StoreGauges:
+        from scheduler.store.sqlite import gauges
+        return gauges.gauges(self.db, now)
+
+    def check_writable(self) -> None:
+        from scheduler.store.sqlite import gauges
+        gauges.check_writable(self.db)
 
     # -- the agent registry ------------------------------------------------------------------------
     def list_agents(self) -> list[Row]:
