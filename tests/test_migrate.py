@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import subprocess
 from collections.abc import Callable
@@ -258,6 +259,20 @@ def test_a_bad_jobs_file_is_one_line_and_writes_nothing(cli: Callable[..., CliRe
     assert code != 0 and expected in out["error"], stdout + stderr
     code, _, stdout, stderr = cli("migrate", "--from", str(bad), json_mode=False)
     assert code != 0 and stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert jobs_by_id(cli) == {}
+
+
+def test_a_source_that_is_not_a_regular_file_or_too_big_is_refused_unread(
+        cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    fifo = tmp_path / "jobs.fifo"
+    os.mkfifo(fifo)  # opening it for reading would block forever
+    code, out, _, _ = cli("migrate", "--from", str(fifo))
+    assert code != 0 and "not a regular file" in out["error"]
+    huge = tmp_path / "huge.json"
+    with huge.open("wb") as handle:  # sparse: no disk used
+        handle.truncate(64 * 1024 * 1024 + 1)
+    code, out, _, _ = cli("migrate", "--from", str(huge))
+    assert code != 0 and "larger than" in out["error"]
     assert jobs_by_id(cli) == {}
 
 

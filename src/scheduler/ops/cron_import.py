@@ -37,6 +37,8 @@ Status = Literal["ok", "skip", "err"]
 DEFAULT_RUN_TIMEOUT_MS: Final = 300_000  # the reference's migrate.js
 COMMAND_DEFAULT_TIMEOUT_S: Final = 600  # OpenClaw's command payload default ("10 minutes")
 ORIGIN: Final = "system"
+# A jobs file larger than this is refused unread (a real one holds kilobytes per job).
+MAX_JOBS_FILE_BYTES: Final = 64 * 1024 * 1024
 NO_TARGET_REASON: Final = "migrated: no delivery target configured"
 DELIVERY_OFF_REASON: Final = "migrated: delivery was off in OpenClaw cron"
 
@@ -384,13 +386,15 @@ def find_source(from_path: str | None, env: dict[str, str]) -> Source:
     if from_path is not None:
         path = Path(from_path).expanduser()
         if not path.is_file():
-            raise ValidationError(f"--from {from_path}: no such file")
+            raise ValidationError(f"--from {from_path}: "
+                                  f"{'not a regular file' if path.exists() else 'no such file'}")
         return Source("database" if openclaw_cron.is_sqlite_file(path) else "file", path)
     explicit = env.get("OPENCLAW_JOBS_JSON")
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
-            raise ValidationError(f"OPENCLAW_JOBS_JSON={explicit}: no such file")
+            raise ValidationError(f"OPENCLAW_JOBS_JSON={explicit}: "
+                                  f"{'not a regular file' if path.exists() else 'no such file'}")
         return Source("file", path)
     state = openclaw_state_dir(env)
     database = state / "state" / "openclaw.sqlite"
@@ -413,7 +417,12 @@ def load_entries(source: Source) -> list[object]:
         return [_parse(text, f"{source.path} (a job_json value)") for text in
                 openclaw_cron.read_cron_job_texts(source.path)]
     try:
-        text = source.path.read_text(encoding="utf-8")
+        with source.path.open("rb") as handle:
+            raw = handle.read(MAX_JOBS_FILE_BYTES + 1)
+        if len(raw) > MAX_JOBS_FILE_BYTES:
+            raise ValidationError(f"{source.path} is larger than {MAX_JOBS_FILE_BYTES} bytes: "
+                                  "not an OpenClaw jobs file")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ValidationError(f"cannot read {source.path}: {exc}") from None
     data = _parse(text, str(source.path))
