@@ -23,7 +23,7 @@ def healthy_setup(cli: Cli, db_path: Path, gateway: FakeGateway) -> dict[str, st
     token.chmod(0o600)
     unit = home / ".config" / "systemd" / "user" / "openclaw-scheduler.service"
     unit.parent.mkdir(parents=True)
-    unit.write_text("[Service]\nExecStart=/bin/true\n")
+    unit.write_text(f"[Service]\nEnvironment=SCHEDULER_DB={db_path}\nExecStart=/bin/true\n")
     gateway.token = TOKEN
     return {"OPENCLAW_GATEWAY_URL": gateway.url, "OPENCLAW_GATEWAY_TOKEN_PATH": str(token),
             "SCHEDULER_SHELL": "/bin/sh"}
@@ -98,3 +98,15 @@ def test_doctor_takes_no_arguments(cli: Cli) -> None:
     code, report, _, _ = cli("doctor", "extra")
     assert code == 2 and report["ok"] is False
     assert report["error"] == "unexpected argument 'extra'; usage: openclaw-scheduler doctor [--json]"
+
+
+def test_a_unit_for_another_database_is_not_this_ones_service(
+        cli: Cli, db_path: Path, fake_gateway: FakeGateway) -> None:
+    env = healthy_setup(cli, db_path, fake_gateway)
+    unit = db_path.parent / ".config" / "systemd" / "user" / "openclaw-scheduler.service"
+    unit.write_text("[Service]\nEnvironment=SCHEDULER_DB=/srv/other/scheduler.db\n"
+                    "ExecStart=/bin/true\n")
+    _code, report, _, _ = cli("doctor", env=env)
+    service = by_name(report)["service"]
+    assert service["verdict"] == "WARN" and "another database" in service["detail"]
+    assert str(unit) in service["detail"]

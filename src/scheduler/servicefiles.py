@@ -306,6 +306,11 @@ def service_files_for_database(db: Path, inputs: Inputs, *, skip: Path) -> list[
     return found
 
 
+def installed_service_files(inputs: Inputs) -> list[Path]:
+    """Every installed unit or plist of ours (user and system), whatever database it runs."""
+    return [path for path in _installed_candidates(inputs) if path.is_file()]
+
+
 def _installed_candidates(inputs: Inputs) -> list[Path]:
     dirs = [inputs.config_home / "systemd" / "user", Path("/etc/systemd/system"),
             inputs.home / "Library" / "LaunchAgents", Path("/Library/LaunchDaemons")]

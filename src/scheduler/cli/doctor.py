@@ -11,7 +11,7 @@ import os
 import shutil
 import stat
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
@@ -27,8 +27,6 @@ Verdict = Literal["PASS", "WARN", "FAIL"]
 
 GATEWAY_HEALTH_TIMEOUT_S: Final = 3.0
 LOW_DISK_BYTES: Final = 256 * 1024**2
-SERVICE_NAME: Final = "openclaw-scheduler"
-LAUNCHD_LABEL: Final = "ai.openclaw.scheduler"
 USAGE: Final = "doctor [--json]"
 
 
@@ -182,18 +180,21 @@ def artifacts_check(directory: Path) -> Check:
     return _mode_check("artifacts", directory, "WARN", 0o700)
 
 
-def service_units(home: Path) -> list[Path]:
-    """Where ``service install`` puts the unit (user, system) or the launchd plist."""
-    if sys.platform == "darwin":
-        return [home / "Library" / "LaunchAgents" / f"{LAUNCHD_LABEL}.plist"]
-    return [home / ".config" / "systemd" / "user" / f"{SERVICE_NAME}.service",
-            Path("/etc/systemd/system") / f"{SERVICE_NAME}.service"]
+def service_check(db: Path, environ: Mapping[str, str]) -> Check:
+    """Whether ``service install`` installed a unit or plist that runs this database (the
+    installer's own rules: where units live, and the ``SCHEDULER_DB`` each one names)."""
+    from scheduler import servicefiles
 
-
-def service_check(home: Path) -> Check:
-    installed = [str(p) for p in service_units(home) if p.exists()]
-    if installed:
-        return _passed("service", f"installed: {', '.join(installed)}")
+    inputs = servicefiles.inputs_from(environ, python=sys.executable, db=db,
+                                      user=environ.get("USER", ""), uid=os.getuid())
+    ours = servicefiles.service_files_for_database(inputs.db, inputs, skip=Path())
+    if ours:
+        return _passed("service", f"installed: {', '.join(map(str, ours))}")
+    others = servicefiles.installed_service_files(inputs)
+    if others:
+        return Check("service", "WARN", f"installed units run another database: "
+                     f"{', '.join(map(str, others))}", "openclaw-scheduler service install "
+                     "(with this SCHEDULER_DB)")
     return Check("service", "WARN", "not installed as a service: nothing restarts the daemon",
                  "openclaw-scheduler service install")
 
@@ -248,7 +249,7 @@ def all_checks(ctx: Context) -> Iterator[Check]:
     yield from gateway_checks(settings)
     yield shell_check(settings.shell)
     yield artifacts_check(settings.artifacts_path)
-    yield service_check(Path(os.environ.get("HOME") or Path.home()))
+    yield service_check(database, os.environ)
     if opened:
         yield from schedule_checks(ctx.store)
 
