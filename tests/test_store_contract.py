@@ -1313,3 +1313,89 @@ def test_gauges_count_backlog_approvals_and_outbound(store: Store) -> None:
 def test_a_writable_store_passes_the_check(store: Store) -> None:
     store.check_writable()
     add_job(store)  # and the check left no transaction open behind it
+
+
+# -- the sub-agent dispatch ledger ---------------------------------------------------------------
+
+
+def _dispatch(label: str = "fix-bug", **overrides: Any) -> Any:
+    from scheduler.models.dispatch import DispatchLabel
+    from scheduler.models.enums import SubagentStatus
+
+    fields: dict[str, Any] = {"label": label, "session_key": f"agent:main:subagent:{label}",
+                              "status": SubagentStatus.RUNNING, "spawned_at": at(0), **overrides}
+    return DispatchLabel(**fields)
+
+
+def test_a_dispatch_label_is_saved_read_and_found_by_session(store: Store) -> None:
+    saved = store.save_dispatch(_dispatch(deliver_to="42", timeout_s=900, task_prompt="do it"), at(0))
+    assert (saved.label, saved.deliver_to, saved.timeout_s, saved.status) == (
+        "fix-bug", "42", 900, "running")
+    assert saved.created_at == at(0) and saved.updated_at == at(0)
+    assert store.get_dispatch("fix-bug") == saved
+    assert store.get_dispatch("nope") is None
+    assert store.dispatch_by_session("agent:main:subagent:fix-bug") == saved
+    assert store.dispatch_by_session("agent:main:subagent:other") is None
+
+
+def test_saving_a_label_again_replaces_its_entry_but_keeps_when_it_was_created(store: Store) -> None:
+    store.save_dispatch(_dispatch(retry_count=2, error="529"), at(0))
+    again = store.save_dispatch(_dispatch(session_key="agent:main:subagent:new"), at(60))
+    assert again.session_key == "agent:main:subagent:new" and again.retry_count == 0
+    assert again.error is None and again.created_at == at(0) and again.updated_at == at(60)
+    assert len(store.list_dispatches(None, 10)) == 1
+
+
+def test_dispatch_labels_are_listed_newest_first_and_by_status(store: Store) -> None:
+    from scheduler.models.enums import SubagentStatus
+
+    store.save_dispatch(_dispatch("old", spawned_at=at(0)), at(0))
+    store.save_dispatch(_dispatch("new", spawned_at=at(60)), at(60))
+    store.save_dispatch(_dispatch("done", spawned_at=at(30), status=SubagentStatus.DONE), at(30))
+    assert [d.label for d in store.list_dispatches(None, 10)] == ["new", "done", "old"]
+    assert [d.label for d in store.list_dispatches(None, 2)] == ["new", "done"]
+    assert [d.label for d in store.list_dispatches({"running"}, 10)] == ["new", "old"]
+    assert store.list_dispatches(set(), 10) == []
+
+
+def test_a_dispatch_update_changes_only_the_named_columns(store: Store) -> None:
+    from scheduler.errors import StoreValueError
+    from scheduler.models.enums import SubagentStatus
+
+    store.save_dispatch(_dispatch(deliver_to="42", summary="first"), at(0))
+    changed = store.update_dispatch("fix-bug", {"status": SubagentStatus.DONE, "sha": "abc"}, at(5))
+    assert changed is not None and (changed.status, changed.sha) == ("done", "abc")
+    assert (changed.deliver_to, changed.summary, changed.updated_at) == ("42", "first", at(5))
+    assert store.update_dispatch("missing", {"sha": "x"}, at(6)) is None
+    with pytest.raises(StoreValueError, match="label"):
+        store.update_dispatch("fix-bug", {"label": "renamed"}, at(6))
+    assert store.get_dispatch("fix-bug") == changed  # the refused write changed nothing
+
+
+def test_a_guarded_dispatch_update_writes_nothing_when_the_status_moved_on(store: Store) -> None:
+    from scheduler.models.enums import SubagentStatus
+
+    store.save_dispatch(_dispatch(status=SubagentStatus.DONE), at(0))
+    assert store.update_dispatch("fix-bug", {"status": "error", "error": "late 529"}, at(5),
+                                 only_if_status={"running"}) is None
+    kept = store.get_dispatch("fix-bug")
+    assert kept is not None and (kept.status, kept.error, kept.updated_at) == ("done", None, at(0))
+    assert store.update_dispatch("fix-bug", {"summary": "ok"}, at(6),
+                                 only_if_status={"done"}) is not None
+
+
+def test_a_dispatch_label_can_be_deleted(store: Store) -> None:
+    store.save_dispatch(_dispatch(), at(0))
+    assert store.delete_dispatch("fix-bug") is True
+    assert store.delete_dispatch("fix-bug") is False and store.get_dispatch("fix-bug") is None
+
+
+def test_importing_dispatch_labels_inserts_only_new_ones_and_never_overwrites(store: Store) -> None:
+    store.save_dispatch(_dispatch("kept", summary="daemon's"), at(0))
+    imported = store.import_dispatches(
+        [_dispatch("kept", summary="file's"), _dispatch("fresh", updated_at=at(-60))], at(10))
+    assert imported == ["fresh"]
+    kept, fresh = store.get_dispatch("kept"), store.get_dispatch("fresh")
+    assert kept is not None and kept.summary == "daemon's"
+    assert fresh is not None and fresh.updated_at == at(-60) and fresh.created_at == at(10)
+    assert store.import_dispatches([_dispatch("fresh")], at(20)) == []

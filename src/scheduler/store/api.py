@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from scheduler.models.dispatch import DispatchLabel
 from scheduler.models.messages import NewMessage
 from scheduler.models.records import Job, Message, OutboundMessage, Run
 from scheduler.models.tasks import NewTaskGroup
@@ -464,3 +465,20 @@ class Store(Protocol):
                          now: str) -> Row | None:
         """Acknowledge a team message (read, ``ack_at``, an ``ack`` receipt and mailbox event);
         None, writing nothing, when no team message has that id."""
+
+    # -- the sub-agent dispatch ledger ----------------------------------------------------------
+    def get_dispatch(self, label: str) -> DispatchLabel | None: ...
+    def dispatch_by_session(self, session_key: str) -> DispatchLabel | None:
+        """The newest label whose entry names ``session_key``."""
+    def list_dispatches(self, statuses: Collection[str] | None, limit: int) -> list[DispatchLabel]:
+        """Labels, newest ``spawned_at`` first; only those in ``statuses`` when given."""
+    def save_dispatch(self, record: DispatchLabel, now: str) -> DispatchLabel:
+        """Insert the label or replace its whole entry (``created_at`` kept)."""
+    def update_dispatch(self, label: str, changes: Mapping[str, Any], now: str, *,
+                        only_if_status: Collection[str] | None = None) -> DispatchLabel | None:
+        """Set the named columns (``StoreValueError`` for a column that is not writable);
+        None, writing nothing, when there is no such label or its status is not one of
+        ``only_if_status``."""
+    def delete_dispatch(self, label: str) -> bool: ...
+    def import_dispatches(self, records: Sequence[DispatchLabel], now: str) -> list[str]:
+        """Insert, in one transaction, the labels not present yet; returns those inserted."""

@@ -16,6 +16,7 @@ from scheduler.store.sqlite.db import CORRUPT_FIX, Database
 from scheduler.store.sqlite.migrations import migrate
 
 if TYPE_CHECKING:
+    from scheduler.models.dispatch import DispatchLabel
     from scheduler.models.messages import NewMessage
     from scheduler.models.records import Job, Message, OutboundMessage, Run
     from scheduler.models.tasks import NewTaskGroup
@@ -511,3 +512,34 @@ class SqliteStore:
                          now: str) -> Row | None:
         from scheduler.store.sqlite import teams
         return teams.ack(self.db, message_id, actor, detail, now)
+
+    # -- the sub-agent dispatch ledger ----------------------------------------------------------
+    def get_dispatch(self, label: str) -> DispatchLabel | None:
+        from scheduler.store.sqlite import dispatch
+        return dispatch.get_dispatch(self.db, label)
+
+    def dispatch_by_session(self, session_key: str) -> DispatchLabel | None:
+        from scheduler.store.sqlite import dispatch
+        return dispatch.dispatch_by_session(self.db, session_key)
+
+    def list_dispatches(self, statuses: Collection[str] | None, limit: int) -> list[DispatchLabel]:
+        from scheduler.store.sqlite import dispatch
+        return dispatch.list_dispatches(self.db, statuses, limit)
+
+    def save_dispatch(self, record: DispatchLabel, now: str) -> DispatchLabel:
+        from scheduler.store.sqlite import dispatch
+        return dispatch.save_dispatch(self.db, record, now)
+
+    def update_dispatch(self, label: str, changes: Mapping[str, Any], now: str, *,
+                        only_if_status: Collection[str] | None = None) -> DispatchLabel | None:
+        from scheduler.store.sqlite import dispatch
+        return dispatch.update_dispatch(self.db, label, changes, now,
+                                        only_if_status=only_if_status)
+
+    def delete_dispatch(self, label: str) -> bool:
+        from scheduler.store.sqlite import dispatch
+        return dispatch.delete_dispatch(self.db, label)
+
+    def import_dispatches(self, records: Sequence[DispatchLabel], now: str) -> list[str]:
+        from scheduler.store.sqlite import dispatch
+        return dispatch.import_dispatches(self.db, records, now)
