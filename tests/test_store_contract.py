@@ -1399,3 +1399,20 @@ def test_importing_dispatch_labels_inserts_only_new_ones_and_never_overwrites(st
     assert kept is not None and kept.summary == "daemon's"
     assert fresh is not None and fresh.updated_at == at(-60) and fresh.created_at == at(10)
     assert store.import_dispatches([_dispatch("fresh")], at(20)) == []
+
+
+# -- dispatch CLI: the "starting…" notice (issue 11, dcli) -------------------------------------
+def test_a_dispatch_notice_is_queued_as_an_outbound_text_message(store: Store) -> None:
+    row = store.queue_dispatch_notice(Delivery("[fix-bug] starting...", "telegram", "-100"),
+                                      "fix-bug", at(0))
+    assert (row["kind"], row["channel"], row["delivery_to"], row["status"], row["body"]) == (
+        "text", "telegram", "-100", "pending", "[fix-bug] starting...")
+    assert row["job_id"] is None and row["run_id"] is None
+    due = store.due_outbound(at(1))
+    assert [m.id for m in due] == [row["id"]]
+
+
+def test_a_dispatch_notice_to_an_unknown_alias_is_recorded_failed(store: Store) -> None:
+    row = store.queue_dispatch_notice(Delivery("hi", None, "@nobody"), "fix-bug", at(0))
+    assert row["status"] == "failed" and "@nobody" in row["last_error"]
+    assert store.due_outbound(at(1)) == []

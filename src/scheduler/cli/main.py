@@ -97,6 +97,28 @@ Teams:
   team check-gates [limit] | team ack <message-id> [actor] [note]
   msg team-inbox <team> [limit] [member] [task]
 
+Sub-agent dispatch (docs/dispatch.md; JSON output, as the reference's dispatch CLI):
+  dispatch enqueue --label <l> [--message <m> | --message-file <path|-> | --message-env <VAR>
+                   | --message-stdin] [--deliver-to <id>] [--deliver-channel <ch>] [--origin <o>]
+                   [--mode fresh|reuse] [--session-key <k>] [--agent <a>] [--model <m>]
+                   [--thinking <level>] [--timeout <s>] [--delivery-mode announce|announce-always|none]
+                   [--no-monitor [reason]] [--monitor-interval <cron>] [--monitor-timeout <min>]
+                   [--verify-cmd <cmd>] [--idle-threshold <s>] [--payload-kind <kind>]
+                                          start a sub-agent session; --deliver-to unless --no-monitor
+  dispatch status --label <l>             ledger entry and the gateway's view (may auto-resolve)
+  dispatch result --label <l>             the session's last assistant reply
+  dispatch list [--status <s>] [--limit <n>]
+  dispatch send|steer --label <l> [--message <m> | ...] [--session-key <k>]
+  dispatch heartbeat --label <l> | --session-key <k>
+  dispatch stuck [--threshold-min <n>]    exit 1 when a session is stuck
+  dispatch sync [--dry-run]               close idle running labels as interrupted
+  dispatch done --label <l> --summary <s> --checklist '{"work_complete":true}' [--sha <sha>]
+                [--force-done --reason <r>] [--skip-activity-check]
+                                          the sub-agent's completion signal (guarded)
+  dispatch cancel --label <l> [--reason <r>]
+                                          abort the session, close the label, disarm its jobs
+  dispatch import [<labels.json>]         import a reference ledger once (default $DISPATCH_LABELS_PATH)
+
 Idempotency ledger:
   idem status <job-id>                    newest keys claimed for a job's runs
   idem check <key> | idem release <key>   inspect, or release a key so its work may run again
@@ -142,10 +164,11 @@ See docs/operating.md.
 
 
 def _commands() -> dict[tuple[str, str | None], Handler]:
-    from scheduler.cli import backup, commands, db, doctor, explain, migrate, service, tasks
+    from scheduler.cli import backup, commands, db, dispatch, doctor, explain, migrate, service, tasks
 
     return {**commands.COMMANDS, **tasks.COMMANDS, **backup.COMMANDS, **db.COMMANDS,
-            **doctor.COMMANDS, **explain.COMMANDS, **migrate.COMMANDS, **service.COMMANDS}
+            **doctor.COMMANDS, **explain.COMMANDS, **migrate.COMMANDS, **service.COMMANDS,
+            **dispatch.COMMANDS}
 
 
 def run(argv: Sequence[str]) -> int:

@@ -482,3 +482,7 @@ class Store(Protocol):
     def delete_dispatch(self, label: str) -> bool: ...
     def import_dispatches(self, records: Sequence[DispatchLabel], now: str) -> list[str]:
         """Insert, in one transaction, the labels not present yet; returns those inserted."""
+    def queue_dispatch_notice(self, delivery: Delivery, subject: str, now: str) -> Row:
+        """Record a dispatch notice (``dispatch enqueue``'s "starting…") as an outbound message
+        of kind ``text`` to the delivery's channel and target, sent by the daemon like a result;
+        an unknown ``@alias`` target is recorded ``failed`` with the reason."""

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         Cancellation,
         Claim,
         ClaimBatch,
+        Delivery,
         Finish,
         Finished,
         FinishedGroup,
@@ -543,3 +544,7 @@ class SqliteStore:
     def import_dispatches(self, records: Sequence[DispatchLabel], now: str) -> list[str]:
         from scheduler.store.sqlite import dispatch
         return dispatch.import_dispatches(self.db, records, now)
+
+    def queue_dispatch_notice(self, delivery: Delivery, subject: str, now: str) -> Row:
+        from scheduler.store.sqlite import dispatch
+        return dispatch.queue_notice(self.db, delivery, subject, now)
