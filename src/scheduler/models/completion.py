@@ -123,7 +123,7 @@ def humanize_completion(text: str) -> str | None:
     summarized = summarize_completion(raw)
     if not summarized:
         return None
-    if not looks_technical(raw, summarized):
+    if not looks_technical(_without_traces(raw), summarized):
         return summarized
     return _humanized_technical_summary(raw, summarized) or summarized
 
@@ -187,8 +187,9 @@ def _clean_markdown(text: str) -> str:
     text = _ANSI_RE.sub("", text).replace("\r\n", "\n").replace("\r", "\n")
     # A fenced block is code or a dump, never part of the report (the reference kept its content).
     text = _FENCED_RE.sub("\n", text)
-    text = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r"\1", text)
-    text = re.sub(r"`([^`]+)`", r"\1", text)
+    # The link and code patterns exclude their own openers, so a run of "[" costs linear time.
+    text = re.sub(r"\[([^\[\]\n]+)\]\(([^()\n]+)\)", r"\1", text)
+    text = re.sub(r"`([^`\n]+)`", r"\1", text)
     text = re.sub(r"\*\*([^*]+)\*\*", r"\1", text)
     text = re.sub(r"__([^_]+)__", r"\1", text)
     text = re.sub(r"^#{1,6}\s+", "", text, flags=re.M)
@@ -201,6 +202,14 @@ def _keep_line(line: str) -> bool:
     if all(char in "{}[]," for char in line):
         return False
     return not (_STACK_LINE_RE.match(line) or _PY_TRACE_RE.match(line))
+
+
+def _without_traces(text: str) -> str:
+    """``text`` without stack-trace lines, whose file names would make any report look technical."""
+    def is_trace(line: str) -> bool:
+        return bool(_STACK_LINE_RE.match(line) or _PY_TRACE_RE.match(line.strip()))
+
+    return "\n".join(line for line in text.split("\n") if not is_trace(line))
 
 
 def _prepare_lines(text: str) -> list[str]:
