@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from scheduler import paths
 from scheduler.errors import ConfigError
+from scheduler.logs import redact_url
 from scheduler.models.retention import (
     APPROVALS_KEEP_DAYS,
     RUNS_KEEP_DAYS,
@@ -225,7 +226,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     except ValidationError as exc:
         error = exc.errors()[0]
         name = str(error["loc"][0]) if error.get("loc") else "environment"
-        shown = "" if "TOKEN" in name else f" (got {error.get('input')!r})"
+        # A URL's user:password part is never echoed (DISPATCH_WEBHOOK_URL may carry one).
+        shown = "" if "TOKEN" in name else f" (got {redact_url(repr(error.get('input')))})"
         raise ConfigError(f"{name}: {error['msg']}{shown}") from None
 
 

@@ -21,6 +21,7 @@ Synchronous: the dispatch CLI and the watcher are short processes holding their 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -130,6 +131,16 @@ def _bounded_fields(fields: Mapping[str, Scalar]) -> dict[str, Scalar]:
             if k not in ("event", "ts", "host", "label", "session_key")}
 
 
+def _warn(log: Any, name: str, **fields: Any) -> None:
+    with contextlib.suppress(Exception):  # the failure reported must not become the caller's
+        log.warning(name, **fields)
+
+
+def _info(log: Any, name: str, **fields: Any) -> None:
+    with contextlib.suppress(Exception):  # as _warn
+        log.info(name, **fields)
+
+
 def _log_event(log: Any, event: DispatchEvent, label: str, session_key: str | None,
                fields: Mapping[str, Scalar], failures: list[str]) -> bool:
     try:
@@ -149,8 +160,8 @@ def _post(store: Store, event: DispatchEvent, label: str, *, completion: str | N
                 return None
             body = finished_body(label, completion)
             if body is None:
-                log.info("dispatch.delivery_suppressed", label=_cut(label),
-                         reason="no meaningful completion text")
+                _info(log, "dispatch.delivery_suppressed", label=_cut(label),
+                      reason="no meaningful completion text")
                 return None
             message = new_message(from_agent=SENDER, to_agent=RECIPIENT, body=body,
                                   kind=MessageKind.RESULT.value, subject=_cut(label),
@@ -163,7 +174,7 @@ def _post(store: Store, event: DispatchEvent, label: str, *, completion: str | N
         return store.send_message(message, to_sqlite(utcnow())).id
     except Exception as exc:  # best effort: logged, never raised
         failures.append(f"post-office: {type(exc).__name__}")
-        log.warning("dispatch.post_office_failed", label=_cut(label), event=event.value,
+        _warn(log, "dispatch.post_office_failed", label=_cut(label), dispatch_event=event.value,
                     error=f"{type(exc).__name__}: {exc}"[:300])
         return None
 
@@ -176,10 +187,11 @@ def _webhook(sinks: EventSinks, event: DispatchEvent, label: str, session_key: s
         return post_json(sinks.webhook_url, body)
     except WebhookError as exc:
         failures.append(f"webhook: {exc}")
-        log.warning("dispatch.webhook_failed", label=_cut(label), event=event.value, error=str(exc))
+        _warn(log, "dispatch.webhook_failed", label=_cut(label), dispatch_event=event.value,
+              error=str(exc))
         return None
     except Exception as exc:  # an unencodable field, a bug: still never raised into the dispatch
         failures.append(f"webhook: {type(exc).__name__}")
-        log.warning("dispatch.webhook_failed", label=_cut(label), event=event.value,
+        _warn(log, "dispatch.webhook_failed", label=_cut(label), dispatch_event=event.value,
                     error=type(exc).__name__)
         return None
