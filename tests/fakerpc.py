@@ -23,8 +23,13 @@ Methods (the payload shapes the real gateway uses):
   totalTokens, classification, label}]}; classification is "subagent" for ``:subagent:`` keys,
   "main" for ``agent:<id>:main``, else "custom".
 * ``system-event`` {text, mode} → {ok:true}, recorded in :attr:`FakeRpc.system_events`.
-* ``sessions.abort`` {key, runId?} → {ok:true, aborted:N}: running runs end with status "error",
-  stopReason "aborted".
+* ``sessions.abort`` {key, runId?} → {ok:true, abortedRunId, status:"aborted"} (or
+  ``abortedRunId: null, status: "no-active-run"``, a guess): the running run ends as the real one
+  does, ``agent.wait`` status "error" with stopReason "rpc", and the session lists as "killed".
+
+Seen on the real gateway (with the peer's fake LLM) and NOT imitated by default: a run whose
+provider answers 529 is retried inside the gateway, so ``agent.wait`` keeps answering "timeout"
+for over a minute; script :meth:`RunScript.failed` to get the terminal error at once.
 
 Scripting: :meth:`FakeRpc.script_runs` (outcomes of the next runs, e.g.
 ``RunScript.error("529 overloaded")`` N times then ``RunScript.ok()``; ``RunScript.hang()`` stays
@@ -211,6 +216,7 @@ class FakeRpc:
         self._runs: dict[str, FakeRun] = {}
         self._by_idempotency: dict[str, str] = {}
         self._sessions: dict[str, _Session] = {}
+        self._killed: set[str] = set()  # sessions whose last run was aborted
         self._run_scripts: deque[RunScript] = deque()
         self._handlers: dict[str, Callable[[RpcRequest], RpcReply | None]] = {}
         self._sockets: list[_Socket] = []
@@ -252,6 +258,7 @@ class FakeRpc:
             self._runs.clear()
             self._by_idempotency.clear()
             self._sessions.clear()
+            self._killed.clear()
             self._run_scripts.clear()
             self._handlers.clear()
             self.system_events.clear()
@@ -388,6 +395,7 @@ class FakeRpc:
             script = self._run_scripts.popleft() if self._run_scripts else RunScript.ok()
             session = self._session(key, label)
             session.messages.append({"role": "user", "content": message, "timestamp": _now_ms()})
+            self._killed.discard(key)
             run = FakeRun(str(uuid.uuid4()), key, message, label, lane, _RUNNING, _now_ms())
             self._runs[run.run_id] = run
             if script.outcome == "ok":
@@ -464,7 +472,8 @@ class FakeRpc:
             running = {run.session_key for run in self._runs.values() if run.status == _RUNNING}
             sessions = [{"key": s.key, "kind": "direct", "label": s.label, "updatedAt": s.updated_at,
                          "totalTokens": s.total_tokens, "classification": classification(s.key),
-                         "status": "running" if s.key in running else "done"}
+                         "status": "running" if s.key in running else
+                         "killed" if s.key in self._killed else "done"}
                         for s in self._sessions.values() if s.updated_at >= cutoff]
         return RpcReply({"sessions": sessions, "count": len(sessions)})
 
@@ -478,15 +487,17 @@ class FakeRpc:
 
     def _sessions_abort(self, params: dict[str, Any]) -> RpcReply:
         key, run_id = params.get("key"), params.get("runId")
-        aborted = 0
+        aborted: str | None = None
         with self._cond:
             for run in self._runs.values():
                 if run.status == _RUNNING and run.session_key == key and run_id in (None, run.run_id):
-                    run.status, run.ended_at = "error", _now_ms()
-                    run.stop_reason = run.error = "aborted"
-                    aborted += 1
+                    run.status, run.ended_at, run.stop_reason, run.error = "error", _now_ms(), "rpc", None
+                    self._killed.add(run.session_key)
+                    aborted = run.run_id
             self._cond.notify_all()
-        return RpcReply({"ok": True, "aborted": aborted})
+        if aborted is None:
+            return RpcReply({"ok": True, "abortedRunId": None, "status": "no-active-run"})
+        return RpcReply({"ok": True, "abortedRunId": aborted, "status": "aborted"})
 
 
 _METHODS: dict[str, Callable[[FakeRpc, dict[str, Any]], RpcReply]] = {

@@ -125,9 +125,10 @@ async def test_a_hanging_run_waits_out_then_is_aborted(fake_gateway: FakeGateway
     assert [s.status for s in await rpc.list_sessions() if s.key == key] == ["running"]
     waiting = asyncio.create_task(rpc.wait_run(run_id, 20_000))  # abort goes on the same socket
     await asyncio.to_thread(fake_gateway.rpc.wait_for_request, "agent.wait", 2)
-    assert (await rpc.abort_session(key))["aborted"] == 1
+    assert (await rpc.abort_session(key))["abortedRunId"] == run_id
     status = await waiting
-    assert status.finished and status.stop_reason == "aborted"
+    assert (status.status, status.stop_reason) == ("error", "rpc") and status.finished
+    assert [s.status for s in await rpc.list_sessions() if s.key == key] == ["killed"]
     assert fake_gateway.rpc.requests_for("sessions.abort")[0].params == {"key": key}
 
 
