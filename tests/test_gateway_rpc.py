@@ -202,9 +202,10 @@ async def test_a_call_without_an_answer_times_out_and_the_connection_stays_usabl
     assert fake_gateway.rpc.system_events[-1]["text"] == "still here"
 
 
-async def test_a_frame_that_is_not_json_is_a_protocol_error(fake_gateway: FakeGateway,  # noqa: F811
-                                                            rpc: GatewayRpc) -> None:
-    fake_gateway.rpc.on("wake", lambda request: RpcReply(raw="{not json"))
+@pytest.mark.parametrize("raw", ["{not json", '{"type": "weird"}', "[1, 2]"])
+async def test_a_frame_outside_the_protocol_is_a_protocol_error(fake_gateway: FakeGateway,  # noqa: F811
+                                                                rpc: GatewayRpc, raw: str) -> None:
+    fake_gateway.rpc.on("wake", lambda request: RpcReply(raw=raw))
     with pytest.raises(GatewayProtocolError):
         await rpc.call("wake", {})
     with pytest.raises(GatewayProtocolError):  # the connection is closed for good

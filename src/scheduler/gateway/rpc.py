@@ -357,6 +357,9 @@ class GatewayRpc:
                 self._dispatch(await self._next_frame(ws))
         except GatewayError as exc:
             failure = exc
+        except Exception as exc:  # a bug here must not leave callers waiting for their deadline
+            failure = GatewayProtocolError(f"reading from the gateway at {self._url} failed: "
+                                           f"{type(exc).__name__}")
         if isinstance(failure, GatewayProtocolError):
             _log.warning("gateway.rpc_protocol_error", url=self._url, error=str(failure))
             with contextlib.suppress(Exception):  # after a frame too large it is closed already
