@@ -52,12 +52,12 @@ def _read_file(path: str) -> str:
     except OSError as exc:
         raise BadArgument(f"--message-file: could not read {path}: "
                           f"{exc.strerror or type(exc).__name__}") from None
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISREG(mode)):
+        os.close(fd)
+        raise BadArgument(f"--message-file: {path} is not a regular file")
+    os.set_blocking(fd, True)
     with os.fdopen(fd, "rb") as stream:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISFIFO(mode):
-            os.set_blocking(fd, True)
-        elif not stat.S_ISREG(mode):
-            raise BadArgument(f"--message-file: {path} is not a regular file")
         return _read_stream(stream, "--message-file")
 
 

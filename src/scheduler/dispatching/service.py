@@ -681,9 +681,10 @@ def read_ledger_file(path: str) -> Any:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise ValidationError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValidationError(f"{path} is not a regular file")
     with os.fdopen(fd, "rb") as stream:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValidationError(f"{path} is not a regular file")
         raw = stream.read(MAX_LEDGER_BYTES + 1)
     if len(raw) > MAX_LEDGER_BYTES:
         raise ValidationError(f"{path} is larger than {MAX_LEDGER_BYTES // (1024 * 1024)} MiB")
