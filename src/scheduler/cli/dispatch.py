@@ -22,23 +22,15 @@ ENQUEUE_USAGE: Final = (
     "dispatch enqueue --label <l> [--message <m> | --message-file <path|-> | --message-env <VAR> "
     "| --message-stdin] [--deliver-to <id>] [--no-monitor] ...")
 MESSAGE_FLAGS: Final = ("--message", "--message-file", "--message-env")
-BRAND_ENV: Final = "DISPATCH_BRAND"
 LABELS_PATH_ENV: Final = "DISPATCH_LABELS_PATH"
 DEFAULT_LIST_LIMIT: Final = 20
 MAX_LIST_LIMIT: Final = 10_000
 MAX_THRESHOLD_MIN: Final = 7 * 24 * 60
 
 
-def _brand() -> str:
-    from scheduler.dispatching import spec
-
-    value = os.environ.get(BRAND_ENV, "").strip()
-    return value if value and spec.BRAND_PATTERN.fullmatch(value) else spec.DEFAULT_BRAND
-
-
 def _warn(lines: list[str]) -> None:
     for line in lines:
-        sys.stderr.write(f"[{_brand()}] {line}\n")
+        sys.stderr.write(f"[dispatch] {line}\n")
 
 
 def _gateway() -> GatewayAccess:
@@ -141,7 +133,6 @@ def _enqueue_request(ctx: Context) -> tuple[Any, list[str]]:
                                  spec.MAX_TIMEOUT_S),
         payload_kind=_choice(ctx.option("--payload-kind"), "--payload-kind",
                              ("agentTurn", "systemEvent", "shellCommand")),
-        brand=_brand() if os.environ.get(BRAND_ENV) else None,
     )
     return request, warnings
 
@@ -245,7 +236,7 @@ def stuck(ctx: Context) -> int:
         return 1 if found else 0
     plural = "s" if len(found) > 1 else ""
     lines = [f"* {s['label']} (running {s['ageMin']}min, silent {s['silenceMin']}min)" for s in found]
-    ctx.out.emit(answer, f"\u26a0\ufe0f {_brand()}: {len(found)} stuck session{plural}:\n"
+    ctx.out.emit(answer, f"\u26a0\ufe0f dispatch: {len(found)} stuck session{plural}:\n"
                  + "\n".join(lines))
     return 1
 

@@ -133,7 +133,6 @@ class EnqueueRequest:
     verify_cmd: str | None = None
     idle_threshold_s: int = spec.DEFAULT_IDLE_THRESHOLD_S
     payload_kind: str | None = None
-    brand: str | None = None
 
 
 @dataclass
@@ -199,7 +198,7 @@ def plan_enqueue(store: Store, req: EnqueueRequest, now: datetime) -> EnqueuePla
             "--no-monitor only to skip delivery deliberately.")
     session_key, fresh, previous = _session_for(store, req)
     prompt = spec.with_origin_chat(req.message, deliver_to)
-    brand = spec.brand_for(req.agent, req.brand)
+    brand = spec.brand_for(req.agent)
     now_text = to_sqlite(now)
     watcher = _checked_job(spec.watcher_job(
         req.label, brand=brand, deliver_to=deliver_to, channel=channel,

@@ -26,7 +26,6 @@ MAX_LABEL_LENGTH: Final = 128
 LABEL_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,127}")
 AGENT_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 SESSION_KEY_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,255}")
-BRAND_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 DEFAULT_BRAND: Final = "dispatch"
 THINKING_LEVELS: Final = ("off", "minimal", "low", "medium", "high", "xhigh")
 DELIVERY_MODES: Final = ("announce", "announce-always", "none")
@@ -113,12 +112,10 @@ def check_text(value: str, flag: str, limit: int) -> str:
     return value
 
 
-def brand_for(agent: str, configured: str | None) -> str:
-    """The reference's per-agent brand: a named agent brands its own jobs, else the configured
-    name, else ``dispatch``."""
-    if agent != "main":
-        return agent
-    return configured or DEFAULT_BRAND
+def brand_for(agent: str) -> str:
+    """The reference's per-agent brand: a named agent brands its own jobs (``coder-deliver:x``),
+    the main agent's are ``dispatch``."""
+    return agent if agent != "main" else DEFAULT_BRAND
 
 
 def fresh_session_key(agent: str) -> str:
