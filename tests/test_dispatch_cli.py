@@ -570,3 +570,14 @@ def test_import_reads_a_reference_ledger_once(dispatch: Run, db_path: Path,
     assert (out["imported"], out["alreadyPresent"]) == (0, 1)
     code, out, _, _ = dispatch("import", str(tmp_path))
     assert code == 1 and "not a regular file" in out["error"]
+
+
+def test_a_flag_given_twice_is_refused_but_a_value_that_looks_like_a_flag_is_not(
+        dispatch: Run, gateway: FakeGateway) -> None:
+    code, out, _, _ = dispatch("enqueue", "--label", "x", "--message", "m", "--deliver-to", "1",
+                               "--timeout", "60", "--timeout", "90")
+    assert code == 2 and out["error"] == "--timeout given twice"
+    code, _, stdout, stderr = dispatch("enqueue", "--label", "x", "--message", "--timeout",
+                                       "--deliver-to", "1", "--timeout", "60")
+    assert code == 0, stdout + stderr
+    assert "[Subagent Task]: ORIGIN_CHAT_ID: 1\n\n--timeout" in _task_of(gateway)

@@ -314,17 +314,53 @@ def import_labels(ctx: Context) -> int:
     return 1 if answer["rejected"] else 0
 
 
+def _normalised(args: list[str]) -> list[str]:
+    """The arguments read once, left to right: each value flag joined with its value
+    (``--message=<text>``), so a value that looks like a flag (``--message --timeout``) stays a
+    value; a flag given twice is refused (the reference silently kept the last one)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name = arg.split("=", 1)[0]
+        i += 1
+        if not name.startswith("--"):
+            out.append(arg)
+            continue
+        if name in seen:
+            raise UsageError(f"{name} given twice")
+        seen.add(name)
+        takes_value = name in VALUE_FLAGS or (
+            name == "--no-monitor" and i < len(args) and not args[i].startswith("--"))
+        if "=" in arg or not takes_value or i >= len(args):
+            out.append(arg)
+            continue
+        out.append(f"{name}={args[i]}")
+        i += 1
+    return out
+
+
+def _once(handler: Handler) -> Handler:
+    def run(ctx: Context) -> int:
+        ctx.args[:] = _normalised(ctx.args)
+        return handler(ctx)
+
+    return run
+
+
+VALUE_FLAGS: Final = frozenset({
+    "--label", "--message", "--message-file", "--message-env", "--mode", "--session-key",
+    "--agent", "--model", "--thinking", "--timeout", "--deliver-to", "--deliver-channel",
+    "--delivery-mode", "--origin", "--monitor-interval", "--monitor-timeout", "--verify-cmd",
+    "--idle-threshold", "--payload-kind", "--status", "--limit", "--threshold-min", "--summary",
+    "--checklist", "--sha", "--reason",
+})
+
 COMMANDS: dict[tuple[str, str | None], Handler] = {
-    ("dispatch", "enqueue"): enqueue,
-    ("dispatch", "status"): status,
-    ("dispatch", "stuck"): stuck,
-    ("dispatch", "result"): result,
-    ("dispatch", "send"): send,
-    ("dispatch", "steer"): send,
-    ("dispatch", "heartbeat"): heartbeat,
-    ("dispatch", "list"): list_labels,
-    ("dispatch", "sync"): sync,
-    ("dispatch", "done"): done,
-    ("dispatch", "import"): import_labels,
-    ("dispatch", "cancel"): cancel,
+    ("dispatch", name): _once(handler) for name, handler in (
+        ("enqueue", enqueue), ("status", status), ("stuck", stuck), ("result", result),
+        ("send", send), ("steer", send), ("heartbeat", heartbeat), ("list", list_labels),
+        ("sync", sync), ("done", done), ("import", import_labels), ("cancel", cancel),
+    )
 }
