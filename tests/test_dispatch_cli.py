@@ -74,6 +74,19 @@ def age(db_path: Path, seconds: int, label: str = "fix-bug") -> None:
                      (f"-{seconds} seconds", label))
 
 
+def events(stderr: str) -> list[dict[str, Any]]:
+    """The structured log events a command wrote to stderr."""
+    found = []
+    for line in stderr.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and "event" in event:
+            found.append(event)
+    return found
+
+
 def jobs(db_path: Path) -> dict[str, dict[str, Any]]:
     return {row["name"]: row for row in query(db_path, "SELECT * FROM jobs")}
 
@@ -81,7 +94,13 @@ def jobs(db_path: Path) -> dict[str, dict[str, Any]]:
 # -- enqueue ----------------------------------------------------------------------------------
 def test_enqueue_starts_the_turn_records_the_ledger_and_registers_both_jobs(
         dispatch: Run, db_path: Path, gateway: FakeGateway) -> None:
-    out = enqueue(dispatch)
+    code, out, stdout, stderr = dispatch("enqueue", "--label", "fix-bug", "--message",
+                                         "Fix the bug in parser.py", "--deliver-to", "-100200",
+                                         "--timeout", "900")
+    assert code == 0, stdout + stderr
+    [started] = [e for e in events(stderr) if e["event"] == "dispatch.started"]
+    assert (started["label"], started["mode"], started["run_id"]) == (
+        "fix-bug", "fresh", out["runId"])
     assert (out["ok"], out["label"], out["status"], out["mode"], out["agent"]) == (
         True, "fix-bug", "accepted", "fresh", "main")
     key = out["sessionKey"]
@@ -391,6 +410,7 @@ def test_done_marks_the_label_done_disarms_the_watchdog_and_announces_it(
     age(db_path, 3600)
     code, done, stdout, stderr = _done(dispatch)
     assert code == 0, stdout + stderr
+    assert [e["status"] for e in events(stderr) if e["event"] == "dispatch.finished"] == ["ok"]
     assert (done["ok"], done["status"], done["message"]) == (
         True, "done", "Label marked done via agent signal.")
     row = ledger(db_path)
@@ -545,6 +565,9 @@ def test_cancel_aborts_the_session_closes_the_label_and_disarms_its_jobs(
     row = ledger(db_path)
     assert row is not None and row["status"] == "cancelled" and "wrong" in row["summary"]
     assert jobs(db_path) == {}
+    assert [e["label"] for e in events(stderr) if e["event"] == "dispatch.cancelled"] == ["fix-bug"]
+    [notice] = query(db_path, "SELECT * FROM messages WHERE to_agent = 'main'")
+    assert notice["kind"] == "text" and "[fix-bug] cancelled: wrong" in notice["body"]
     code, again, _, _ = dispatch("cancel", "--label", "fix-bug")
     assert code == 1 and "already ended" in again["error"]
 
@@ -581,3 +604,24 @@ def test_a_flag_given_twice_is_refused_but_a_value_that_looks_like_a_flag_is_not
                                        "--deliver-to", "1", "--timeout", "60")
     assert code == 0, stdout + stderr
     assert "[Subagent Task]: ORIGIN_CHAT_ID: 1\n\n--timeout" in _task_of(gateway)
+
+
+def test_enqueue_flags_reach_the_ledger_and_the_jobs(dispatch: Run, db_path: Path,
+                                                     gateway: FakeGateway) -> None:
+    out = enqueue(dispatch, "flags", "--agent", "coder", "--verify-cmd", "make test",
+                  "--idle-threshold", "120", "--delivery-mode", "announce",
+                  "--monitor-interval", "*/5 * * * *", "--monitor-timeout", "30",
+                  "--deliver-channel", "discord", "--timeout", "600")
+    assert out["sessionKey"].startswith("agent:coder:subagent:") and out["agent"] == "coder"
+    row = ledger(db_path, "flags")
+    assert row is not None
+    assert (row["agent_id"], row["verify_cmd"], row["idle_threshold_s"], row["delivery_mode"],
+            row["deliver_channel"], row["timeout_s"]) == (
+        "coder", "make test", 120, "announce", "discord", 600)
+    registered = jobs(db_path)
+    watcher, watchdog = registered["coder-deliver:flags"], registered["watchdog:flags"]
+    assert (watcher["delivery_mode"], watcher["delivery_channel"], watcher["run_timeout_ms"]) == (
+        "announce", "discord", (14400 + 420) * 1000)
+    assert (watchdog["schedule_cron"], watchdog["watchdog_timeout_min"],
+            watchdog["watchdog_alert_channel"]) == ("*/5 * * * *", 30, "discord")
+    assert gateway.rpc.requests_for("agent")[0].params["timeout"] == 600

@@ -1,5 +1,6 @@
 """``dispatch enqueue`` → the sub-agent runs on the REAL OpenClaw gateway → ``dispatch result``
-returns its reply; ``dispatch done`` then closes the label."""
+returns its reply; ``dispatch done`` then closes the label. The gateway accepts the model and
+thinking patches of a fresh session (and would refuse ``spawnDepth``, which is never sent)."""
 
 from __future__ import annotations
 
@@ -34,8 +35,10 @@ def test_an_enqueued_subagent_runs_and_its_reply_is_the_result(
         openclaw_gateway: OpenClawPeer, db_path: Path) -> None:  # noqa: F811
     code, out, err = _dispatch(openclaw_gateway, db_path, "enqueue", "--label", "real-gw",
                                "--message", "Say hello.", "--deliver-to", "123",
-                               "--timeout", "120")
+                               "--timeout", "120", "--model", "fake/fake-model",
+                               "--thinking", "off")
     assert code == 0, err
+    assert "warning" not in err.lower(), err  # both patches accepted (no spawnDepth sent)
     assert out["sessionKey"].startswith("agent:main:subagent:") and out["runId"]
     reply = None
     deadline = time.monotonic() + 120
