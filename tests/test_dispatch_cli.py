@@ -625,3 +625,21 @@ def test_enqueue_flags_reach_the_ledger_and_the_jobs(dispatch: Run, db_path: Pat
     assert (watchdog["schedule_cron"], watchdog["watchdog_timeout_min"],
             watchdog["watchdog_alert_channel"]) == ("*/5 * * * *", 30, "discord")
     assert gateway.rpc.requests_for("agent")[0].params["timeout"] == 600
+
+
+@pytest.mark.parametrize(("prompt", "needed"), [
+    ("Fix it and git push origin main", True),
+    ("rebase: git rebase -i main, then push", True),
+    ("git cherry-pick abc123 onto release", True),
+    ("push with --force-with-lease", True),
+    ("Do not git push anything", False),
+    ("never run git push", False),
+    ("avoid using git rebase here", False),
+    ("without git cherry-pick please", False),
+    ("Read the code and report; no commits", False),
+    ("don't git push, but then git push to your fork", True),
+])
+def test_the_sha_gate_reads_git_commands_not_their_prohibition(prompt: str, needed: bool) -> None:
+    from scheduler.dispatching.spec import requires_git_sha
+
+    assert requires_git_sha(prompt) is needed
