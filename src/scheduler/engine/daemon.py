@@ -897,7 +897,8 @@ class Daemon:
 
     async def _prune(self) -> None:
         """At start and then every SCHEDULER_PRUNE_MS: apply the retention policy (runs and
-        their artifact files, approvals, messages, ledger entries: engine/retention.py), then
+        their artifact files, approvals, messages, ledger entries, expired jobs:
+        engine/retention.py), then
         checkpoint the WAL (PASSIVE: never waits for readers), as the reference's prune phase
         does. The pass runs on the store's thread: its file removals are few per hour."""
         interval = self.settings.prune_ms / 1000
@@ -917,6 +918,8 @@ class Daemon:
             self.log.info("prune.done", ledger_entries=report.ledger_entries,
                           approvals=report.approvals, run_dirs=report.files.run_dirs,
                           orphan_dirs=report.files.orphan_dirs, **report.runs)
+            if any(report.jobs.values()):
+                self.log.info("jobs.expired", **report.jobs)
 
     # -- database trouble --------------------------------------------------------------------
 

@@ -305,6 +305,11 @@ class Store(Protocol):
     def prune_messages(self, now: str, *, dry_run: bool = False) -> dict[str, int]:
         """Delete old messages by the retention rules; never an unsent outbound delivery.
         Counts by rule; with ``dry_run`` nothing is deleted."""
+    def prune_expired_jobs(self, now: str, *, dry_run: bool = False) -> dict[str, int]:
+        """Job housekeeping (features.md §3.12): delete finished one-shots a day after their
+        last run, children whose parent is gone, and disabled jobs past ``ttl_hours``; never a
+        job with a run not ended, an open queue row or an unsent outbound message. Counts by
+        rule (``finished_one_shots``, ``orphaned_children``, ``ttl_expired``)."""
 
     # -- messages between agents, and spawn messages ---------------------------------------------
     def send_message(self, message: NewMessage, now: str) -> Message:

@@ -229,6 +229,10 @@ class SqliteStore:
         from scheduler.store.sqlite import inbox
         return inbox.expire(self.db, now)
 
+    def prune_expired_jobs(self, now: str, *, dry_run: bool = False) -> dict[str, int]:
+        from scheduler.store.sqlite import retention
+        return retention.prune_expired_jobs(self.db, now, dry_run=dry_run)
+
     def prune_messages(self, now: str, *, dry_run: bool = False) -> dict[str, int]:
         from scheduler.store.sqlite import inbox
         return inbox.prune(self.db, now, dry_run=dry_run)
