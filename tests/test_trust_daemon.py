@@ -248,11 +248,13 @@ def test_authorization_decisions_and_their_messages(cli, daemon, db, tmp_path) -
         "unsupported": ({"provider": "mock-policy", "mock_decision": "maybe"},
                         'Authorization denied: authorization provider mock-policy returned '
                         'unsupported decision "maybe"'),
-        "unloaded": ({"provider": "absent"}, "Authorization denied: authorization provider not loaded: absent"),
+        "unloaded": ({"provider": "absent"},
+                     "Authorization denied: authorization provider not loaded: absent"),
         "structural deny": ({"decision": "deny", "reason": "not on weekends"},
                             "Authorization denied: not on weekends"),
         "structural escalate": ({"decision": "escalate"},
-                                "Authorization requires escalation: explicit escalate in authorization policy"),
+                                "Authorization requires escalation: explicit escalate in "
+                                "authorization policy"),
     }
     jobs = {name: manual(cli, name=name, authorization=blob(policy)) for name, (policy, _) in cases.items()}
     ref_only = manual(cli, name="ref only", authorization_ref="policy://somewhere")
