@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import add_job, runs_of, shell_job, wait_until
+from fakegateway import CHAT, FakeGateway
 
 NEVER_SOON = "0 0 1 1 *"
 MOCK = Path(__file__).parent / "providers" / "mock_stripe.py"
@@ -232,6 +233,33 @@ def test_identity_provider_failures_fail_closed(cli, daemon, db, tmp_path) -> No
     assert results["refused"]["error_message"] == (
         "Credential materialization failed for provider mock-stripe: provider returned materialized=false")
     assert all(r["status"] == "error" for r in results.values())
+
+
+def test_an_agent_child_inherits_the_auth_profile_and_never_gets_credentials(
+    cli, daemon, db, tmp_path, fake_gateway: FakeGateway
+) -> None:
+    fake_gateway.token = "gateway-token-for-the-test"
+    fake_gateway.reply_content = "done"
+    d = daemon(env={**provider_env(tmp_path), "OPENCLAW_GATEWAY_URL": fake_gateway.url,
+                    "OPENCLAW_GATEWAY_TOKEN": fake_gateway.token})
+    parent = manual(cli, name="parent", auth_profile="work-profile",
+                    child_credential_policy="inherit")
+    kid = add_job(cli, json.dumps({
+        "name": "agent child", "session_target": "isolated", "payload_message": "Go",
+        "parent_id": parent["id"], "trigger_on": "success", "delivery_mode": "none",
+        "origin": "system", "run_timeout_ms": 30000,
+        "identity": blob({"provider": "mock-stripe", "scope": "payments"})}))
+    ran(cli, db, parent)
+    (chat,) = fake_gateway.wait_for_requests(CHAT, 1, timeout=20)
+    child_run = wait_until(lambda: ended(db, kid["id"]), timeout=20, message="the child ended")
+    assert d.stop() == 0
+    assert child_run["status"] == "ok", child_run
+    assert chat.headers["x-openclaw-auth-profile"] == "work-profile"
+    request = json.dumps(chat.headers) + chat.raw_body.decode()
+    assert all(key not in request for key in KEYS)
+    assert not [e for e in d.events("trust.credentials_materialized") if e["job_id"] == kid["id"]]
+    assert json.loads(child_run["identity_resolved"])["principal"] == "stripe:payments"
+    assert_no_credentials(db, d, tmp_path)
 
 
 # -- authorization and proofs ---------------------------------------------------------------

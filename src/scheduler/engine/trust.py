@@ -92,7 +92,11 @@ class TrustGate:
             await self._evaluate(job, run, prepared)
         except Refused as refused:
             prepared.refusal = refused.message
-            self.log.warning("trust.refused", run_id=run.id, job_id=job.id, reason=refused.message)
+        except Exception as exc:  # the database, a bug: an unfinished evaluation permits nothing
+            self.log.exception("trust.evaluation_failed", run_id=run.id, job_id=job.id)
+            prepared.refusal = f"Trust evaluation failed: {exc}"
+        if prepared.refusal is not None:
+            self.log.warning("trust.refused", run_id=run.id, job_id=job.id, reason=prepared.refusal)
             await self.release(job, prepared)
         return prepared
 
