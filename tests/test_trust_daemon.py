@@ -222,7 +222,9 @@ def test_identity_provider_failures_fail_closed(cli, daemon, db, tmp_path) -> No
     bad_scope = manual(cli, name="bad scope", identity=blob({"provider": "mock-stripe", "scope": "bogus"}))
     refused = manual(cli, name="refused", identity=blob(
         {"provider": "mock-stripe", "scope": "full", "presentation": {"mode": "env", "mock_fail": True}}))
-    results = {job["name"]: ran(cli, db, job) for job in (missing, bad_scope, refused)}
+    raising = manual(cli, name="raising", identity=blob(
+        {"provider": "mock-stripe", "scope": "full", "presentation": {"mode": "env", "mock_raise": True}}))
+    results = {job["name"]: ran(cli, db, job) for job in (missing, bad_scope, refused, raising)}
     assert d.stop() == 0
     assert results["missing"]["error_message"] == (
         "Identity resolution failed: identity provider not loaded: nope")
@@ -232,6 +234,8 @@ def test_identity_provider_failures_fail_closed(cli, daemon, db, tmp_path) -> No
     assert results["bad scope"]["error_message"] == "Identity resolution failed: Unknown scope: bogus"
     assert results["refused"]["error_message"] == (
         "Credential materialization failed for provider mock-stripe: provider returned materialized=false")
+    assert results["raising"]["error_message"] == (
+        "Credential materialization error for provider mock-stripe: vault sealed")
     assert all(r["status"] == "error" for r in results.values())
 
 

@@ -281,3 +281,13 @@ def test_a_session_without_credentials() -> None:
     identity = t.Identity("service", None, None, None, provider="p", source="provider",
                           session={"credentials": {"k": "v"}})
     assert identity.as_json(session={"redacted": True})["session"] == {"redacted": True}
+
+
+def test_materialisation_messages() -> None:
+    assert t.materialization_refused("p") == (
+        "Credential materialization failed for provider p: provider returned materialized=false")
+    assert t.materialization_raised("p", "boom") == "Credential materialization error for provider p: boom"
+    assert t.materialization_unsupported(None) == (
+        "Job declares credential presentation but provider (none) does not support materialization")
+    assert t.presentation_of({"identity": json.dumps({"presentation": {"mode": "env"}})}) == {"mode": "env"}
+    assert t.presentation_of({"identity": "[]"}) == {}

@@ -221,3 +221,17 @@ def test_entry_points_of_an_installed_distribution_load_and_files_override_them(
     assert result["names"] == ["acme", "shared"]
     assert result["shared"] == "file"  # the directory's module replaced the entry point's
     assert len(result["failed"]) == 1 and "broken" in result["failed"][0]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_files_and_directories_of_another_user_are_refused(tmp_path) -> None:
+    directory = plugin_dir(tmp_path, {"a.py": IDENTITY.format(name="a", tag=""),
+                                      "b.py": IDENTITY.format(name="b", tag="")})
+    os.chown(directory / "a.py", 54321, 54321)
+    log = Log()
+    assert names(load_providers(directory, log, entry_points=[])) == {"identity:b"}
+    assert "owned by uid 54321" in log.named("provider.file_refused")[0][1]["reason"]
+    os.chown(directory, 54321, 54321)
+    log = Log()
+    assert load_providers(directory, log, entry_points=[]).listing() == []
+    assert "owned by uid 54321" in log.named("provider.directory_refused")[0][1]["reason"]

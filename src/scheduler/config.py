@@ -136,7 +136,7 @@ class Settings(BaseSettings):
             return None
         path = Path(str(value).strip()).expanduser()
         if not path.is_absolute():
-            raise ValueError(f"must be an absolute path, got {str(value)!r}")
+            raise ValueError("must be an absolute path")
         return path
 
     @field_validator("media_dirs", mode="before")

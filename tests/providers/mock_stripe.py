@@ -5,6 +5,8 @@ fixture copied into a temporary SCHEDULER_PROVIDER_PATH directory (never importe
   fake API key as its credential; ``materialize`` puts the key in ``STRIPE_API_KEY``; ``cleanup``,
   when the presentation asks for one, writes ``cleanup-<scope>`` into ``$MOCK_STRIPE_MARKERS``;
   ``prepare_handoff`` hands a session off to another scope; ``describe_session`` redacts the key.
+  A presentation with ``mock_fail`` makes ``materialize`` answer ``materialized: false``, with
+  ``mock_raise`` raise.
   ``resolve_session`` is a coroutine, the rest plain functions (both kinds must work).
 * ``mock-policy`` (authorization): decides what the policy's ``mock_decision`` says, and writes
   the request it got to ``$MOCK_STRIPE_MARKERS/authorize.json``.
@@ -64,6 +66,8 @@ class MockStripe:
                     ctx: dict[str, Any]) -> dict[str, Any]:
         if presentation.get("mock_fail"):
             return {"materialized": False}
+        if presentation.get("mock_raise"):
+            raise RuntimeError("vault sealed")
         value = session.get("credentials", {}).get("api_key", {}).get("value")
         return {"materialized": True, "env_vars": {"STRIPE_API_KEY": value} if value else {},
                 "cleanup_required": bool(presentation.get("cleanup")),
