@@ -1454,3 +1454,52 @@ def test_a_job_with_work_in_flight_is_never_expired(store: Store) -> None:
                                                 "ttl_expired": 0}
     assert store.get_job(queued.id) is not None and store.get_job(running.id) is not None
     finish(store, c, now=at(1))
+
+# -- the v0.2 trust gate (issue 11, trust) ------------------------------------------------------
+
+
+def test_a_fail_closed_end_fires_no_children_schedules_no_retry_and_releases_its_key(
+    store: Store,
+) -> None:
+    parent = add_job(store, name="guarded", max_retries=2)
+    add_child(store, parent, "failure", name="notify")
+    add_child(store, parent, "complete", name="log")
+    (c,) = claim(store)
+    message = "Trust enforcement blocked dispatch: no trust level declared; enforcement is block"
+    columns = {"summary": message, "error_message": message,
+               "trust_evaluation": json.dumps({"decision": "deny"})}
+    (done,) = store.finish_runs([Finish(c, "error", 0, columns, fail_closed=True)], policy(at(10)))
+    assert done.recorded and done.retry is None and done.children.queued == ()
+    assert claim(store, at(3600)) == []  # nothing queued: no retry, no child
+    assert done.job is not None and done.job.consecutive_errors == 1
+    run = store.get_run(c.run.id)
+    assert run is not None and run.status == "error" and run.error_message == message
+    assert json.loads(run.row["trust_evaluation"]) == {"decision": "deny"}
+    assert c.run.idempotency_key is not None
+    entry = store.ledger_entry(c.run.idempotency_key)
+    assert entry is not None and entry["status"] == "released"
+
+
+def test_the_outcome_columns_are_recorded_with_the_end(store: Store) -> None:
+    job = add_job(store)
+    (c,) = claim(store)
+    names = ("identity_resolved", "trust_evaluation", "authorization_decision",
+             "authorization_proof_verification", "evidence_record", "credential_handoff_summary")
+    columns = {name: json.dumps({"column": name}) for name in names}
+    store.finish_runs([Finish(c, "ok", 5, columns)], policy())
+    run = store.get_run(c.run.id)
+    assert run is not None and run.job_id == job.id
+    assert {name: json.loads(run.row[name]) for name in names} == {n: {"column": n} for n in names}
+
+
+def test_the_latest_ok_identity_of_a_job(store: Store) -> None:
+    job = add_job(store, schedule_cron="* * * * *")
+    assert store.latest_ok_identity(job.id) is None
+    ends = [("ok", '{"n": 1}', 0), ("ok", '{"n": 2}', 100), ("error", '{"n": 3}', 200)]
+    for status, identity, offset in ends:
+        store.update_job(job.id, {"next_run_at": at(offset)}, at(offset))
+        (c,) = claim(store, at(offset))
+        store.finish_runs([Finish(c, status, 5, {"identity_resolved": identity})],
+                          policy(at(offset + 10)))
+    assert store.latest_ok_identity(job.id) == '{"n": 2}'  # the failed run's does not count
+    assert store.latest_ok_identity("no-such-job") is None

@@ -301,6 +301,10 @@ class SqliteStore:
         from scheduler.store.sqlite import runs
         return runs.list_runs(self.db, job_id, limit)
 
+    def latest_ok_identity(self, job_id: str) -> str | None:
+        from scheduler.store.sqlite import runs
+        return runs.latest_ok_identity(self.db, job_id)
+
     def live_dispatches(self, job_id: str) -> list[Row]:
         from scheduler.store.sqlite import queue
         return queue.live_rows(self.db, job_id)
