@@ -643,3 +643,24 @@ def test_the_sha_gate_reads_git_commands_not_their_prohibition(prompt: str, need
     from scheduler.dispatching.spec import requires_git_sha
 
     assert requires_git_sha(prompt) is needed
+
+
+def test_a_message_file_may_be_a_pipe_but_stdin_must_be_piped(tmp_path: Path) -> None:
+    import threading
+
+    from scheduler.dispatching.inputs import MessageSources, resolve_message
+    from scheduler.dispatching.spec import BadArgument
+
+    fifo = tmp_path / "prompt.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text("through a fifo", encoding="utf-8"))
+    writer.start()
+    assert resolve_message(MessageSources(message_file=str(fifo))) == "through a fifo"
+    writer.join(timeout=10)
+    with open(os.devnull, "rb") as null:
+        with pytest.raises(BadArgument, match="requires piped stdin"):
+            resolve_message(MessageSources(message_stdin=True), stdin=null)
+        assert resolve_message(MessageSources(), stdin=null) is None  # /dev/null is not piped
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(BadArgument, match="not UTF-8"):
+        resolve_message(MessageSources(message_file=str(tmp_path / "bad.txt")))

@@ -46,9 +46,14 @@ def _read_stream(stream: BinaryIO, source: str) -> str:
 
 
 def _read_file(path: str) -> str:
-    """A regular file or a pipe, read bounded; a directory or device is refused unread."""
+    """A regular file or a pipe, read bounded; a directory or device is refused unread.
+
+    A pipe is opened blocking (a non-blocking open would read its end before any writer came);
+    anything else non-blocking, so a device cannot hold the open."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fifo = stat.S_ISFIFO(os.stat(path).st_mode)
+        blocking = 0 if fifo else os.O_NONBLOCK
+        fd = os.open(path, os.O_RDONLY | blocking | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise BadArgument(f"--message-file: could not read {path}: "
                           f"{exc.strerror or type(exc).__name__}") from None

@@ -591,8 +591,7 @@ def done(store: Store, gateway: GatewayAccess, req: DoneRequest, now: datetime) 
     summary = (req.summary or "completed (agent signal)")[:spec.MAX_SUMMARY_LENGTH]
     completion = normalize_completion(summary) or None
     if entry.status == SubagentStatus.DONE:
-        return {"ok": True, "label": req.label, "status": "done", "summary": entry.summary,
-                "completion": entry.completion, "message": "Label already done.", "warnings": []}
+        return _already_done(entry)
     warnings: list[str] = []
     sha = _guard_done(gateway, entry, req, now, warnings)
     now_text = to_sqlite(now)
@@ -602,14 +601,21 @@ def done(store: Store, gateway: GatewayAccess, req: DoneRequest, now: datetime) 
         changes["sha"] = sha
     finished = store.update_dispatch(req.label, changes, now_text,
                                      only_if_status={s.value for s in spec.DONE_FROM})
-    if finished is None:
+    if finished is None:  # another writer ended the label meanwhile
         current = require_entry(store, req.label)
+        if current.status == SubagentStatus.DONE:
+            return _already_done(current)
         raise Rejected(f"REJECTED: label {req.label!r} is {current.status} now; not marked done")
     disarm_watchdog(store, finished)
     _announce_finished(store, sinks, finished, completion, now)
     return {"ok": True, "label": req.label, "status": "done", "summary": summary,
             "completion": completion, "message": "Label marked done via agent signal.",
             "warnings": warnings}
+
+
+def _already_done(entry: DispatchLabel) -> dict[str, Any]:
+    return {"ok": True, "label": entry.label, "status": "done", "summary": entry.summary,
+            "completion": entry.completion, "message": "Label already done.", "warnings": []}
 
 
 def _announce_finished(store: Store, sinks: EventSinks, entry: DispatchLabel,
