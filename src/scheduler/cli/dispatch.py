@@ -146,10 +146,8 @@ def enqueue(ctx: Context) -> int:
     message = _message(ctx)
     ctx.no_extra(0, ENQUEUE_USAGE)
     request = replace(request, message=message)
-    gateway = _gateway()
-    answer = service.enqueue(ctx.store, gateway, request, utcnow())
-    answer["warnings"] = warnings + answer.get("warnings", [])
-    return _emit(ctx, answer)
+    _warn(warnings)  # before the gateway is called, as the reference
+    return _emit(ctx, service.enqueue(ctx.store, _gateway(), request, utcnow()))
 
 
 # -- reading commands ---------------------------------------------------------------------------
