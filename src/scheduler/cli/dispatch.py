@@ -2,7 +2,7 @@
 
 The reference's ``dispatch/index.mjs`` subcommands and flags; its output is JSON by default, so
 ours is too (``--json`` changes only how errors and ``stuck``'s alert are written). Arguments are
-parsed here; the operations are in scheduler/dispatching/service.py.
+parsed here; the operations are in the scheduler/dispatching/ package.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def _message(ctx: Context, required: bool = True) -> str | None:
 # -- enqueue ------------------------------------------------------------------------------------
 def _enqueue_request(ctx: Context) -> tuple[Any, list[str]]:
     from scheduler.dispatching import spec
-    from scheduler.dispatching.service import EnqueueRequest
+    from scheduler.dispatching.enqueue import EnqueueRequest
     from scheduler.models.enums import SubagentMode
 
     label = spec.check_label(ctx.option("--label"))
@@ -140,14 +140,14 @@ def _enqueue_request(ctx: Context) -> tuple[Any, list[str]]:
 def enqueue(ctx: Context) -> int:
     from dataclasses import replace
 
-    from scheduler.dispatching import service
+    from scheduler.dispatching import enqueue as enqueuing
 
     request, warnings = _enqueue_request(ctx)
     message = _message(ctx)
     ctx.no_extra(0, ENQUEUE_USAGE)
     request = replace(request, message=message)
     _warn(warnings)  # before the gateway is called, as the reference
-    return _emit(ctx, service.enqueue(ctx.store, _gateway(), request, utcnow()))
+    return _emit(ctx, enqueuing.enqueue(ctx.store, _gateway(), request, utcnow()))
 
 
 # -- reading commands ---------------------------------------------------------------------------
@@ -160,27 +160,27 @@ def _label(ctx: Context, usage: str) -> str:
 
 
 def status(ctx: Context) -> int:
-    from scheduler.dispatching import service
+    from scheduler.dispatching import inspection
 
     label = _label(ctx, "dispatch status --label <l>")
-    return _emit(ctx, service.status(ctx.store, _gateway(), label, utcnow()))
+    return _emit(ctx, inspection.status(ctx.store, _gateway(), label, utcnow()))
 
 
 def result(ctx: Context) -> int:
-    from scheduler.dispatching import service
+    from scheduler.dispatching import inspection
 
     label = _label(ctx, "dispatch result --label <l>")
-    return _emit(ctx, service.result(ctx.store, _gateway(), label))
+    return _emit(ctx, inspection.result(ctx.store, _gateway(), label))
 
 
 def list_labels(ctx: Context) -> int:
-    from scheduler.dispatching import service
+    from scheduler.dispatching import inspection
     from scheduler.models.enums import SubagentStatus
 
     wanted = _choice(ctx.option("--status"), "--status", tuple(s.value for s in SubagentStatus))
     limit = _number(ctx, "--limit", DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT)
     ctx.no_extra(0, "dispatch list [--status <status>] [--limit <n>]")
-    return _emit(ctx, service.list_labels(ctx.store, wanted, limit))
+    return _emit(ctx, inspection.list_labels(ctx.store, wanted, limit))
 
 
 def _label_or_key(ctx: Context, usage: str) -> tuple[str | None, str | None]:
@@ -198,12 +198,12 @@ def _label_or_key(ctx: Context, usage: str) -> tuple[str | None, str | None]:
 
 
 def heartbeat(ctx: Context) -> int:
-    from scheduler.dispatching import service
+    from scheduler.dispatching import inspection
 
     usage = "dispatch heartbeat --label <l> | --session-key <k>"
     label, key = _label_or_key(ctx, usage)
     ctx.no_extra(0, usage)
-    return _emit(ctx, service.heartbeat(ctx.store, _gateway(), label, key, utcnow()))
+    return _emit(ctx, inspection.heartbeat(ctx.store, _gateway(), label, key, utcnow()))
 
 
 def _threshold_min(ctx: Context) -> float:
@@ -222,11 +222,11 @@ def _threshold_min(ctx: Context) -> float:
 
 
 def stuck(ctx: Context) -> int:
-    from scheduler.dispatching import service
+    from scheduler.dispatching import inspection
 
     threshold = _threshold_min(ctx)
     ctx.no_extra(0, "dispatch stuck [--threshold-min <n>]")
-    answer = service.stuck(ctx.store, _gateway(), threshold, utcnow())
+    answer = inspection.stuck(ctx.store, _gateway(), threshold, utcnow())
     _report_resolved(answer["auto_resolved"])
     found = answer["stuck_sessions"]
     if not found or ctx.out.json_mode:
@@ -246,20 +246,21 @@ def _report_resolved(resolved: list[dict[str, Any]]) -> None:
 
 
 def sync(ctx: Context) -> int:
-    from scheduler.dispatching import service
+    from scheduler.dispatching import inspection
 
     dry_run = ctx.flag("--dry-run")
     ctx.no_extra(0, "dispatch sync [--dry-run]")
-    return _emit(ctx, service.sync(ctx.store, _gateway(), dry_run, utcnow()))
+    return _emit(ctx, inspection.sync(ctx.store, _gateway(), dry_run, utcnow()))
 
 
 # -- writing commands ---------------------------------------------------------------------------
 def done(ctx: Context) -> int:
-    from scheduler.dispatching import service, spec
+    from scheduler.dispatching import done as done_signal
+    from scheduler.dispatching import spec
 
     usage = ("dispatch done --label <l> --summary <s> --checklist '<json>' [--sha <sha>] "
              "[--force-done --reason <r>] [--skip-activity-check]")
-    request = service.DoneRequest(
+    request = done_signal.DoneRequest(
         label=spec.check_lookup_label(ctx.option("--label")),
         summary=_text_block(ctx.option("--summary"), "--summary", spec.MAX_SUMMARY_LENGTH),
         checklist=ctx.option("--checklist"), sha=ctx.option("--sha"),
@@ -267,7 +268,7 @@ def done(ctx: Context) -> int:
         reason=_text_block(ctx.option("--reason"), "--reason", spec.MAX_REASON_LENGTH),
         skip_activity_check=ctx.flag("--skip-activity-check"))
     ctx.no_extra(0, usage)
-    return _emit(ctx, service.done(ctx.store, _gateway(), request, utcnow()))
+    return _emit(ctx, done_signal.done(ctx.store, _gateway(), request, utcnow()))
 
 
 def _text_block(value: str | None, flag: str, limit: int) -> str | None:
@@ -278,28 +279,28 @@ def _text_block(value: str | None, flag: str, limit: int) -> str | None:
 
 
 def send(ctx: Context) -> int:
-    from scheduler.dispatching import service
+    from scheduler.dispatching import control
 
     usage = "dispatch send --label <l> [--message <m> | --message-file <f> | ...] [--session-key <k>]"
     label, key = _label_or_key(ctx, usage)
     message = _message(ctx)
     ctx.no_extra(0, usage)
     assert message is not None
-    return _emit(ctx, service.send(ctx.store, _gateway(), label, key, message, utcnow()))
+    return _emit(ctx, control.send(ctx.store, _gateway(), label, key, message, utcnow()))
 
 
 def cancel(ctx: Context) -> int:
-    from scheduler.dispatching import service, spec
+    from scheduler.dispatching import control, spec
 
     usage = "dispatch cancel --label <l> [--reason <text>]"
     label = spec.check_lookup_label(ctx.option("--label"))
     reason = _text(ctx, "--reason", spec.MAX_REASON_LENGTH)
     ctx.no_extra(0, usage)
-    return _emit(ctx, service.cancel(ctx.store, _gateway(), label, reason, utcnow()))
+    return _emit(ctx, control.cancel(ctx.store, _gateway(), label, reason, utcnow()))
 
 
 def import_labels(ctx: Context) -> int:
-    from scheduler.dispatching import service
+    from scheduler.dispatching import importing
 
     usage = "dispatch import [<labels.json>]  (default: $DISPATCH_LABELS_PATH)"
     path = ctx.args[0] if ctx.args and not ctx.args[0].startswith("--") else None
@@ -307,7 +308,7 @@ def import_labels(ctx: Context) -> int:
     path = path or os.environ.get(LABELS_PATH_ENV) or None
     if path is None:
         raise UsageError(f"usage: openclaw-scheduler {usage}")
-    answer = service.import_labels(ctx.store, path, utcnow())
+    answer = importing.import_labels(ctx.store, path, utcnow())
     ctx.out.emit(answer, None)
     return 1 if answer["rejected"] else 0
 

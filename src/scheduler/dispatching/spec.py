@@ -1,7 +1,7 @@
 """The pure rules of sub-agent dispatch: names, the task preamble, the jobs, the guards.
 
-No I/O here: the service (dispatching/service.py) reads the ledger and the gateway and asks
-these functions what to do.
+No I/O here: the operations (the other dispatching/ modules) read the ledger and the gateway
+and ask these functions what to do.
 """
 
 from __future__ import annotations
