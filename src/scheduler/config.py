@@ -66,6 +66,18 @@ class Settings(BaseSettings):
     run_heartbeat_ms: int = Field(10000, ge=1000, validation_alias="SCHEDULER_RUN_HEARTBEAT_MS")
     # At most an hour: the ladder doubles up to 20 times (max_retries), and must stay a date.
     retry_base_ms: int = Field(30000, ge=100, le=3_600_000, validation_alias="SCHEDULER_RETRY_BASE_MS")
+    # The dispatch watcher (strategies/dispatch_watch.py; docs/dispatch.md "The watcher"): how
+    # long one wait on the gateway run lasts, how long a session may show no activity before it
+    # counts as stuck, the base of the overload/restart retry backoff (retry n waits n x base),
+    # and the margin added to the label's timeout for its first deadline. The reference's values
+    # are the defaults; tests make them small.
+    dispatch_poll_ms: int = Field(20000, ge=100, le=600_000, validation_alias="SCHEDULER_DISPATCH_POLL_MS")
+    dispatch_stuck_ms: int = Field(180_000, ge=500, le=86_400_000,
+                                   validation_alias="SCHEDULER_DISPATCH_STUCK_MS")
+    dispatch_retry_base_ms: int = Field(30000, ge=100, le=3_600_000,
+                                        validation_alias="SCHEDULER_DISPATCH_RETRY_BASE_MS")
+    dispatch_deadline_margin_ms: int = Field(120_000, ge=0, le=86_400_000,
+                                             validation_alias="SCHEDULER_DISPATCH_DEADLINE_MARGIN_MS")
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
         "FULL", validation_alias="SCHEDULER_SQLITE_SYNCHRONOUS"
     )

@@ -33,6 +33,9 @@ class PayloadKind(StrEnum):
 class JobType(StrEnum):
     STANDARD = "standard"
     WATCHDOG = "watchdog"
+    # Ours: a sub-agent dispatch's delivery watcher, run in-process by the dispatch-watch
+    # strategy (its shell payload is what the reference's daemon would run instead).
+    DISPATCH = "dispatch"
 
 
 class JobClass(StrEnum):

@@ -30,6 +30,8 @@ Row = dict[str, Any]
 
 # The pseudo-target that stands for watchdog jobs, whatever their session_target.
 WATCHDOG = "watchdog"
+# The pseudo-target of dispatch watcher jobs (job_type 'dispatch'), likewise.
+DISPATCH = "dispatch"
 
 
 @dataclass(frozen=True)
