@@ -4,15 +4,25 @@ WebSocket control plane."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import add_job
+from conftest import Daemon, add_job, query, wait_until
+from fakegateway import FakeGateway
+from fakerpc import RpcReply, RunScript
 from scheduler.errors import ValidationError
+from scheduler.gateway.rpc import GatewayRpc
+from scheduler.models.dispatch import DispatchLabel
+from scheduler.models.enums import SubagentStatus
 from scheduler.models.validation import validate_job_spec
+from scheduler.store import open_store
+from scheduler.timeutil import sqlite_now
 
 LABEL = "nightly-report"
 
@@ -67,3 +77,225 @@ def test_jobs_add_stores_a_dispatch_job_and_lists_it_by_type(cli) -> None:
     assert code == 0 and [j["id"] for j in listed] == [job["id"]]
     code, _, stdout, _ = cli("jobs", "add", json.dumps(watcher_spec(watchdog_target_label=None)))
     assert code != 0 and "watchdog_target_label" in stdout
+
+
+# -- the watch, in a real daemon --------------------------------------------------------------------
+
+TOKEN = "dispatch-test-token"
+SESSION = "agent:main:subagent:0b6c2a52-5d43-4c1e-9d0e-5c9a3f1e2d7a"
+TASK = "Write the nightly report and say when it is ready."
+REPLY = "The nightly report is ready and all twelve checks passed."
+
+
+def watch_env(gateway: FakeGateway, **extra: str) -> dict[str, str]:
+    """Small watcher settings, so a test runs in seconds (the defaults are the reference's)."""
+    return {"OPENCLAW_GATEWAY_URL": gateway.url, "OPENCLAW_GATEWAY_TOKEN": TOKEN,
+            "SCHEDULER_DISPATCH_POLL_MS": "200", "SCHEDULER_DISPATCH_STUCK_MS": "1500",
+            "SCHEDULER_DISPATCH_RETRY_BASE_MS": "100", "SCHEDULER_DISPATCH_DEADLINE_MARGIN_MS": "0",
+            **extra}
+
+
+def start_turn(gateway: FakeGateway, message: str = TASK) -> str:
+    """What `dispatch enqueue` does on the gateway: start the sub-agent's turn; its run id."""
+
+    async def start() -> str:
+        async with GatewayRpc(gateway.url, TOKEN) as rpc:
+            run_id, _ = await rpc.start_agent_turn(message, SESSION, label=LABEL,
+                                                   idempotency_key=str(uuid.uuid4()))
+            return run_id
+
+    return asyncio.run(start())
+
+
+def save_label(db_path: Path, run_id: str, **columns: Any) -> None:
+    """The ledger row `dispatch enqueue` writes, through the Store."""
+    now = sqlite_now()
+    given: dict[str, Any] = {"timeout_s": 600, **columns}
+    record = DispatchLabel(label=LABEL, session_key=SESSION, status=SubagentStatus.RUNNING,
+                           gateway_run_id=run_id, task_prompt=TASK, deliver_to="12345",
+                           deliver_channel="telegram", delivery_mode="announce-always",
+                           spawned_at=now, **given)
+    store = open_store(db_path)
+    try:
+        store.save_dispatch(record, now)
+    finally:
+        store.close()
+
+
+def ledger(db_path: Path) -> DispatchLabel:
+    store = open_store(db_path)
+    try:
+        entry = store.get_dispatch(LABEL)
+    finally:
+        store.close()
+    assert entry is not None
+    return entry
+
+
+def mark_done_elsewhere(db_path: Path, completion: str) -> None:
+    """What `dispatch done` writes (another process, mid-watch)."""
+    store = open_store(db_path)
+    try:
+        done = store.update_dispatch(LABEL, {"status": "done", "completion": completion,
+                                             "summary": completion}, sqlite_now(),
+                                     only_if_status=["running"])
+    finally:
+        store.close()
+    assert done is not None
+
+
+def add_watcher(cli, **overrides: Any) -> dict[str, Any]:
+    return add_job(cli, json.dumps(watcher_spec(schedule_at=sqlite_now(), **overrides)))
+
+
+def add_watchdog(cli) -> dict[str, Any]:
+    return add_job(cli, json.dumps({
+        "name": f"watchdog:{LABEL}", "schedule_cron": "0 0 1 1 *", "session_target": "shell",
+        "payload_message": "true", "job_type": "watchdog", "watchdog_target_label": LABEL,
+        "watchdog_check_cmd": f"openclaw-scheduler dispatch result --label '{LABEL}' --json",
+        "delivery_mode": "none", "run_timeout_ms": 120000, "origin": "dispatch"}))
+
+
+def finished_run(daemon: Daemon, job_id: str, timeout: float = 30) -> dict[str, Any]:
+    """The daemon's ``run.finished`` event for the job (the watcher job deletes itself after
+    its run, as the reference's did, and its runs go with it)."""
+    return daemon.wait_for_event("run.finished", lambda e: e.get("job_id") == job_id, timeout=timeout)
+
+
+def notices(db_path: Path) -> list[dict[str, Any]]:
+    return query(db_path, "SELECT * FROM messages WHERE from_agent = 'dispatch' AND kind = 'text' "
+                 "ORDER BY created_at, rowid")
+
+
+def test_an_overloaded_sub_agent_is_retried_on_its_session_and_its_reply_delivered_once(
+    cli, daemon, db_path, fake_gateway
+) -> None:
+    fake_gateway.token = TOKEN
+    fake_gateway.rpc.script_runs(RunScript.failed("529 overloaded: the provider is overloaded"),
+                                 RunScript.failed("FailoverError: 529 overloaded"),
+                                 RunScript.ok(REPLY))
+    first = start_turn(fake_gateway)
+    watchdog = add_watchdog(cli)
+    save_label(db_path, first, watchdog_job_id=watchdog["id"])
+    job = add_watcher(cli)
+    d = daemon(env=watch_env(fake_gateway))
+    run = finished_run(d, job["id"])
+    assert run["status"] == "ok", run["error"]
+    entry = ledger(db_path)
+    assert entry.status == "done" and entry.retry_count == 2
+    assert entry.completion and "twelve checks passed" in entry.completion
+    turns = fake_gateway.rpc.requests_for("agent")
+    assert len(turns) == 3 and {t.params["sessionKey"] for t in turns} == {SESSION}
+    assert all(TASK in t.params["message"] for t in turns[1:])  # the stored task, sent again
+    assert entry.gateway_run_id == fake_gateway.rpc.runs[-1].run_id != first
+    (delivery,) = fake_gateway.wait_for(lambda gw: gw.deliveries, timeout=15)
+    assert "twelve checks passed" in delivery["message"] and delivery["target"] == "12345"
+    assert query(db_path, "SELECT id FROM jobs WHERE id = ?", (watchdog["id"],)) == []  # disarmed
+    retry_notices = [n["body"] for n in notices(db_path)]
+    assert len(retry_notices) == 2 and all("529 overload" in body for body in retry_notices)
+    assert d.stop() == 0
+    assert len(fake_gateway.deliveries) == 1
+
+
+def test_a_stuck_sub_agent_gets_one_notice_then_times_out(cli, daemon, db_path, fake_gateway) -> None:
+    fake_gateway.token = TOKEN
+    fake_gateway.rpc.script_runs(RunScript.hang())
+    run_id = start_turn(fake_gateway)
+    save_label(db_path, run_id, timeout_s=6)
+    job = add_watcher(cli)
+    d = daemon(env=watch_env(fake_gateway))
+    run = finished_run(d, job["id"])
+    assert run["status"] == "timeout"
+    entry = ledger(db_path)
+    assert entry.status == "error" and entry.error and entry.error.startswith("timed out")
+    stuck = [n for n in notices(db_path) if "no activity" in n["body"]]
+    assert len(stuck) == 1 and stuck[0]["subject"] == LABEL  # one notice for one stuck spell
+    assert len(d.events("dispatch.stuck")) == 1
+    (delivery,) = fake_gateway.wait_for(lambda gw: gw.deliveries, timeout=15)
+    assert "failed" in delivery["message"] and "timed out" in delivery["message"]
+    assert len(fake_gateway.rpc.requests_for("agent")) == 1  # a stuck session is not restarted
+    assert d.stop() == 0
+
+
+def test_a_label_marked_done_elsewhere_ends_the_watch_with_that_completion(
+    cli, daemon, db_path, fake_gateway
+) -> None:
+    fake_gateway.token = TOKEN
+    fake_gateway.rpc.script_runs(RunScript.hang())
+    run_id = start_turn(fake_gateway)
+    watchdog = add_watchdog(cli)
+    save_label(db_path, run_id, watchdog_job_id=watchdog["id"])
+    job = add_watcher(cli)
+    d = daemon(env=watch_env(fake_gateway))
+    wait_until(lambda: ledger(db_path).last_ping, timeout=15)  # the watch is on
+    mark_done_elsewhere(db_path, "The agent reported the report as published.")
+    run = finished_run(d, job["id"])
+    assert run["status"] == "ok"
+    (delivery,) = fake_gateway.wait_for(lambda gw: gw.deliveries, timeout=15)
+    assert "reported the report as published" in delivery["message"]
+    assert query(db_path, "SELECT id FROM jobs WHERE id = ?", (watchdog["id"],)) == []
+    assert len(fake_gateway.rpc.requests_for("agent")) == 1
+    assert d.stop() == 0
+
+
+def test_a_daemon_killed_mid_watch_resumes_on_the_same_gateway_run_and_delivers_once(
+    cli, daemon, db_path, fake_gateway
+) -> None:
+    fake_gateway.token = TOKEN
+    fake_gateway.rpc.script_runs(RunScript.hang())
+    run_id = start_turn(fake_gateway)
+    save_label(db_path, run_id)
+    job = add_watcher(cli)
+    first = daemon(env=watch_env(fake_gateway))
+    fake_gateway.rpc.wait_for_request("agent.wait", 2, timeout=15)
+    first.kill()  # SIGKILL: the run is left running, the gateway run goes on
+    waits_before = len(fake_gateway.rpc.requests_for("agent.wait"))
+    finish_the_hung_run(fake_gateway)
+    second = daemon(env=watch_env(fake_gateway))
+    run = finished_run(second, job["id"])
+    assert run["status"] == "ok" and run["job_removed"]
+    assert second.wait_for_event("run.crashed", lambda e: e.get("replay") is True)
+    resumed = fake_gateway.rpc.requests_for("agent.wait")[waits_before:]
+    assert resumed and {r.params["runId"] for r in resumed} == {run_id}
+    assert len(fake_gateway.rpc.requests_for("agent")) == 1  # never started again
+    (delivery,) = fake_gateway.wait_for(lambda gw: gw.deliveries, timeout=15)
+    assert "twelve checks passed" in delivery["message"]
+    assert ledger(db_path).status == "done"
+    assert second.stop() == 0
+    assert len(fake_gateway.deliveries) == 1
+
+
+def finish_the_hung_run(gateway: FakeGateway) -> None:
+    """The sub-agent ends well while no daemon watches it (the fake's hung run stays hung, so
+    its answers are scripted instead)."""
+    gateway.rpc.on("agent.wait", lambda request: RpcReply({
+        "runId": request.params["runId"], "status": "ok", "startedAt": 1, "endedAt": 2,
+        "stopReason": "stop"}))
+    gateway.rpc.on("chat.history", lambda request: RpcReply({"sessionKey": SESSION, "messages": [
+        {"role": "user", "content": TASK},
+        {"role": "assistant", "content": [{"type": "text", "text": REPLY}]}]}))
+
+
+def test_sigterm_hands_the_watch_back_at_once_and_the_next_start_resumes_it(
+    cli, daemon, db_path, fake_gateway
+) -> None:
+    fake_gateway.token = TOKEN
+    fake_gateway.rpc.script_runs(RunScript.hang())
+    run_id = start_turn(fake_gateway)
+    save_label(db_path, run_id)
+    job = add_watcher(cli)
+    # A grace far longer than the stop's own limit: the watch must not wait it out.
+    first = daemon(env=watch_env(fake_gateway, SCHEDULER_SHUTDOWN_GRACE_MS="120000"))
+    fake_gateway.rpc.wait_for_request("agent.wait", 2, timeout=15)
+    assert first.stop(timeout=30) == 0
+    first.wait_for_event("run.deferred", lambda e: e.get("job_id") == job["id"])
+    assert ledger(db_path).status == "running"  # the sub-agent is not touched
+    assert fake_gateway.rpc.requests_for("sessions.abort") == []
+    finish_the_hung_run(fake_gateway)
+    second = daemon(env=watch_env(fake_gateway))
+    run = finished_run(second, job["id"])
+    assert run["status"] == "ok"
+    assert len(fake_gateway.rpc.requests_for("agent")) == 1
+    (delivery,) = fake_gateway.wait_for(lambda gw: gw.deliveries, timeout=15)
+    assert "twelve checks passed" in delivery["message"]
+    assert second.stop() == 0

@@ -27,6 +27,7 @@ from scheduler.engine.backups import PeriodicBackup
 from scheduler.engine.clock import STEP_TOLERANCE_S, ClockWatch
 from scheduler.engine.counters import Counters, NoCounters
 from scheduler.engine.delivery import OutboundSender
+from scheduler.engine.dispatch_watching import dispatch_strategy
 from scheduler.engine.maintenance import MessageExpiry
 from scheduler.engine.notify import Notifier
 from scheduler.engine.orphans import kill_processes_of_runs
@@ -42,6 +43,7 @@ from scheduler.models.enums import ANNOUNCE_MODES
 from scheduler.models.records import Job
 from scheduler.store import open_store
 from scheduler.store.api import (
+    DISPATCH,
     WATCHDOG,
     Chained,
     Claim,
@@ -138,6 +140,9 @@ class Daemon:
         self.strategies[WATCHDOG] = WatchdogStrategy(
             shell=settings.shell, env_allow=settings.shell_env_allow
         )
+        self.stopping = asyncio.Event()
+        # In-process: the watch of a dispatched sub-agent (its shell payload is never run here).
+        self.strategies[DISPATCH] = dispatch_strategy(settings, self.db, self.stopping)
         self.media_policy = MediaPolicy.for_scheduler(
             media_dirs=settings.media_dirs, artifacts_dir=settings.artifacts_path,
             db_path=settings.db_path, token_path=settings.gateway_token_path,
@@ -148,7 +153,6 @@ class Daemon:
         self._check_gateway_now.set()  # the first check runs at once, in the background
         self.active: dict[str, _Active] = {}
         self.wake = asyncio.Event()
-        self.stopping = asyncio.Event()
         self._force_stop = asyncio.Event()
         self._data_version = 0
         self.deliveries_ready = asyncio.Event()  # an outbound message was recorded
@@ -993,6 +997,8 @@ def _counters_for(settings: Settings) -> Counters:
 
 def _target_of(job: Job) -> str:
     """The strategy a job runs on (its label on the run metrics)."""
+    if job.is_dispatch:
+        return DISPATCH
     return WATCHDOG if job.is_watchdog else job.session_target
 
 
