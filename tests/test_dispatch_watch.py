@@ -5,9 +5,13 @@ WebSocket control plane."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import time
 import uuid
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +20,15 @@ import pytest
 from conftest import Daemon, add_job, query, wait_until
 from fakegateway import FakeGateway
 from fakerpc import RpcReply, RunScript
+from scheduler import logs
+from scheduler.engine.dispatch_watching import call_inline
 from scheduler.errors import ValidationError
 from scheduler.gateway.rpc import GatewayRpc
 from scheduler.models.dispatch import DispatchLabel
 from scheduler.models.enums import SubagentStatus
 from scheduler.models.validation import validate_job_spec
 from scheduler.store import open_store
+from scheduler.strategies.dispatch_watch import LedgerDoor, WatchResult, WatchSettings, watch_dispatch
 from scheduler.timeutil import sqlite_now
 
 LABEL = "nightly-report"
@@ -299,3 +306,150 @@ def test_sigterm_hands_the_watch_back_at_once_and_the_next_start_resumes_it(
     (delivery,) = fake_gateway.wait_for(lambda gw: gw.deliveries, timeout=15)
     assert "twelve checks passed" in delivery["message"]
     assert second.stop() == 0
+
+
+# -- the watch, driven in-process -----------------------------------------------------------------
+
+FAST = WatchSettings(poll_s=0.2, stuck_s=60, retry_base_s=0.05, deadline_margin_s=0, ping_s=0.2)
+
+
+class Events:
+    """An emitter that keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def __call__(self, event: str, label: str, **details: Any) -> None:
+        self.seen.append((event, label, details))
+
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.seen]
+
+
+def watch_here(db_path: Path, url: str, *, token: str = TOKEN, settings: WatchSettings = FAST,
+               during: Callable[[], None] | None = None) -> tuple[WatchResult, Events]:
+    """``watch_dispatch`` on the test's own store; ``during`` runs in a thread meanwhile."""
+    events = Events()
+    store = open_store(db_path)
+
+    async def watch() -> WatchResult:
+        door = LedgerDoor(store_of=lambda: store, call=call_inline)
+        helper = None if during is None else asyncio.create_task(asyncio.to_thread(during))
+        try:
+            return await watch_dispatch(LABEL, door=door, rpc_factory=lambda: GatewayRpc(url, token),
+                                        emit=events, settings=settings, log=logs.get("test"))
+        finally:
+            if helper is not None:
+                await helper
+
+    try:
+        return asyncio.run(watch()), events
+    finally:
+        store.close()
+
+
+def test_a_label_already_done_returns_its_completion_without_asking_the_gateway(
+    db_path, fake_gateway
+) -> None:
+    save_label(db_path, "run-1")
+    mark_done_elsewhere(db_path, "Published the report.")
+    result, events = watch_here(db_path, fake_gateway.url)
+    assert (result.status, result.completion) == ("ok", "Published the report.")
+    assert fake_gateway.rpc.requests == [] and events.seen == []
+
+
+def test_a_run_killed_by_a_gateway_restart_is_sent_again_on_its_own_counter(
+    db_path, fake_gateway
+) -> None:
+    fake_gateway.token = TOKEN
+    fake_gateway.rpc.script_runs(RunScript.failed("session not found in gateway store"),
+                                 RunScript.ok(REPLY))
+    save_label(db_path, start_turn(fake_gateway))
+    result, events = watch_here(db_path, fake_gateway.url)
+    assert result.status == "ok" and result.reply == REPLY
+    entry = ledger(db_path)
+    assert (entry.restart_retry_count, entry.retry_count, entry.status) == (1, 0, "done")
+    again = fake_gateway.rpc.requests_for("agent")[1]
+    assert again.params["sessionKey"] == SESSION and "gateway restart" in again.params["message"]
+    assert events.names() == ["dispatch.finished"]
+
+
+def test_overloads_past_the_maximum_end_the_label_in_error(db_path, fake_gateway) -> None:
+    fake_gateway.token = TOKEN
+    fake_gateway.rpc.script_runs(*[RunScript.failed("529 overloaded")] * 4)
+    save_label(db_path, start_turn(fake_gateway))
+    result, events = watch_here(db_path, fake_gateway.url)
+    assert result.status == "error" and result.error.startswith("max_retries_exceeded (3x 529)")
+    entry = ledger(db_path)
+    assert entry.status == "error" and entry.retry_count == 3
+    assert len(fake_gateway.rpc.requests_for("agent")) == 4
+    assert "dispatch.finished" not in events.names()
+
+
+def test_an_unreachable_gateway_is_tried_until_the_deadline(db_path) -> None:
+    save_label(db_path, "run-1", timeout_s=1)
+    result, _ = watch_here(db_path, "http://127.0.0.1:9")  # nothing listens: refused
+    assert result.status == "timeout" and "could not be reached" in str(result.error)
+    assert ledger(db_path).status == "error"
+
+
+def test_a_refused_token_fails_the_watch_and_leaves_the_label_alone(db_path, fake_gateway) -> None:
+    fake_gateway.token = TOKEN
+    save_label(db_path, start_turn(fake_gateway))
+    result, _ = watch_here(db_path, fake_gateway.url, token="wrong-token")
+    assert result.status == "error" and "OPENCLAW_GATEWAY_TOKEN" in str(result.error)
+    assert ledger(db_path).status == "running"  # the sub-agent may well be working
+
+
+def keep_busy(gateway: FakeGateway, db_path: Path, seconds: float, then_done: bool) -> Callable[[], None]:
+    """The session shows activity every 0.1 s for ``seconds``; then, optionally, `dispatch done`."""
+
+    def busy() -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            gateway.rpc.touch_session(SESSION)
+            time.sleep(0.1)
+        if then_done:
+            with contextlib.suppress(AssertionError):  # the watch may have ended first
+                mark_done_elsewhere(db_path, "Finished while busy.")
+
+    return busy
+
+
+def test_activity_moves_the_deadline(db_path, fake_gateway) -> None:
+    fake_gateway.token = TOKEN
+    fake_gateway.rpc.script_runs(RunScript.hang())
+    save_label(db_path, start_turn(fake_gateway), timeout_s=1)
+    settings = replace(FAST, extend_s=1.5)
+    result, _ = watch_here(db_path, fake_gateway.url, settings=settings,
+                           during=keep_busy(fake_gateway, db_path, 3.0, then_done=True))
+    assert (result.status, result.completion) == ("ok", "Finished while busy.")
+    assert ledger(db_path).activity_tokens
+
+
+def test_activity_never_moves_the_deadline_past_the_ceiling(db_path, fake_gateway) -> None:
+    fake_gateway.token = TOKEN
+    fake_gateway.rpc.script_runs(RunScript.hang())
+    save_label(db_path, start_turn(fake_gateway), timeout_s=1)
+    settings = replace(FAST, extend_s=1.5, ceiling_s=1.5)
+    result, _ = watch_here(db_path, fake_gateway.url, settings=settings,
+                           during=keep_busy(fake_gateway, db_path, 4.0, then_done=True))
+    assert result.status == "timeout"  # before the `dispatch done` that came too late
+    assert ledger(db_path).status == "error"
+
+
+def test_a_label_cancelled_elsewhere_ends_the_watch_cancelled(db_path, fake_gateway) -> None:
+    fake_gateway.token = TOKEN
+    fake_gateway.rpc.script_runs(RunScript.hang())
+    save_label(db_path, start_turn(fake_gateway))
+
+    def cancel() -> None:
+        fake_gateway.rpc.wait_for_request("agent.wait", 2, timeout=10)
+        store = open_store(db_path)
+        try:
+            store.update_dispatch(LABEL, {"status": "cancelled"}, sqlite_now())
+        finally:
+            store.close()
+
+    result, events = watch_here(db_path, fake_gateway.url, during=cancel)
+    assert result.status == "cancelled" and events.seen == []

@@ -1,8 +1,10 @@
-"""The daemon's dispatch-watch strategy, wired to its store thread, gateway and event sinks.
+"""The dispatch watch, wired to the scheduler's store, gateway and event sinks.
 
-``strategies/dispatch_watch.py`` holds the watch; this module gives it the daemon's parts: store
-calls on the store thread, a fresh control-plane connection per watch, and events announced by
-``engine/dispatch_events.emit`` (log, post office, optional webhook).
+``strategies/dispatch_watch.py`` holds the watch; this module gives it its parts: store calls
+(on the daemon's store thread, or inline for the CLI), a fresh control-plane connection per watch,
+and events announced by ``engine/dispatch_events.emit`` (log, post office, optional webhook).
+``dispatch_strategy`` is the daemon's strategy for ``job_type = 'dispatch'``;
+``watch_in_foreground`` is what ``dispatch watch`` runs (the same watch, in the CLI's process).
 """
 
 from __future__ import annotations
@@ -10,35 +12,80 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
 
 from scheduler.config import Settings
-from scheduler.engine.dispatch_events import NOTIFY_DISABLED_ENV, DispatchEvent, EventSinks, emit
+from scheduler.engine.dispatch_events import (
+    NOTIFY_DISABLED_ENV,
+    WEBHOOK_ENV,
+    DispatchEvent,
+    EventSinks,
+    emit,
+)
 from scheduler.gateway.client import resolve_token
 from scheduler.gateway.rpc import GatewayRpc
 from scheduler.logs import get as get_logger
+from scheduler.store.api import Store
 from scheduler.store.thread import StoreThread
-from scheduler.strategies.dispatch_watch import DispatchWatchStrategy, LedgerDoor, WatchSettings
+from scheduler.strategies.dispatch_watch import (
+    DispatchWatchStrategy,
+    LedgerDoor,
+    WatchResult,
+    WatchSettings,
+    watch_dispatch,
+)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def event_sinks(settings: Settings, environ: Mapping[str, str] | None = None) -> EventSinks:
+    """The sinks, with the webhook URL from the settings: the daemon clears secret-looking
+    variables from its environment once the settings are read."""
     env = os.environ if environ is None else environ
-    sinks = EventSinks.from_env({k: v for k, v in env.items() if k != "DISPATCH_WEBHOOK_URL"})
+    sinks = EventSinks.from_env({k: v for k, v in env.items() if k != WEBHOOK_ENV})
     url = settings.dispatch_webhook_url
     return EventSinks(webhook_url=None if url is None else url.get_secret_value(),
                       notify_disabled=env.get(NOTIFY_DISABLED_ENV) == "1", host=sinks.host)
+
+
+def rpc_factory(settings: Settings) -> Callable[[], GatewayRpc]:
+    """A new control-plane client per call, with the token resolved once."""
+    secret = settings.gateway_token.get_secret_value() if settings.gateway_token else None
+    token = resolve_token(secret, settings.gateway_token_path.expanduser())
+
+    def rpc() -> GatewayRpc:
+        return GatewayRpc(settings.gateway_url, token)
+
+    return rpc
+
+
+async def call_inline(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """A store call in the caller's own thread (the CLI's store is synchronous and local)."""
+    return fn(*args, **kwargs)
+
+
+async def watch_in_foreground(label: str, store: Store, settings: Settings, *,
+                              environ: Mapping[str, str] | None = None) -> WatchResult:
+    """``dispatch watch --label``: the daemon's watch, run by the CLI on its own store."""
+    sinks = event_sinks(settings, environ)
+    log = get_logger("scheduler.dispatch")
+
+    async def announce(event: str, label: str, **details: Any) -> None:
+        emit(DispatchEvent(event), label, sinks=sinks, store=store, log=log, **details)
+
+    door = LedgerDoor(store_of=lambda: store, call=call_inline, notify_disabled=sinks.notify_disabled)
+    return await watch_dispatch(label, door=door, rpc_factory=rpc_factory(settings), emit=announce,
+                                settings=WatchSettings.from_settings(
+                                    settings, notify_disabled=sinks.notify_disabled), log=log)
 
 
 def dispatch_strategy(settings: Settings, db: StoreThread, stopping: asyncio.Event,
                       environ: Mapping[str, str] | None = None) -> DispatchWatchStrategy:
     sinks = event_sinks(settings, environ)
     log = get_logger("scheduler.dispatch")
-    secret = settings.gateway_token.get_secret_value() if settings.gateway_token else None
-    token = resolve_token(secret, settings.gateway_token_path.expanduser())
-
-    def rpc() -> GatewayRpc:
-        return GatewayRpc(settings.gateway_url, token)
+    rpc = rpc_factory(settings)
 
     async def announce(event: str, label: str, **details: Any) -> None:
         # emit writes the post-office message, so it runs where the store lives.

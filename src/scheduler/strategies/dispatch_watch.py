@@ -254,8 +254,10 @@ class _Watch:
             if entry.is_terminal:
                 return await self._ended_elsewhere(entry)
             if entry.status in _RETRYABLE_STATES:
+                if self.clock() >= self.deadline:
+                    return await self._timed_out(entry)
                 text = entry.error or entry.summary or f"status {entry.status}"
-                verdict = await self._failed_run(entry, text, marked=True)
+                verdict = await self._failed_run(entry, text)
                 if isinstance(verdict, WatchResult):
                     return verdict
                 continue
@@ -409,14 +411,17 @@ class _Watch:
         if status.status == "ok":
             return await self._succeeded(entry)
         text = status.error or status.stop_reason or f"run ended with status {status.status}"
-        return await self._failed_run(entry, text, marked=False)
+        return await self._failed_run(entry, text)
 
-    async def _failed_run(self, entry: DispatchLabel, text: str, *, marked: bool) -> WatchResult | None:
-        """A failed run (``marked``: the ledger already says so): retried when its error is
-        transient and retries remain, else the label's and the watch's end."""
+    async def _failed_run(self, entry: DispatchLabel, text: str) -> WatchResult | None:
+        """A failed run (the gateway's word, or the ledger's from another writer): retried when
+        its error is transient and retries remain, else the label's and the watch's end."""
         again = await self.door.get(self.label)
-        if again is not None and again.is_terminal:
+        if again is None:
+            return WatchResult("cancelled", self.label, error="the dispatch label was deleted")
+        if again.is_terminal:
             return await self._ended_elsewhere(again)  # cancelled (aborted) or done meanwhile
+        entry = again  # its retry counters as they are now
         if is_overload_error(text):
             return await self._retry(entry, text, "overload")
         if is_gateway_restart_kill(text):
