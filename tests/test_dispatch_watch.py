@@ -453,3 +453,20 @@ def test_a_label_cancelled_elsewhere_ends_the_watch_cancelled(db_path, fake_gate
 
     result, events = watch_here(db_path, fake_gateway.url, during=cancel)
     assert result.status == "cancelled" and events.seen == []
+
+
+def test_jobs_cancel_stops_the_watch_and_leaves_the_sub_agent_alone(
+    cli, daemon, db_path, fake_gateway
+) -> None:
+    fake_gateway.token = TOKEN
+    fake_gateway.rpc.script_runs(RunScript.hang())
+    save_label(db_path, start_turn(fake_gateway))
+    job = add_watcher(cli)
+    d = daemon(env=watch_env(fake_gateway))
+    fake_gateway.rpc.wait_for_request("agent.wait", 2, timeout=15)
+    code, _, stdout, stderr = cli("jobs", "cancel", job["id"])
+    assert code == 0, stdout + stderr
+    d.wait_for_event("run.aborted", lambda e: e.get("job_id") == job["id"], timeout=15)
+    assert ledger(db_path).status == "running"
+    assert fake_gateway.rpc.requests_for("sessions.abort") == []
+    assert d.stop() == 0
