@@ -327,13 +327,14 @@ class Events:
 
 
 def watch_here(db_path: Path, url: str, *, token: str = TOKEN, settings: WatchSettings = FAST,
-               during: Callable[[], None] | None = None) -> tuple[WatchResult, Events]:
+               during: Callable[[], None] | None = None,
+               notify_disabled: bool = False) -> tuple[WatchResult, Events]:
     """``watch_dispatch`` on the test's own store; ``during`` runs in a thread meanwhile."""
     events = Events()
     store = open_store(db_path)
 
     async def watch() -> WatchResult:
-        door = LedgerDoor(store_of=lambda: store, call=call_inline)
+        door = LedgerDoor(store_of=lambda: store, call=call_inline, notify_disabled=notify_disabled)
         helper = None if during is None else asyncio.create_task(asyncio.to_thread(during))
         try:
             return await watch_dispatch(LABEL, door=door, rpc_factory=lambda: GatewayRpc(url, token),
@@ -470,3 +471,13 @@ def test_jobs_cancel_stops_the_watch_and_leaves_the_sub_agent_alone(
     assert ledger(db_path).status == "running"
     assert fake_gateway.rpc.requests_for("sessions.abort") == []
     assert d.stop() == 0
+
+
+@pytest.mark.parametrize("disabled", [False, True])
+def test_retry_notices_follow_the_notify_switch(db_path, fake_gateway, disabled: bool) -> None:
+    fake_gateway.token = TOKEN
+    fake_gateway.rpc.script_runs(RunScript.failed("529 overloaded"), RunScript.ok(REPLY))
+    save_label(db_path, start_turn(fake_gateway))
+    result, _ = watch_here(db_path, fake_gateway.url, notify_disabled=disabled)
+    assert result.status == "ok" and ledger(db_path).retry_count == 1
+    assert len(notices(db_path)) == (0 if disabled else 1)

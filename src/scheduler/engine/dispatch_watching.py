@@ -77,8 +77,7 @@ async def watch_in_foreground(label: str, store: Store, settings: Settings, *,
 
     door = LedgerDoor(store_of=lambda: store, call=call_inline, notify_disabled=sinks.notify_disabled)
     return await watch_dispatch(label, door=door, rpc_factory=rpc_factory(settings), emit=announce,
-                                settings=WatchSettings.from_settings(
-                                    settings, notify_disabled=sinks.notify_disabled), log=log)
+                                settings=WatchSettings.from_settings(settings), log=log)
 
 
 def dispatch_strategy(settings: Settings, db: StoreThread, stopping: asyncio.Event,
@@ -94,6 +93,5 @@ def dispatch_strategy(settings: Settings, db: StoreThread, stopping: asyncio.Eve
 
     door = LedgerDoor(store_of=lambda: db.store, call=db.run, notify_disabled=sinks.notify_disabled)
     return DispatchWatchStrategy(door=door, rpc_factory=rpc, emit=announce,
-                                 settings=WatchSettings.from_settings(
-                                     settings, notify_disabled=sinks.notify_disabled),
+                                 settings=WatchSettings.from_settings(settings),
                                  stopping=stopping, log=log)

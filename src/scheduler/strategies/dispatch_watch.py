@@ -83,7 +83,8 @@ OVERLOAD_RESUME: Final = ("[Auto-retry after 529 overload] Please continue your 
                           "Pick up where you left off.")
 RESTART_RESUME: Final = ("[Auto-retry after gateway restart] The previous run was killed by a "
                          "gateway restart. Resume from the beginning.")
-# Still running as far as the watch is concerned (anything else another writer set ends it).
+# Failed states another writer (or an earlier watch) may have set: the error text decides
+# whether the label is retried or ends there.
 _RETRYABLE_STATES: Final = (SubagentStatus.ERROR, SubagentStatus.INTERRUPTED,
                             SubagentStatus.SPAWN_WARNING)
 
@@ -99,15 +100,13 @@ class WatchSettings:
     ping_s: float = PING_S
     max_overload_retries: int = MAX_OVERLOAD_RETRIES
     max_restart_retries: int = MAX_RESTART_RETRIES
-    notify_disabled: bool = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, notify_disabled: bool = False) -> WatchSettings:
+    def from_settings(cls, settings: Settings) -> WatchSettings:
         return cls(poll_s=settings.dispatch_poll_ms / 1000,
                    stuck_s=settings.dispatch_stuck_ms / 1000,
                    retry_base_s=settings.dispatch_retry_base_ms / 1000,
-                   deadline_margin_s=settings.dispatch_deadline_margin_ms / 1000,
-                   notify_disabled=notify_disabled)
+                   deadline_margin_s=settings.dispatch_deadline_margin_ms / 1000)
 
     def retry_wait_s(self, retry_number: int) -> float:
         """The models' backoff (base x n), on this watch's base."""
@@ -261,7 +260,7 @@ class _Watch:
                 if isinstance(verdict, WatchResult):
                     return verdict
                 continue
-            await self._ping(entry)
+            await self._ping()
             status = await self._wait_slice(entry)
             if status is not None and status.finished:
                 verdict = await self._run_ended(entry, status)
@@ -352,7 +351,7 @@ class _Watch:
     def _now_text(self) -> str:
         return to_sqlite(datetime.fromtimestamp(self.clock(), tz=UTC))
 
-    async def _ping(self, entry: DispatchLabel) -> None:
+    async def _ping(self) -> None:
         now = self.clock()
         if now - self.pinged < self.settings.ping_s:
             return
@@ -370,7 +369,7 @@ class _Watch:
                 seen.updated_at is not None and updated is not None and updated > seen.updated_at)
             seen.tokens, seen.updated_at = tokens, updated
             if grew:
-                await self._active(entry, now, tokens)
+                await self._active(now, tokens)
                 return
         if now - seen.last_growth >= self.settings.stuck_s and not seen.stuck_reported:
             seen.stuck_reported = True
@@ -387,7 +386,7 @@ class _Watch:
             return None
         return next((s for s in sessions if s.key == key), None)
 
-    async def _active(self, entry: DispatchLabel, now: float, tokens: int | None) -> None:
+    async def _active(self, now: float, tokens: int | None) -> None:
         self.activity.last_growth = now
         self.activity.stuck_reported = False  # a new spell may be reported again
         extended = min(self.ceiling, now + self.settings.extend_s)
