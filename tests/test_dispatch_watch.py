@@ -21,7 +21,8 @@ from conftest import Daemon, add_job, query, wait_until
 from fakegateway import FakeGateway
 from fakerpc import RpcReply, RunScript
 from scheduler import logs
-from scheduler.engine.dispatch_watching import call_inline
+from scheduler.config import load_settings
+from scheduler.engine.dispatch_watching import call_inline, watch_in_foreground
 from scheduler.errors import ValidationError
 from scheduler.gateway.rpc import GatewayRpc
 from scheduler.models.dispatch import DispatchLabel
@@ -200,6 +201,8 @@ def test_an_overloaded_sub_agent_is_retried_on_its_session_and_its_reply_deliver
     assert query(db_path, "SELECT id FROM jobs WHERE id = ?", (watchdog["id"],)) == []  # disarmed
     retry_notices = [n["body"] for n in notices(db_path)]
     assert len(retry_notices) == 2 and all("529 overload" in body for body in retry_notices)
+    (result,) = query(db_path, "SELECT * FROM messages WHERE from_agent = 'dispatch' AND kind = 'result'")
+    assert result["subject"] == LABEL and result["delivery_to"] == "12345"  # dispatch.finished
     assert d.stop() == 0
     assert len(fake_gateway.deliveries) == 1
 
@@ -481,3 +484,20 @@ def test_retry_notices_follow_the_notify_switch(db_path, fake_gateway, disabled:
     result, _ = watch_here(db_path, fake_gateway.url, notify_disabled=disabled)
     assert result.status == "ok" and ledger(db_path).retry_count == 1
     assert len(notices(db_path)) == (0 if disabled else 1)
+
+
+def test_the_foreground_watch_is_the_same_watch_on_the_clis_store(db_path, fake_gateway) -> None:
+    """What `dispatch watch --label` runs: settings from the environment, the store inline."""
+    fake_gateway.token = TOKEN
+    fake_gateway.rpc.script_runs(RunScript.failed("529 overloaded"), RunScript.ok(REPLY))
+    save_label(db_path, start_turn(fake_gateway))
+    settings = load_settings({"SCHEDULER_DB": str(db_path), **watch_env(fake_gateway)})
+    store = open_store(db_path)
+    try:
+        result = asyncio.run(watch_in_foreground(LABEL, store, settings, environ={}))
+    finally:
+        store.close()
+    assert result.status == "ok" and result.reply == REPLY and result.retries == 1
+    assert ledger(db_path).status == "done"
+    finished = query(db_path, "SELECT * FROM messages WHERE from_agent = 'dispatch' AND kind = 'result'")
+    assert len(finished) == 1 and "twelve checks passed" in finished[0]["body"]  # dispatch.finished
