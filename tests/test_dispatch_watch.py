@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from conftest import Daemon, add_job, query, wait_until
-from fakegateway import FakeGateway
+from fakegateway import FakeGateway, Reply
 from fakerpc import RpcReply, RunScript
 from scheduler import logs
 from scheduler.config import load_settings
@@ -182,11 +182,12 @@ def test_an_overloaded_sub_agent_is_retried_on_its_session_and_its_reply_deliver
     fake_gateway.rpc.script_runs(RunScript.failed("529 overloaded: the provider is overloaded"),
                                  RunScript.failed("FailoverError: 529 overloaded"),
                                  RunScript.ok(REPLY))
+    fake_gateway.on("/hook", lambda request: Reply(204, None))
     first = start_turn(fake_gateway)
     watchdog = add_watchdog(cli)
     save_label(db_path, first, watchdog_job_id=watchdog["id"])
     job = add_watcher(cli)
-    d = daemon(env=watch_env(fake_gateway))
+    d = daemon(env=watch_env(fake_gateway, DISPATCH_WEBHOOK_URL=f"{fake_gateway.url}/hook"))
     run = finished_run(d, job["id"])
     assert run["status"] == "ok", run["error"]
     entry = ledger(db_path)
@@ -203,6 +204,9 @@ def test_an_overloaded_sub_agent_is_retried_on_its_session_and_its_reply_deliver
     assert len(retry_notices) == 2 and all("529 overload" in body for body in retry_notices)
     (result,) = query(db_path, "SELECT * FROM messages WHERE from_agent = 'dispatch' AND kind = 'result'")
     assert result["subject"] == LABEL and result["delivery_to"] == "12345"  # dispatch.finished
+    (hook,) = fake_gateway.wait_for_requests("/hook", 1, timeout=10)
+    assert hook.body["event"] == "dispatch.finished" and hook.body["label"] == LABEL
+    assert len(d.events("dispatch.finished")) == 1  # logged once, whatever the sinks
     assert d.stop() == 0
     assert len(fake_gateway.deliveries) == 1
 

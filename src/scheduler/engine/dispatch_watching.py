@@ -10,6 +10,7 @@ and events announced by ``engine/dispatch_events.emit`` (log, post office, optio
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Mapping
@@ -86,12 +87,32 @@ def dispatch_strategy(settings: Settings, db: StoreThread, stopping: asyncio.Eve
     log = get_logger("scheduler.dispatch")
     rpc = rpc_factory(settings)
 
+    local = dataclasses.replace(sinks, webhook_url=None)
+
     async def announce(event: str, label: str, **details: Any) -> None:
-        # emit writes the post-office message, so it runs where the store lives.
-        await db.run(functools.partial(emit, DispatchEvent(event), label, sinks=sinks,
-                                       store=db.store, log=log, **details))
+        kind = DispatchEvent(event)
+        # The log line and the post-office message on the store's thread (the message is a
+        # store write); the webhook POST (up to 5 s) off it, so claims never wait for a network.
+        await db.run(functools.partial(emit, kind, label, sinks=local, store=db.store, log=log,
+                                       **details))
+        if sinks.webhook_url:
+            await asyncio.to_thread(functools.partial(emit, kind, label, sinks=sinks, store=None,
+                                                      log=_WarningsOnly(log), **details))
 
     door = LedgerDoor(store_of=lambda: db.store, call=db.run, notify_disabled=sinks.notify_disabled)
     return DispatchWatchStrategy(door=door, rpc_factory=rpc, emit=announce,
                                  settings=WatchSettings.from_settings(settings),
                                  stopping=stopping, log=log)
+
+
+class _WarningsOnly:
+    """A log that keeps only warnings: the webhook's emit must not log the event a second time."""
+
+    def __init__(self, log: Any) -> None:
+        self._log = log
+
+    def info(self, event: str, **fields: Any) -> None:
+        return None
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._log.warning(event, **fields)
