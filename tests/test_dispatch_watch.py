@@ -215,7 +215,8 @@ def test_a_stuck_sub_agent_gets_one_notice_then_times_out(cli, daemon, db_path, 
     fake_gateway.token = TOKEN
     fake_gateway.rpc.script_runs(RunScript.hang())
     run_id = start_turn(fake_gateway)
-    save_label(db_path, run_id, timeout_s=6)
+    # The deadline (10 s after the spawn) leaves the stuck window (1.5 s) room on a slow machine.
+    save_label(db_path, run_id, timeout_s=10)
     job = add_watcher(cli)
     d = daemon(env=watch_env(fake_gateway))
     run = finished_run(d, job["id"])
@@ -427,10 +428,10 @@ def keep_busy(gateway: FakeGateway, db_path: Path, seconds: float, then_done: bo
 def test_activity_moves_the_deadline(db_path, fake_gateway) -> None:
     fake_gateway.token = TOKEN
     fake_gateway.rpc.script_runs(RunScript.hang())
-    save_label(db_path, start_turn(fake_gateway), timeout_s=1)
-    settings = replace(FAST, extend_s=1.5)
+    save_label(db_path, start_turn(fake_gateway), timeout_s=2)
+    settings = replace(FAST, extend_s=3)
     result, _ = watch_here(db_path, fake_gateway.url, settings=settings,
-                           during=keep_busy(fake_gateway, db_path, 3.0, then_done=True))
+                           during=keep_busy(fake_gateway, db_path, 6.0, then_done=True))
     assert (result.status, result.completion) == ("ok", "Finished while busy.")
     assert ledger(db_path).activity_tokens
 
@@ -439,9 +440,9 @@ def test_activity_never_moves_the_deadline_past_the_ceiling(db_path, fake_gatewa
     fake_gateway.token = TOKEN
     fake_gateway.rpc.script_runs(RunScript.hang())
     save_label(db_path, start_turn(fake_gateway), timeout_s=1)
-    settings = replace(FAST, extend_s=1.5, ceiling_s=1.5)
+    settings = replace(FAST, extend_s=3, ceiling_s=2)
     result, _ = watch_here(db_path, fake_gateway.url, settings=settings,
-                           during=keep_busy(fake_gateway, db_path, 4.0, then_done=True))
+                           during=keep_busy(fake_gateway, db_path, 6.0, then_done=True))
     assert result.status == "timeout"  # before the `dispatch done` that came too late
     assert ledger(db_path).status == "error"
 
