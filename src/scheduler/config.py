@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from scheduler import paths
 from scheduler.errors import ConfigError
+from scheduler.logs import redact_url
 from scheduler.models.retention import (
     APPROVALS_KEEP_DAYS,
     RUNS_KEEP_DAYS,
@@ -106,6 +107,9 @@ class Settings(BaseSettings):
                                          validation_alias="SCHEDULER_STUCK_RUN_ALERT_CHANNEL")
     stuck_run_alert_to: str | None = Field(None, min_length=1, max_length=256,
                                            validation_alias="SCHEDULER_STUCK_RUN_ALERT_TO")
+    # Dispatch lifecycle events are also POSTed here (engine/dispatch_events.py); a secret: the
+    # URL may carry credentials.
+    dispatch_webhook_url: SecretStr | None = Field(None, validation_alias="DISPATCH_WEBHOOK_URL")
 
     @field_validator("debug", mode="before")
     @classmethod
@@ -161,6 +165,13 @@ class Settings(BaseSettings):
                 "not a loopback address, and the endpoint has no authentication: use "
                 "127.0.0.1:<port>, or set SCHEDULER_HTTP_ALLOW_REMOTE=1")
         return value
+
+    @field_validator("dispatch_webhook_url", mode="after")
+    @classmethod
+    def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
+        from scheduler.gateway.webhook import check_webhook_url
+
+        return None if value is None else SecretStr(check_webhook_url(value.get_secret_value()))
 
     @field_validator("sqlite_synchronous", mode="before")
     @classmethod
@@ -226,7 +237,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     except ValidationError as exc:
         error = exc.errors()[0]
         name = str(error["loc"][0]) if error.get("loc") else "environment"
-        shown = "" if "TOKEN" in name else f" (got {error.get('input')!r})"
+        # A URL's user:password part is never echoed (DISPATCH_WEBHOOK_URL may carry one).
+        shown = "" if "TOKEN" in name else f" (got {redact_url(repr(error.get('input')))})"
         raise ConfigError(f"{name}: {error['msg']}{shown}") from None
 
 

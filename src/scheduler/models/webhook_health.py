@@ -68,6 +68,10 @@ def _webhook_url(*sources: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
 def channel_summary(status: Mapping[str, Any]) -> dict[str, Any] | None:
     """The Telegram channel and its accounts, as the report shows them; None when the gateway
     lists no Telegram channel."""
@@ -78,8 +82,8 @@ def channel_summary(status: Mapping[str, Any]) -> dict[str, Any] | None:
     all_accounts = status.get("channelAccounts")
     raw_accounts = all_accounts.get(CHANNEL) if isinstance(all_accounts, Mapping) else None
     accounts = [a for a in raw_accounts or [] if isinstance(a, Mapping)]
-    probe = channel.get("probe") if isinstance(channel.get("probe"), Mapping) else {}
-    bot = probe.get("bot") if isinstance(probe.get("bot"), Mapping) else {}
+    probe = _mapping(channel.get("probe"))
+    bot = _mapping(probe.get("bot"))
     return {
         "configured": channel.get("configured") is True,
         "running": channel.get("running") is True,
