@@ -18,8 +18,9 @@ from typing import Any, Final
 CHANNEL: Final = "telegram"
 DEFAULT_LABEL: Final = "telegram-bot"
 MAX_TEXT: Final = 300
-# Keys under which a gateway may name the webhook URL of a channel or account.
-_WEBHOOK_URL_KEYS: Final = ("webhookUrl", "webhook_url", "url")
+# Keys under which a gateway may name the webhook URL of a channel or account (or ``url`` in a
+# nested ``webhook`` object).
+_WEBHOOK_URL_KEYS: Final = ("webhookUrl", "webhook_url")
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,8 @@ def _webhook_url(*sources: Mapping[str, Any]) -> str | None:
             if isinstance(value, str) and value.strip():
                 return value.strip()
         webhook = source.get("webhook")
-        if isinstance(webhook, Mapping):
-            found = _webhook_url(webhook)
-            if found:
-                return found
+        if isinstance(webhook, Mapping) and isinstance(webhook.get("url"), str) and webhook["url"].strip():
+            return str(webhook["url"]).strip()
     return None
 
 
