@@ -7,8 +7,10 @@ The CLI runs as a subprocess against the loopback fake gateway, whose control pl
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -109,12 +111,114 @@ def test_a_missing_scheduler_db_is_not_created(cli: Any, gateway: FakeGateway, t
     assert not missing.exists()
 
 
-@pytest.mark.parametrize("args", [("--bot-token", "123:SECRET-TOKEN"), ("--repair", "drop-pending"),
-                                  ("--bot-token-env", "TG"), ("--require-webhook=maybe",),
-                                  ("--unknown",)])
-def test_what_it_does_not_do_is_refused_in_one_line(cli: Any, gateway: FakeGateway,
-                                                    args: tuple[str, ...]) -> None:
-    code, report, stdout, stderr = check(cli, gateway, *args)
-    assert code == 2 and report["ok"] is False
-    assert "SECRET-TOKEN" not in stdout + stderr
+@pytest.mark.parametrize("args", [("--repair", "drop-pending"), ("--repair", "everything"),
+                                  ("--bot-token", "1:x", "--bot-token-env", "TG"),
+                                  ("--pending-threshold", "-1"), ("--telegram-api-root", "ftp://x"),
+                                  ("--require-webhook=maybe",), ("--unknown",)])
+def test_bad_arguments_are_refused_in_one_line(cli: Any, gateway: FakeGateway,
+                                               args: tuple[str, ...]) -> None:
+    code, report, _, _ = check(cli, gateway, *args)
+    assert code == 2 and report["ok"] is False, report
     assert gateway.rpc.requests_for("channels.status") == []
+
+
+# -- with a bot token: Telegram's own view (a loopback fake Bot API) ---------------------------
+
+BOT_TOKEN = "123456:SECRET-BOT-TOKEN"
+
+
+class FakeBotApi:
+    """``/bot<token>/<method>``: getWebhookInfo answers :attr:`info`, deleteWebhook ``true``; a
+    wrong token gets 401 with a description that quotes the path (as a careless server might)."""
+
+    def __init__(self) -> None:
+        self.info: dict[str, Any] = {"url": "", "has_custom_certificate": False,
+                                     "pending_update_count": 0}
+        self.calls: list[tuple[str, Any]] = []
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
+                token, _, method = self.path.removeprefix("/bot").partition("/")
+                api.calls.append((method, body))
+                if token != BOT_TOKEN:
+                    reply, status = {"ok": False, "description": f"Unauthorized {self.path}"}, 401
+                elif method == "getWebhookInfo":
+                    reply, status = {"ok": True, "result": api.info}, 200
+                else:
+                    reply, status = {"ok": True, "result": True}, 200
+                data = json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def bot_api() -> Iterator[FakeBotApi]:
+    api = FakeBotApi()
+    yield api
+    api.server.shutdown()
+    api.server.server_close()
+
+
+def test_with_a_bot_token_telegrams_pending_updates_and_error_are_checked(
+        cli: Any, gateway: FakeGateway, bot_api: FakeBotApi) -> None:
+    bot_api.info.update(pending_update_count=7, last_error_message="Wrong response from the webhook",
+                        last_error_date=1796000000)
+    code, report, stdout, stderr = check(cli, gateway, "--bot-token-env", "MY_BOT",
+                                         "--telegram-api-root", bot_api.url,
+                                         MY_BOT=BOT_TOKEN)
+    assert code == 1, report
+    assert report["issues"] == ["pending_update_count=7",
+                                "last_error_message=Wrong response from the webhook"]
+    assert report["warnings"] == ["last_error_date=1796000000"]
+    assert report["webhook"]["pending_update_count"] == 7
+    assert report["recommendation"].startswith("Consider refreshing the webhook")
+    assert bot_api.calls == [("getWebhookInfo", None)]
+    assert BOT_TOKEN not in stdout + stderr
+    code, report, _, _ = check(cli, gateway, "--pending-threshold", "10", "--telegram-api-root",
+                               bot_api.url, TELEGRAM_BOT_TOKEN=BOT_TOKEN)
+    assert report["issues"] == ["last_error_message=Wrong response from the webhook"]
+
+
+def test_a_refused_bot_token_is_an_alert_that_never_shows_the_token(
+        cli: Any, gateway: FakeGateway, bot_api: FakeBotApi) -> None:
+    wrong = "999:WRONG-SECRET"
+    code, report, stdout, stderr = check(cli, gateway, "--bot-token", wrong,
+                                         "--telegram-api-root", bot_api.url)
+    assert code == 1 and report["issues"][0].startswith("telegram_api_error=")
+    assert "Unauthorized" in report["issues"][0]
+    assert wrong not in stdout + stderr
+
+
+def test_repair_drop_pending_deletes_the_webhook_keeping_updates(
+        cli: Any, gateway: FakeGateway, bot_api: FakeBotApi) -> None:
+    code, report, stdout, stderr = check(cli, gateway, "--repair", "drop-pending",
+                                         "--telegram-api-root", bot_api.url,
+                                         TELEGRAM_BOT_TOKEN=BOT_TOKEN)
+    assert code == 0, stdout + stderr
+    assert (report["status"], report["action"], report["gateway_mode"]) == (
+        "REPAIRED", "drop-pending", "polling")
+    assert bot_api.calls == [("deleteWebhook", {"drop_pending_updates": False})]
+
+
+def test_repair_is_refused_while_the_gateway_runs_a_webhook(
+        cli: Any, gateway: FakeGateway, bot_api: FakeBotApi) -> None:
+    gateway.rpc.telegram.update(mode="webhook", webhookUrl="https://bot.example/hook")
+    code, report, _, _ = check(cli, gateway, "--repair", "drop-pending",
+                               "--telegram-api-root", bot_api.url, TELEGRAM_BOT_TOKEN=BOT_TOKEN)
+    assert code != 0 and "webhook mode" in report["error"]
+    assert bot_api.calls == []

@@ -25,13 +25,14 @@ if TYPE_CHECKING:
 STUCK_USAGE: Final = "runs stuck [--threshold-min 45] [--limit 20]"
 CHECK_USAGE: Final = ("webhook-check [--label <name>] [--gateway-url <url>] [--scheduler-db <path>] "
                       "[--require-webhook [true|false]] [--expected-webhook-url <url> | "
-                      "--expected-webhook-url-env <VAR>]")
+                      "--expected-webhook-url-env <VAR>] [--bot-token-env <VAR> | --bot-token <t>] "
+                      "[--pending-threshold <n>] [--telegram-api-root <url>] [--repair drop-pending]")
 MAX_THRESHOLD_MIN: Final = 7 * 24 * 60
 MAX_LIMIT: Final = 1000
 FAILURE_WINDOW_S: Final = 24 * 3600
 STATUS_TIMEOUT_S: Final = 30.0
-# Accepted for the reference's callers, and refused with a reason (docs/differences.md).
-BOT_API_OPTIONS: Final = ("--bot-token", "--bot-token-env", "--repair", "--pending-threshold")
+MAX_PENDING_THRESHOLD: Final = 1_000_000
+REPAIRS: Final = ("drop-pending",)
 
 
 def _gateway() -> tuple[str, str | None]:
@@ -93,33 +94,97 @@ def _print_lines(lines: list[str]) -> None:
 def webhook_check(ctx: Context) -> int:
     from scheduler.models.webhook_health import DEFAULT_LABEL, HealthInputs, evaluate, status_line
 
-    _refuse_bot_api(ctx)
     label = ctx.option("--label") or DEFAULT_LABEL
     gateway_url = ctx.option("--gateway-url")
     db_path = ctx.option("--scheduler-db")
     expected = _expected_webhook_url(ctx)
     require = _require_webhook(ctx)
+    bot = _bot_api(ctx)
     ctx.no_extra(0, CHECK_USAGE)
     url, token = _gateway()
     url = gateway_url or url
     _quiet_logs(token)
     status, error = asyncio.run(_channels_status(url, token))
+    if bot.repair is not None:
+        return _repair(ctx, bot, label, status)
+    info, bot_error = bot.webhook_info()
     inputs = HealthInputs(label=label, channels_status=status, status_error=error,
                           gateway_health=_health(url, token),
                           recent_failures=_recent_failures(ctx, db_path),
-                          require_webhook=require, expected_webhook_url=expected)
+                          require_webhook=require, expected_webhook_url=expected,
+                          webhook_info=info, bot_error=bot_error,
+                          pending_threshold=bot.pending_threshold)
     report = evaluate(inputs)
     ctx.out.emit(report, lambda: _print_lines([status_line(report), dumps(report)]))
     return 1 if report["status"] == "ALERT" else 0
 
 
-def _refuse_bot_api(ctx: Context) -> None:
-    for option in BOT_API_OPTIONS:
-        if any(arg == option or arg.startswith(option + "=") for arg in ctx.args):
-            raise UsageError(
-                f"{option} is not supported: webhook-check asks the gateway, which owns the bot "
-                "(channels.status), and never handles a bot token; to drop or re-register the "
-                "webhook, use the Bot API directly (docs/differences.md, Companion tools)")
+class _BotApi:
+    """The optional Bot API side: a token (never printed), where the API is, what to do."""
+
+    def __init__(self, token: str | None, api_root: str, pending_threshold: int,
+                 repair: str | None) -> None:
+        self.token, self.api_root = token, api_root
+        self.pending_threshold, self.repair = pending_threshold, repair
+
+    def webhook_info(self) -> tuple[dict[str, Any] | None, str | None]:
+        if not self.token:
+            return None, None
+        from scheduler.gateway.telegram import TelegramApiError, bot_call
+
+        try:
+            info = bot_call(self.api_root, self.token, "getWebhookInfo")
+        except TelegramApiError as exc:
+            return None, str(exc)
+        return (info if isinstance(info, dict) else {}), None
+
+
+def _bot_api(ctx: Context) -> _BotApi:
+    from scheduler.gateway.telegram import DEFAULT_API_ROOT, check_api_root
+
+    direct = ctx.option("--bot-token")
+    variable = ctx.option("--bot-token-env")
+    if direct is not None and variable is not None:
+        raise UsageError("give --bot-token or --bot-token-env, not both")
+    token = direct if direct is not None else os.environ.get(variable or "TELEGRAM_BOT_TOKEN")
+    root_text = (ctx.option("--telegram-api-root") or os.environ.get("TELEGRAM_API_ROOT")
+                 or DEFAULT_API_ROOT)
+    try:
+        root = check_api_root(root_text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    threshold_text = ctx.option("--pending-threshold")
+    threshold = 1 if threshold_text is None else _positive_int(
+        threshold_text, "--pending-threshold", maximum=MAX_PENDING_THRESHOLD, minimum=0)
+    repair = ctx.option("--repair")
+    if repair is not None and repair not in REPAIRS:
+        raise UsageError(f"--repair takes one of: {', '.join(REPAIRS)}")
+    token = (token or "").strip() or None
+    if repair is not None and token is None:
+        raise UsageError("--repair drop-pending needs the bot token: --bot-token-env <VAR> "
+                         "(or --bot-token, or TELEGRAM_BOT_TOKEN)")
+    return _BotApi(token, root, threshold, repair)
+
+
+def _repair(ctx: Context, bot: _BotApi, label: str, status: dict[str, Any] | None) -> int:
+    """The reference's repair: ``deleteWebhook`` keeping pending updates, so a polling bot that a
+    stale webhook blocks can drain them. Refused when the gateway runs the bot on a webhook:
+    deleting it would cut the gateway off its updates."""
+    from scheduler.errors import SchedulerError
+    from scheduler.gateway.telegram import bot_call
+    from scheduler.models.webhook_health import channel_summary, status_line
+
+    channel = channel_summary(status) if status is not None else None
+    mode = channel["mode"] if channel is not None else None
+    if mode == "webhook":
+        raise SchedulerError("refused: the gateway runs the Telegram channel in webhook mode, and "
+                             "deleting the webhook would stop its updates; re-register it instead")
+    assert bot.token is not None  # _bot_api refused a repair without one
+    result = bot_call(bot.api_root, bot.token, "deleteWebhook", {"drop_pending_updates": False})
+    report = {"label": label, "status": "REPAIRED", "issues": [], "warnings": [],
+              "action": "drop-pending", "gateway_mode": mode, "telegram_response": result}
+    ctx.out.emit(report, lambda: _print_lines([status_line(report), dumps(report)]))
+    return 0
 
 
 def _expected_webhook_url(ctx: Context) -> str:

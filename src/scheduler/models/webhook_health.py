@@ -4,9 +4,11 @@ gateway reports. Pure: no I/O.
 The reference asked the Telegram Bot API (``getWebhookInfo``) with the bot's token. The gateway
 owns that bot, and its ``channels.status`` RPC (with ``probe: true``) says what we need without
 the token: whether the channel is configured and running, each account connected, the transport
-(``polling`` or ``webhook``, with its URL), the last error, and a live probe of the bot. The
-verdict keeps the reference's shape: ``status`` ``OK`` | ``WARN`` | ``ALERT``, ``issues``
-(make it ALERT), ``warnings`` (WARN), a ``recommendation``.
+(``polling`` or ``webhook``, with its URL), the last error, and a live probe of the bot. With a
+bot token, Telegram's ``getWebhookInfo`` adds the reference's checks (pending updates, Telegram's
+own last delivery error, the URL Telegram holds). The verdict keeps the reference's shape:
+``status`` ``OK`` | ``WARN`` | ``ALERT``, ``issues`` (make it ALERT), ``warnings`` (WARN), a
+``recommendation``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class HealthInputs:
     recent_failures: int | None = None
     require_webhook: bool = False
     expected_webhook_url: str = ""
+    # With a bot token (``--bot-token``): Telegram's ``getWebhookInfo``, or why it failed.
+    webhook_info: Mapping[str, Any] | None = None
+    bot_error: str | None = None
+    pending_threshold: int = 1
 
 
 @dataclass
@@ -117,6 +123,7 @@ def evaluate(inputs: HealthInputs) -> dict[str, Any]:
     else:
         channel = channel_summary(inputs.channels_status or {})
         _judge_channel(channel, inputs, verdict)
+    _judge_bot_api(inputs, verdict)
     health = inputs.gateway_health
     if health is not None and health.get("ok") is False:
         verdict.warnings.append(
@@ -126,7 +133,8 @@ def evaluate(inputs: HealthInputs) -> dict[str, Any]:
     status = "ALERT" if verdict.issues else "WARN" if verdict.warnings else "OK"
     return {"label": inputs.label, "status": status, "issues": verdict.issues,
             "warnings": verdict.warnings, "recommendation": _recommendation(status, verdict.issues),
-            "channel": channel, "gateway": dict(health) if health is not None else None,
+            "channel": channel, "webhook": _webhook_view(inputs.webhook_info),
+            "gateway": dict(health) if health is not None else None,
             "recent_scheduler_delivery_failures": inputs.recent_failures}
 
 
@@ -154,6 +162,43 @@ def _judge_channel(channel: Mapping[str, Any] | None, inputs: HealthInputs, verd
         verdict.issues.append("webhook_url_mismatch")
 
 
+def _judge_bot_api(inputs: HealthInputs, verdict: _Verdict) -> None:
+    """The reference's checks of ``getWebhookInfo``, when a bot token was given."""
+    if inputs.bot_error is not None:
+        verdict.issues.append(f"telegram_api_error={_text(inputs.bot_error)}")
+        return
+    info = inputs.webhook_info
+    if info is None:
+        return
+    url = info.get("url") or ""
+    if inputs.require_webhook and not url and not any(i.startswith("webhook_missing")
+                                                      for i in verdict.issues):
+        verdict.issues.append("webhook_missing")
+    if (inputs.expected_webhook_url and url and url != inputs.expected_webhook_url
+            and "webhook_url_mismatch" not in verdict.issues):
+        verdict.issues.append("webhook_url_mismatch")
+    pending = info.get("pending_update_count") or 0
+    if isinstance(pending, int) and inputs.pending_threshold > 0 and pending >= inputs.pending_threshold:
+        verdict.issues.append(f"pending_update_count={pending}")
+    if info.get("last_error_message"):
+        verdict.issues.append(f"last_error_message={_text(info['last_error_message'])}")
+    if info.get("last_error_date"):
+        verdict.warnings.append(f"last_error_date={info['last_error_date']}")
+
+
+def _webhook_view(info: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``getWebhookInfo`` as the reference's report shows it."""
+    if info is None:
+        return None
+    return {"url": info.get("url") or "",
+            "has_custom_certificate": bool(info.get("has_custom_certificate")),
+            "pending_update_count": info.get("pending_update_count") or 0,
+            "last_error_date": info.get("last_error_date") or None,
+            "last_error_message": _text(info.get("last_error_message")),
+            "max_connections": info.get("max_connections"),
+            "ip_address": info.get("ip_address") or None}
+
+
 def _account_errors(accounts: Sequence[Mapping[str, Any]], channel_error: str | None) -> list[str]:
     return [f"last_error[{a['account_id'] or '?'}]={a['last_error']}" for a in accounts
             if a["last_error"] and a["last_error"] != channel_error]
@@ -162,6 +207,9 @@ def _account_errors(accounts: Sequence[Mapping[str, Any]], channel_error: str | 
 def _recommendation(status: str, issues: Sequence[str]) -> str:
     if status == "OK":
         return "No action required."
+    if any(i.startswith(("pending_update_count=", "last_error_message=")) for i in issues):
+        return ("Consider refreshing the webhook with drop_pending_updates=true if the queue "
+                "appears stuck.")
     if any(i.startswith(("channel_not_running", "account_disconnected", "probe_failed"))
            for i in issues):
         return ("Check the gateway's Telegram channel (openclaw channels status --probe; its "
