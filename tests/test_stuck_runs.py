@@ -164,6 +164,25 @@ def test_a_steer_that_woke_the_sub_agent_clears_the_spell(
     assert entry is not None and entry.steered_at is None and entry.alerted_at is None
 
 
+def test_activity_the_watcher_recorded_after_the_steer_counts_as_the_steer_working(
+        cli: Any, store: Store, gateway: FakeGateway) -> None:
+    # The watcher moved activity_tokens on when it saw the reply to the steer: the count alone
+    # no longer shows growth, its last_activity_at does.
+    now = utcnow()
+    running_run(store, f"dispatch-deliver:{LABEL}", minutes_ago=50)
+    ledger_label(store, steered_at=to_sqlite(now - timedelta(minutes=10)), activity_tokens=95,
+                 last_activity_at=to_sqlite(now - timedelta(minutes=8)))
+    sessions_report(gateway, idle_s=480, tokens=[95])
+    code, report, _ = stuck(cli, gateway, json_mode=True)
+    assert code == 0 and report["alerts"] == [], report
+    assert report["skipped"][0]["reason"].startswith("steer worked")
+    store.update_dispatch(LABEL, {"steered_at": to_sqlite(now - timedelta(minutes=5))},
+                          to_sqlite(now))  # a steer (by hand) after the last activity
+    code, report, _ = stuck(cli, gateway, json_mode=True)
+    assert code == 1 and report["alerts"][0]["steer_note"] == "steer=ignored"
+    assert gateway.rpc.requests_for("sessions.send") == []  # the detector never steered itself
+
+
 def test_an_active_or_finished_dispatch_is_skipped_without_a_steer(
         cli: Any, store: Store, gateway: FakeGateway) -> None:
     running_run(store, f"dispatch-deliver:{LABEL}", minutes_ago=50)

@@ -9,8 +9,10 @@ One pass looks at the running runs older than a threshold (45 minutes by default
   session shows activity within :data:`LIVENESS_WINDOW_S`. Otherwise the session is steered
   once (``sessions.send``, the reference's "[Auto-steer] ..." text) and the steer is remembered
   in the ledger (``steered_at``, ``activity_tokens`` = the session's tokens then). A later pass
-  that finds the label still silent, with no more tokens than at the steer, reports it, once
-  (``alerted_at``). When the label is no longer stale, that memory is cleared.
+  that finds the label still silent, with no more tokens than at the steer and no activity the
+  watcher recorded since (``last_activity_at``), reports it, once (``alerted_at``). A steer sent
+  by hand (``dispatch send``, which sets ``steered_at``) counts as the steer. When the label is
+  no longer stale, that memory is cleared.
 
 Our runs carry a heartbeat while the daemon watches their work, so a heartbeat older than
 minutes never exists under a live daemon (its health check ends such runs after
@@ -261,7 +263,11 @@ class _Pass:
     async def _judge_steer(self, run: StaleRun, entry: DispatchLabel, activity: Activity | None) -> None:
         before = entry.activity_tokens or 0
         now_tokens = (activity.tokens if activity is not None else None) or 0
-        if now_tokens > before:
+        # The watcher strategy records growth it sees (last_activity_at, activity_tokens), which
+        # may have moved the count on since the steer: growth after the steer counts too.
+        grew_since = bool(entry.last_activity_at and entry.steered_at
+                          and entry.last_activity_at > entry.steered_at)
+        if now_tokens > before or grew_since:
             await self.call(self.store.update_dispatch, entry.label,
                             {"steered_at": None, "activity_tokens": now_tokens}, self.now_text)
             self._skip(run, entry, f"steer worked (tokens {before}->{now_tokens})")
