@@ -1401,6 +1401,110 @@ def test_importing_dispatch_labels_inserts_only_new_ones_and_never_overwrites(st
     assert store.import_dispatches([_dispatch("fresh")], at(20)) == []
 
 
+# -- job housekeeping (features.md §3.12) --------------------------------------------------------
+
+
+def _finished(store: Store, job: Job, hours_ago: float, **columns: Any) -> Job:
+    return store.update_job(job.id, {"enabled": 0, "last_status": "ok",
+                                     "last_run_at": at(-hours_ago * 3600), **columns}, at(0))
+
+
+def test_a_finished_one_shot_goes_a_day_after_its_last_run(store: Store) -> None:
+    old = _finished(store, add_job(store, name="old"), 25, delete_after_run=1)
+    young = _finished(store, add_job(store, name="young"), 23, delete_after_run=1)
+    kept = _finished(store, add_job(store, name="no-delete"), 25, delete_after_run=0)
+    assert store.prune_expired_jobs(at(0), dry_run=True)["finished_one_shots"] == 1
+    assert store.get_job(old.id) is not None  # a dry run deletes nothing
+    assert store.prune_expired_jobs(at(0))["finished_one_shots"] == 1
+    assert store.get_job(old.id) is None
+    assert store.get_job(young.id) is not None and store.get_job(kept.id) is not None
+
+
+def test_a_disabled_job_past_its_ttl_goes_after_a_final_status(store: Store) -> None:
+    expired = _finished(store, add_job(store, name="expired"), 49, ttl_hours=48)
+    within = _finished(store, add_job(store, name="within"), 47, ttl_hours=48)
+    crashed = _finished(store, add_job(store, name="crashed"), 49, ttl_hours=48,
+                        last_status="crashed")
+    enabled = store.update_job(add_job(store, name="enabled").id,
+                               {"ttl_hours": 1, "last_status": "ok",
+                                "last_run_at": at(-7200)}, at(0))
+    assert store.prune_expired_jobs(at(0)) == {"finished_one_shots": 0, "orphaned_children": 0,
+                                                "ttl_expired": 1}
+    assert store.get_job(expired.id) is None
+    assert all(store.get_job(j.id) is not None for j in (within, crashed, enabled))
+
+
+def test_children_of_a_deleted_parent_go_in_the_same_pass(store: Store) -> None:
+    parent = _finished(store, add_job(store, name="parent"), 25, delete_after_run=1)
+    child = add_job(store, name="child", parent_id=parent.id, trigger_on="success")
+    assert store.prune_expired_jobs(at(0), dry_run=True) == {
+        "finished_one_shots": 1, "orphaned_children": 1, "ttl_expired": 0}
+    assert store.prune_expired_jobs(at(0)) == {
+        "finished_one_shots": 1, "orphaned_children": 1, "ttl_expired": 0}
+    assert store.get_job(parent.id) is None and store.get_job(child.id) is None
+
+
+def test_a_job_with_work_in_flight_is_never_expired(store: Store) -> None:
+    queued = _finished(store, add_job(store, name="queued"), 25, delete_after_run=1)
+    store.enqueue_dispatch(queued.id, "manual", at(0))
+    running = add_job(store, name="running")
+    (c,) = [c for c in claim(store) if c.job.id == running.id]
+    _finished(store, running, 25, delete_after_run=1)
+    assert store.prune_expired_jobs(at(0)) == {"finished_one_shots": 0, "orphaned_children": 0,
+                                                "ttl_expired": 0}
+    assert store.get_job(queued.id) is not None and store.get_job(running.id) is not None
+    finish(store, c, now=at(1))
+
+# -- the v0.2 trust gate (issue 11, trust) ------------------------------------------------------
+
+
+def test_a_fail_closed_end_fires_no_children_schedules_no_retry_and_releases_its_key(
+    store: Store,
+) -> None:
+    parent = add_job(store, name="guarded", max_retries=2)
+    add_child(store, parent, "failure", name="notify")
+    add_child(store, parent, "complete", name="log")
+    (c,) = claim(store)
+    message = "Trust enforcement blocked dispatch: no trust level declared; enforcement is block"
+    columns = {"summary": message, "error_message": message,
+               "trust_evaluation": json.dumps({"decision": "deny"})}
+    (done,) = store.finish_runs([Finish(c, "error", 0, columns, fail_closed=True)], policy(at(10)))
+    assert done.recorded and done.retry is None and done.children.queued == ()
+    assert claim(store, at(3600)) == []  # nothing queued: no retry, no child
+    assert done.job is not None and done.job.consecutive_errors == 1
+    run = store.get_run(c.run.id)
+    assert run is not None and run.status == "error" and run.error_message == message
+    assert json.loads(run.row["trust_evaluation"]) == {"decision": "deny"}
+    assert c.run.idempotency_key is not None
+    entry = store.ledger_entry(c.run.idempotency_key)
+    assert entry is not None and entry["status"] == "released"
+
+
+def test_the_outcome_columns_are_recorded_with_the_end(store: Store) -> None:
+    job = add_job(store)
+    (c,) = claim(store)
+    names = ("identity_resolved", "trust_evaluation", "authorization_decision",
+             "authorization_proof_verification", "evidence_record", "credential_handoff_summary")
+    columns = {name: json.dumps({"column": name}) for name in names}
+    store.finish_runs([Finish(c, "ok", 5, columns)], policy())
+    run = store.get_run(c.run.id)
+    assert run is not None and run.job_id == job.id
+    assert {name: json.loads(run.row[name]) for name in names} == {n: {"column": n} for n in names}
+
+
+def test_the_latest_ok_identity_of_a_job(store: Store) -> None:
+    job = add_job(store, schedule_cron="* * * * *")
+    assert store.latest_ok_identity(job.id) is None
+    ends = [("ok", '{"n": 1}', 0), ("ok", '{"n": 2}', 100), ("error", '{"n": 3}', 200)]
+    for status, identity, offset in ends:
+        store.update_job(job.id, {"next_run_at": at(offset)}, at(offset))
+        (c,) = claim(store, at(offset))
+        store.finish_runs([Finish(c, status, 5, {"identity_resolved": identity})],
+                          policy(at(offset + 10)))
+    assert store.latest_ok_identity(job.id) == '{"n": 2}'  # the failed run's does not count
+    assert store.latest_ok_identity("no-such-job") is None
+
+
 # -- companion tools: the stuck-run detector and webhook-check ----------------------------------
 
 

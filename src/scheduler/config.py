@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     approvals_keep_days: int = Field(APPROVALS_KEEP_DAYS[1], ge=APPROVALS_KEEP_DAYS[2],
                                      le=APPROVALS_KEEP_DAYS[3], validation_alias=APPROVALS_KEEP_DAYS[0])
     shell: str = Field(default_factory=default_shell, validation_alias="SCHEDULER_SHELL")
+    # Trust provider plugins (docs/trust.md): a directory of *.py modules, absolute (a relative
+    # one would load code from wherever the daemon was started), and the bound of each call.
+    provider_path: Path | None = Field(None, validation_alias="SCHEDULER_PROVIDER_PATH")
+    provider_timeout_ms: int = Field(10000, ge=100, le=600000,
+                                     validation_alias="SCHEDULER_PROVIDER_TIMEOUT_MS")
     debug: bool = Field(False, validation_alias="SCHEDULER_DEBUG")
     max_concurrency: int = Field(64, ge=1, le=10000, validation_alias="SCHEDULER_MAX_CONCURRENCY")
     # Per stream of one shell run: bytes kept in its artifact file; the rest is counted, noted, dropped.
@@ -138,6 +143,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return tuple(value)
+
+    @field_validator("provider_path", mode="before")
+    @classmethod
+    def _absolute_directory(cls, value: Any) -> Path | None:
+        if value is None or not str(value).strip():
+            return None
+        path = Path(str(value).strip()).expanduser()
+        if not path.is_absolute():
+            raise ValueError("must be an absolute path")
+        return path
 
     @field_validator("media_dirs", mode="before")
     @classmethod

@@ -45,7 +45,9 @@ class ShellJobStrategy:
         self.env = scrubbed_environment(os.environ if environ is None else environ, env_allow)
         self.sweeper = DeferredSweeper()
 
-    async def execute(self, job: Job, run: Run) -> Outcome:
+    async def execute(self, job: Job, run: Run, credentials: Mapping[str, str] | None = None) -> Outcome:
+        """``credentials``: variables a trust provider materialised for this run only; they
+        are added after the secret filter, which they would not pass."""
         timeout_ms = run.run_timeout_ms
         run_id = run.id
         limits = OutputLimits.from_job(job.row)
@@ -54,7 +56,8 @@ class ShellJobStrategy:
             job.payload_message,
             shell=self.shell,
             timeout_s=timeout_ms / 1000,
-            env={**self.env, **(parent.env if parent else {}), JOB_ID_VARIABLE: job.id},
+            env={**self.env, **(parent.env if parent else {}), **(credentials or {}),
+                 JOB_ID_VARIABLE: job.id},
             stdin_data=parent.stdin if parent else None,
             run_id=run_id,
             sweeper=self.sweeper,

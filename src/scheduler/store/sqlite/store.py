@@ -230,6 +230,10 @@ class SqliteStore:
         from scheduler.store.sqlite import inbox
         return inbox.expire(self.db, now)
 
+    def prune_expired_jobs(self, now: str, *, dry_run: bool = False) -> dict[str, int]:
+        from scheduler.store.sqlite import retention
+        return retention.prune_expired_jobs(self.db, now, dry_run=dry_run)
+
     def prune_messages(self, now: str, *, dry_run: bool = False) -> dict[str, int]:
         from scheduler.store.sqlite import inbox
         return inbox.prune(self.db, now, dry_run=dry_run)
@@ -297,6 +301,10 @@ class SqliteStore:
     def list_runs(self, job_id: str, limit: int) -> list[Row]:
         from scheduler.store.sqlite import runs
         return runs.list_runs(self.db, job_id, limit)
+
+    def latest_ok_identity(self, job_id: str) -> str | None:
+        from scheduler.store.sqlite import runs
+        return runs.latest_ok_identity(self.db, job_id)
 
     def live_dispatches(self, job_id: str) -> list[Row]:
         from scheduler.store.sqlite import queue
