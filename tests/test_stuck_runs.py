@@ -215,11 +215,17 @@ def test_an_unreachable_gateway_means_the_steer_failed_and_the_run_is_reported(
     assert code == 1 and report["alerts"][0]["steer_note"] == "steer=failed"
 
 
-@pytest.mark.parametrize("args", [("--threshold-min", "0"), ("--threshold-min", "x"),
-                                  ("--limit", "-1"), ("--bogus",), ("extra",)])
-def test_bad_arguments_are_one_line_and_exit_2(cli: Any, gateway: FakeGateway, args: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(("args", "said"), [
+    (("--threshold-min", "0"), "--threshold-min must be >= 1"),
+    (("--threshold-min", "x"), "--threshold-min must be a whole number"),
+    (("--limit", "-1"), "--limit must be a whole number"),
+    (("--bogus",), "unknown option --bogus; usage: openclaw-scheduler runs stuck"),
+    (("extra",), "unexpected argument 'extra'; usage: openclaw-scheduler runs stuck")])
+def test_bad_arguments_are_one_line_and_exit_2(cli: Any, gateway: FakeGateway, args: tuple[str, ...],
+                                               said: str) -> None:
     code, parsed, stdout, stderr = cli("runs", "stuck", *args, env=env(gateway))
     assert code == 2 and parsed is not None and parsed["ok"] is False, stdout + stderr
+    assert parsed["error"].startswith(said), parsed
     assert "Traceback" not in stderr
 
 

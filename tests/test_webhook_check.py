@@ -111,14 +111,19 @@ def test_a_missing_scheduler_db_is_not_created(cli: Any, gateway: FakeGateway, t
     assert not missing.exists()
 
 
-@pytest.mark.parametrize("args", [("--repair", "drop-pending"), ("--repair", "everything"),
-                                  ("--bot-token", "1:x", "--bot-token-env", "TG"),
-                                  ("--pending-threshold", "-1"), ("--telegram-api-root", "ftp://x"),
-                                  ("--require-webhook=maybe",), ("--unknown",)])
+@pytest.mark.parametrize(("args", "said"), [
+    (("--repair", "drop-pending"), "--repair drop-pending needs the bot token"),
+    (("--repair", "everything"), "--repair takes one of: drop-pending"),
+    (("--bot-token", "1:x", "--bot-token-env", "TG"), "give --bot-token or --bot-token-env"),
+    (("--pending-threshold", "-1"), "--pending-threshold must be a whole number"),
+    (("--telegram-api-root", "ftp://x"), "the Telegram API root must be an http"),
+    (("--require-webhook=maybe",), "--require-webhook takes true or false"),
+    (("--unknown",), "unknown option --unknown; usage: openclaw-scheduler webhook-check")])
 def test_bad_arguments_are_refused_in_one_line(cli: Any, gateway: FakeGateway,
-                                               args: tuple[str, ...]) -> None:
+                                               args: tuple[str, ...], said: str) -> None:
     code, report, _, _ = check(cli, gateway, *args)
     assert code == 2 and report["ok"] is False, report
+    assert report["error"].startswith(said), report
     assert gateway.rpc.requests_for("channels.status") == []
 
 
