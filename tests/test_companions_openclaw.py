@@ -20,15 +20,15 @@ pytestmark = [pytest.mark.openclaw, pytest.mark.slow]
 
 def test_webhook_check_reports_the_peers_polling_channel_connected(
         cli: Any, openclaw_gateway: OpenClawPeer) -> None:  # noqa: F811
-    code, report, stdout, stderr = cli("webhook-check", env=openclaw_gateway.daemon_env(), timeout=90)
+    env = openclaw_gateway.daemon_env(TELEGRAM_BOT_TOKEN="", TELEGRAM_WEBHOOK_URL="")
+    code, report, stdout, stderr = cli("webhook-check", env=env, timeout=90)
     assert code == 0, stdout + stderr
     assert report["status"] == "OK", report
     channel = report["channel"]
     assert (channel["configured"], channel["running"], channel["connected"]) == (True, True, True)
     assert channel["mode"] == "polling" and channel["probe_ok"] is True
     assert report["gateway"] == {"ok": True}
-    code, report, _, _ = cli("webhook-check", "--require-webhook", env=openclaw_gateway.daemon_env(),
-                             timeout=90)
+    code, report, _, _ = cli("webhook-check", "--require-webhook", env=env, timeout=90)
     assert code == 1 and report["issues"] == ["webhook_missing (mode=polling)"]
     assert openclaw_gateway.token not in json.dumps(report)
 

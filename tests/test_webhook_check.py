@@ -39,8 +39,9 @@ def store(db_path: Path) -> Iterator[Store]:
 
 def check(cli: Any, gateway: FakeGateway, *args: str, json_mode: bool = True,
           **env: str) -> tuple[int, Any, str, str]:
+    isolated = {"TELEGRAM_BOT_TOKEN": "", "TELEGRAM_WEBHOOK_URL": "", "TELEGRAM_API_ROOT": ""}
     code, parsed, stdout, stderr = cli("webhook-check", *args, json_mode=json_mode, env={
-        "OPENCLAW_GATEWAY_URL": gateway.url, "OPENCLAW_GATEWAY_TOKEN": TOKEN, **env})
+        **isolated, "OPENCLAW_GATEWAY_URL": gateway.url, "OPENCLAW_GATEWAY_TOKEN": TOKEN, **env})
     assert "Traceback" not in stderr, stderr
     return code, parsed, stdout, stderr
 
