@@ -113,6 +113,17 @@ class Settings(BaseSettings):
     http_allow_remote: bool = Field(False, validation_alias="SCHEDULER_HTTP_ALLOW_REMOTE")
     # The metrics and health endpoint, host:port; empty: no endpoint (engine/http_endpoint.py).
     http_addr: str | None = Field(None, validation_alias="SCHEDULER_HTTP_ADDR")
+    # The stuck-run detector as a daemon task (engine/stuck_runs.py; docs/operating.md, "Stuck
+    # runs"): every this many seconds, 0 = off (the default, as the reference's script is opt-in).
+    stuck_run_check_s: int = Field(0, ge=0, le=86_400, validation_alias="SCHEDULER_STUCK_RUN_CHECK_S")
+    # Runs started longer ago than this are looked at (the reference's --threshold-min 45).
+    stuck_run_threshold_s: int = Field(2700, ge=1, le=7 * 86_400,
+                                       validation_alias="SCHEDULER_STUCK_RUN_THRESHOLD_S")
+    # Where its alerts go, as outbound messages; without a target they are only logged.
+    stuck_run_alert_channel: str = Field("telegram", min_length=1, max_length=64,
+                                         validation_alias="SCHEDULER_STUCK_RUN_ALERT_CHANNEL")
+    stuck_run_alert_to: str | None = Field(None, min_length=1, max_length=256,
+                                           validation_alias="SCHEDULER_STUCK_RUN_ALERT_TO")
     # Dispatch lifecycle events are also POSTed here (engine/dispatch_events.py); a secret: the
     # URL may carry credentials.
     dispatch_webhook_url: SecretStr | None = Field(None, validation_alias="DISPATCH_WEBHOOK_URL")

@@ -35,6 +35,7 @@ from scheduler.engine.orphans import kill_processes_of_runs
 from scheduler.engine.providers import ProviderRegistry, load_providers
 from scheduler.engine.recorder import Recorder
 from scheduler.engine.spawn import SpawnHandler
+from scheduler.engine.stuck_runs import StuckRunCheck, rpc_opener
 from scheduler.engine.supervisor import OnFailure, Supervisor
 from scheduler.engine.tracker import TaskTracker
 from scheduler.engine.trust import Prepared, TrustGate, declares_trust
@@ -449,6 +450,8 @@ class Daemon:
         supervisor.start("messages", expiry.run, OnFailure.RESTART)
         if self.settings.backup:
             supervisor.start("backup", self._periodic_backup().run, OnFailure.RESTART)
+        if self.settings.stuck_run_check_s:
+            supervisor.start("stuck-runs", self._stuck_run_check().run, OnFailure.RESTART)
         self.notifier.ready(self._summary())
         try:
             await self._run_loop()
@@ -456,6 +459,18 @@ class Daemon:
         finally:
             await supervisor.stop()
             self.notifier.close()
+
+    def _stuck_run_check(self) -> StuckRunCheck:
+        settings = self.settings
+        token = settings.gateway_token.get_secret_value() if settings.gateway_token else None
+        opener = rpc_opener(settings.gateway_url,
+                            resolve_token(token, settings.gateway_token_path.expanduser()))
+        return StuckRunCheck(self.db, opener, self.deliveries_ready.set,
+                             get_logger("scheduler.stuck_runs"),
+                             interval_s=settings.stuck_run_check_s,
+                             threshold_s=settings.stuck_run_threshold_s,
+                             channel=settings.stuck_run_alert_channel,
+                             target=settings.stuck_run_alert_to)
 
     def _periodic_backup(self) -> PeriodicBackup:
         settings = self.settings

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         Cancellation,
         Claim,
         ClaimBatch,
+        Delivery,
         Finish,
         Finished,
         FinishedGroup,
@@ -551,3 +552,16 @@ class SqliteStore:
     def import_dispatches(self, records: Sequence[DispatchLabel], now: str) -> list[str]:
         from scheduler.store.sqlite import dispatch
         return dispatch.import_dispatches(self.db, records, now)
+
+    # -- companion tools (stuck runs, webhook-check) ---------------------------------------------
+    def long_running_runs(self, started_before: str, limit: int) -> list[Row]:
+        from scheduler.store.sqlite import companions
+        return companions.long_running_runs(self.db, started_before, limit)
+
+    def record_notice(self, delivery: Delivery, subject: str, now: str, kind: str = "system") -> Row:
+        from scheduler.store.sqlite import companions
+        return companions.record_notice(self.db, delivery, subject, now, kind)
+
+    def delivery_failures_since(self, since: str) -> int:
+        from scheduler.store.sqlite import companions
+        return companions.delivery_failures_since(self.db, since)
