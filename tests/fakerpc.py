@@ -26,6 +26,10 @@ Methods (the payload shapes the real gateway uses):
 * ``sessions.abort`` {key, runId?} → {ok:true, abortedRunId, status:"aborted"} (or
   ``abortedRunId: null, status: "no-active-run"``, a guess): the running run ends as the real one
   does, ``agent.wait`` status "error" with stopReason "rpc", and the session lists as "killed".
+* ``channels.status`` {probe?} → the real gateway's shape for one Telegram account:
+  {channels:{telegram:{configured, running, mode, lastError, probe:{ok, error, bot}}},
+  channelAccounts:{telegram:[{accountId:"default", connected, running, mode, lastError, ...}]}};
+  :attr:`FakeRpc.telegram` holds the values (healthy polling by default), a test changes them.
 
 Seen on the real gateway (with the peer's fake LLM) and NOT imitated by default: a run whose
 provider answers 529 is retried inside the gateway, so ``agent.wait`` keeps answering "timeout"
@@ -211,6 +215,8 @@ class FakeRpc:
         #: False: never send connect.challenge (a handshake that stalls).
         self.challenge = True
         self.system_events: list[dict[str, Any]] = []
+        #: What ``channels.status`` reports of the Telegram channel (see :func:`telegram_status`).
+        self.telegram: dict[str, Any] = dict(HEALTHY_TELEGRAM)
         self._cond = threading.Condition()
         self._requests: list[RpcRequest] = []
         self._runs: dict[str, FakeRun] = {}
@@ -262,6 +268,7 @@ class FakeRpc:
             self._run_scripts.clear()
             self._handlers.clear()
             self.system_events.clear()
+            self.telegram = dict(HEALTHY_TELEGRAM)
 
     # -- observations --------------------------------------------------------------------------
 
@@ -485,6 +492,11 @@ class FakeRpc:
             self._cond.notify_all()
         return RpcReply({"ok": True})
 
+    def _channels_status(self, params: dict[str, Any]) -> RpcReply:
+        with self._cond:
+            values = dict(self.telegram)
+        return RpcReply(telegram_status(values, probed=params.get("probe") is True))
+
     def _sessions_abort(self, params: dict[str, Any]) -> RpcReply:
         key, run_id = params.get("key"), params.get("runId")
         aborted: str | None = None
@@ -504,7 +516,32 @@ _METHODS: dict[str, Callable[[FakeRpc, dict[str, Any]], RpcReply]] = {
     "agent": FakeRpc._agent, "agent.wait": FakeRpc._agent_wait, "chat.history": FakeRpc._chat_history,
     "sessions.send": FakeRpc._sessions_send, "sessions.list": FakeRpc._sessions_list,
     "system-event": FakeRpc._system_event, "sessions.abort": FakeRpc._sessions_abort,
+    "channels.status": FakeRpc._channels_status,
 }
+
+
+HEALTHY_TELEGRAM: dict[str, Any] = {"configured": True, "running": True, "connected": True,
+                                     "mode": "polling", "lastError": None, "probe_ok": True,
+                                     "probe_error": None, "webhookUrl": None}
+
+
+def telegram_status(values: dict[str, Any], *, probed: bool) -> dict[str, Any]:
+    """A ``channels.status`` payload as the real gateway 2026.9.6 shapes it (one account)."""
+    probe = {"ok": values["probe_ok"], "status": None, "error": values["probe_error"],
+             "bot": {"id": 4242, "isBot": True, "username": "fake_bot"}, "elapsedMs": 3}
+    channel = {"configured": values["configured"], "running": values["running"],
+               "lastError": values["lastError"], "mode": values["mode"], "tokenSource": "config"}
+    account = {"accountId": "default", "enabled": True, "configured": values["configured"],
+               "running": values["running"], "connected": values["connected"],
+               "mode": values["mode"], "lastError": values["lastError"], "lifecycle": "ready",
+               "lastInboundAt": None, "lastOutboundAt": None}
+    if values.get("webhookUrl"):
+        channel["webhookUrl"] = account["webhookUrl"] = values["webhookUrl"]
+    if probed:
+        channel["probe"] = account["probe"] = probe
+    return {"ts": _now_ms(), "channelOrder": ["telegram"], "channels": {"telegram": channel},
+            "channelAccounts": {"telegram": [account]},
+            "channelDefaultAccountId": {"telegram": "default"}, "statusIssues": []}
 
 
 def is_upgrade(headers: Any) -> bool:

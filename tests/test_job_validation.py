@@ -336,7 +336,7 @@ ENUMS = [
     ("job_class", "standard, pre_compaction_flush"),
     ("approval_auto", "approve, reject"),
     ("context_retrieval", "none, recent, hybrid"),
-    ("job_type", "standard, watchdog"),
+    ("job_type", "standard, watchdog, dispatch"),
     ("execution_intent", "execute, plan"),
     ("trigger_on", "success, failure, complete"),
     ("payload_kind", "systemEvent, agentTurn, shellCommand"),

@@ -1505,18 +1505,44 @@ def test_the_latest_ok_identity_of_a_job(store: Store) -> None:
     assert store.latest_ok_identity("no-such-job") is None
 
 
-# -- dispatch CLI: the "starting…" notice (issue 11, dcli) -------------------------------------
-def test_a_dispatch_notice_is_queued_as_an_outbound_text_message(store: Store) -> None:
-    row = store.queue_dispatch_notice(Delivery("[fix-bug] starting...", "telegram", "-100"),
-                                      "fix-bug", at(0))
-    assert (row["kind"], row["channel"], row["delivery_to"], row["status"], row["body"]) == (
-        "text", "telegram", "-100", "pending", "[fix-bug] starting...")
-    assert row["job_id"] is None and row["run_id"] is None
-    due = store.due_outbound(at(1))
-    assert [m.id for m in due] == [row["id"]]
+# -- companion tools: the stuck-run detector and webhook-check ----------------------------------
 
 
-def test_a_dispatch_notice_to_an_unknown_alias_is_recorded_failed(store: Store) -> None:
-    row = store.queue_dispatch_notice(Delivery("hi", None, "@nobody"), "fix-bug", at(0))
-    assert row["status"] == "failed" and "@nobody" in row["last_error"]
-    assert store.due_outbound(at(1)) == []
+def test_long_running_runs_are_the_running_ones_started_before_the_cut_oldest_first(
+        store: Store) -> None:
+    add_job(store, name="dispatch-deliver:fix-bug", watchdog_target_label="fix-bug")
+    (old,) = claim(store, at(0))
+    add_job(store, name="young")
+    claim(store, at(500))
+    done_job = add_job(store, name="done")
+    store.update_job(done_job.id, {"next_run_at": at(0)}, at(0))
+    finish(store, *claim(store, at(1)), now=at(2))
+    store.beat([old.run.id], at(550))  # a fresh heartbeat does not make an old run young
+    (found,) = store.long_running_runs(at(300), 10)
+    assert (found["id"], found["job_name"], found["watchdog_target_label"]) == (
+        old.run.id, "dispatch-deliver:fix-bug", "fix-bug")
+    assert (found["started_at"], found["last_heartbeat"]) == (at(0), at(550))
+    assert found["job_type"] == "standard" and found["run_timeout_ms"] == 1000
+    assert [r["job_name"] for r in store.long_running_runs(at(600), 10)] == [
+        "dispatch-deliver:fix-bug", "young"]
+    assert len(store.long_running_runs(at(600), 1)) == 1
+
+
+def test_a_notice_is_an_outbound_message_without_a_job(store: Store) -> None:
+    notice = store.record_notice(Delivery("1 stuck run", "telegram", "42"), "stuck runs", at(0))
+    assert (notice["to_agent"], notice["status"], notice["kind"]) == ("@outbound", "pending", "system")
+    assert notice["job_id"] is None and notice["delivery_to"] == "42"
+    (due,) = store.due_outbound(at(1))
+    assert due.id == notice["id"] and due.body == "1 stuck run"
+    unknown = store.record_notice(Delivery("x", "telegram", "@nobody"), "stuck runs", at(2))
+    assert unknown["status"] == "failed" and "alias" in unknown["last_error"]
+
+
+def test_delivery_failures_are_counted_from_an_instant_on(store: Store) -> None:
+    store.record_notice(Delivery("old", "telegram", "@nobody"), "s", at(-90_000))
+    store.record_notice(Delivery("new", "telegram", "@nobody"), "s", at(0))
+    sent = store.record_notice(Delivery("ok", "telegram", "42"), "s", at(0))
+    assert store.delivery_failures_since(at(-86_400)) == 1
+    store.mark_delivery_failed(sent["id"], "chat not found", at(60), at(1))
+    assert store.delivery_failures_since(at(-86_400)) == 2
+    assert store.delivery_failures_since(at(10)) == 0

@@ -72,6 +72,18 @@ class Settings(BaseSettings):
     run_heartbeat_ms: int = Field(10000, ge=1000, validation_alias="SCHEDULER_RUN_HEARTBEAT_MS")
     # At most an hour: the ladder doubles up to 20 times (max_retries), and must stay a date.
     retry_base_ms: int = Field(30000, ge=100, le=3_600_000, validation_alias="SCHEDULER_RETRY_BASE_MS")
+    # The dispatch watcher (strategies/dispatch_watch.py; docs/dispatch.md "The watcher"): how
+    # long one wait on the gateway run lasts, how long a session may show no activity before it
+    # counts as stuck, the base of the overload/restart retry backoff (retry n waits n x base),
+    # and the margin added to the label's timeout for its first deadline. The reference's values
+    # are the defaults; tests make them small.
+    dispatch_poll_ms: int = Field(20000, ge=100, le=600_000, validation_alias="SCHEDULER_DISPATCH_POLL_MS")
+    dispatch_stuck_ms: int = Field(180_000, ge=500, le=86_400_000,
+                                   validation_alias="SCHEDULER_DISPATCH_STUCK_MS")
+    dispatch_retry_base_ms: int = Field(30000, ge=100, le=3_600_000,
+                                        validation_alias="SCHEDULER_DISPATCH_RETRY_BASE_MS")
+    dispatch_deadline_margin_ms: int = Field(120_000, ge=0, le=86_400_000,
+                                             validation_alias="SCHEDULER_DISPATCH_DEADLINE_MARGIN_MS")
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
         "FULL", validation_alias="SCHEDULER_SQLITE_SYNCHRONOUS"
     )
@@ -101,6 +113,17 @@ class Settings(BaseSettings):
     http_allow_remote: bool = Field(False, validation_alias="SCHEDULER_HTTP_ALLOW_REMOTE")
     # The metrics and health endpoint, host:port; empty: no endpoint (engine/http_endpoint.py).
     http_addr: str | None = Field(None, validation_alias="SCHEDULER_HTTP_ADDR")
+    # The stuck-run detector as a daemon task (engine/stuck_runs.py; docs/operating.md, "Stuck
+    # runs"): every this many seconds, 0 = off (the default, as the reference's script is opt-in).
+    stuck_run_check_s: int = Field(0, ge=0, le=86_400, validation_alias="SCHEDULER_STUCK_RUN_CHECK_S")
+    # Runs started longer ago than this are looked at (the reference's --threshold-min 45).
+    stuck_run_threshold_s: int = Field(2700, ge=1, le=7 * 86_400,
+                                       validation_alias="SCHEDULER_STUCK_RUN_THRESHOLD_S")
+    # Where its alerts go, as outbound messages; without a target they are only logged.
+    stuck_run_alert_channel: str = Field("telegram", min_length=1, max_length=64,
+                                         validation_alias="SCHEDULER_STUCK_RUN_ALERT_CHANNEL")
+    stuck_run_alert_to: str | None = Field(None, min_length=1, max_length=256,
+                                           validation_alias="SCHEDULER_STUCK_RUN_ALERT_TO")
     # Dispatch lifecycle events are also POSTed here (engine/dispatch_events.py); a secret: the
     # URL may carry credentials.
     dispatch_webhook_url: SecretStr | None = Field(None, validation_alias="DISPATCH_WEBHOOK_URL")

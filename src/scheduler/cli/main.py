@@ -158,17 +158,39 @@ Diagnosis:
                                           reasons, what stands in its way now, next 5 fire times,
                                           its queue rows and pending approvals
 
+Companion tools (docs/operating.md, "Stuck runs" and "Telegram webhook health"):
+  runs stuck [--threshold-min 45] [--limit 20]
+                                          running runs older than the threshold: ordinary ones are
+                                          reported; a dispatch watcher's silent sub-agent is steered
+                                          once, then reported; exit 1 when something is stuck
+  webhook-check [--label <name>] [--gateway-url <url>] [--scheduler-db <path>]
+                [--require-webhook [true|false]] [--expected-webhook-url <url>]
+                                          the gateway's Telegram channel: configured, running,
+                                          connected, polling/webhook, last error, live probe;
+                                          exit 1 when unhealthy (STATUS: ALERT)
+
 Environment: SCHEDULER_DB (default ~/.openclaw/scheduler/scheduler.db), SCHEDULER_HOME, ...
 See docs/operating.md.
 """
 
 
 def _commands() -> dict[tuple[str, str | None], Handler]:
-    from scheduler.cli import backup, commands, db, dispatch, doctor, explain, migrate, service, tasks
+    from scheduler.cli import (
+        backup,
+        commands,
+        companions,
+        db,
+        dispatch,
+        doctor,
+        explain,
+        migrate,
+        service,
+        tasks,
+    )
 
     return {**commands.COMMANDS, **tasks.COMMANDS, **backup.COMMANDS, **db.COMMANDS,
             **doctor.COMMANDS, **explain.COMMANDS, **migrate.COMMANDS, **service.COMMANDS,
-            **dispatch.COMMANDS}
+            **companions.COMMANDS, **dispatch.COMMANDS}
 
 
 def run(argv: Sequence[str]) -> int:

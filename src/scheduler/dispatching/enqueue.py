@@ -204,8 +204,8 @@ def _queue_starting_notice(store: Store, plan: EnqueuePlan, now_text: str) -> No
         return
     text = f"\U0001f336\ufe0f *{plan.brand}* [{plan.request.label}] starting..."
     try:
-        store.queue_dispatch_notice(Delivery(text, plan.deliver_channel, plan.deliver_to),
-                                    plan.request.label, now_text)
+        store.record_notice(Delivery(text, plan.deliver_channel, plan.deliver_to),
+                            plan.request.label, now_text, kind="text")
     except SchedulerError as exc:
         plan.warnings.append(f"starting notification failed: {exc}")
 

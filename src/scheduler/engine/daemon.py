@@ -28,12 +28,14 @@ from scheduler.engine.backups import PeriodicBackup
 from scheduler.engine.clock import STEP_TOLERANCE_S, ClockWatch
 from scheduler.engine.counters import Counters, NoCounters
 from scheduler.engine.delivery import OutboundSender
+from scheduler.engine.dispatch_watching import dispatch_strategy
 from scheduler.engine.maintenance import MessageExpiry
 from scheduler.engine.notify import Notifier
 from scheduler.engine.orphans import kill_processes_of_runs
 from scheduler.engine.providers import ProviderRegistry, load_providers
 from scheduler.engine.recorder import Recorder
 from scheduler.engine.spawn import SpawnHandler
+from scheduler.engine.stuck_runs import StuckRunCheck, rpc_opener
 from scheduler.engine.supervisor import OnFailure, Supervisor
 from scheduler.engine.tracker import TaskTracker
 from scheduler.engine.trust import Prepared, TrustGate, declares_trust
@@ -45,6 +47,7 @@ from scheduler.models.enums import ANNOUNCE_MODES
 from scheduler.models.records import Job
 from scheduler.store import open_store
 from scheduler.store.api import (
+    DISPATCH,
     WATCHDOG,
     Chained,
     Claim,
@@ -142,6 +145,9 @@ class Daemon:
         self.strategies[WATCHDOG] = WatchdogStrategy(
             shell=settings.shell, env_allow=settings.shell_env_allow
         )
+        self.stopping = asyncio.Event()
+        # In-process: the watch of a dispatched sub-agent (its shell payload is never run here).
+        self.strategies[DISPATCH] = dispatch_strategy(settings, self.db, self.stopping)
         self.media_policy = MediaPolicy.for_scheduler(
             media_dirs=settings.media_dirs, artifacts_dir=settings.artifacts_path,
             db_path=settings.db_path, token_path=settings.gateway_token_path,
@@ -152,7 +158,6 @@ class Daemon:
         self._check_gateway_now.set()  # the first check runs at once, in the background
         self.active: dict[str, _Active] = {}
         self.wake = asyncio.Event()
-        self.stopping = asyncio.Event()
         self._force_stop = asyncio.Event()
         self._data_version = 0
         self.deliveries_ready = asyncio.Event()  # an outbound message was recorded
@@ -445,6 +450,8 @@ class Daemon:
         supervisor.start("messages", expiry.run, OnFailure.RESTART)
         if self.settings.backup:
             supervisor.start("backup", self._periodic_backup().run, OnFailure.RESTART)
+        if self.settings.stuck_run_check_s:
+            supervisor.start("stuck-runs", self._stuck_run_check().run, OnFailure.RESTART)
         self.notifier.ready(self._summary())
         try:
             await self._run_loop()
@@ -452,6 +459,18 @@ class Daemon:
         finally:
             await supervisor.stop()
             self.notifier.close()
+
+    def _stuck_run_check(self) -> StuckRunCheck:
+        settings = self.settings
+        token = settings.gateway_token.get_secret_value() if settings.gateway_token else None
+        opener = rpc_opener(settings.gateway_url,
+                            resolve_token(token, settings.gateway_token_path.expanduser()))
+        return StuckRunCheck(self.db, opener, self.deliveries_ready.set,
+                             get_logger("scheduler.stuck_runs"),
+                             interval_s=settings.stuck_run_check_s,
+                             threshold_s=settings.stuck_run_threshold_s,
+                             channel=settings.stuck_run_alert_channel,
+                             target=settings.stuck_run_alert_to)
 
     def _periodic_backup(self) -> PeriodicBackup:
         settings = self.settings
@@ -1044,6 +1063,8 @@ def _counters_for(settings: Settings) -> Counters:
 
 def _target_of(job: Job) -> str:
     """The strategy a job runs on (its label on the run metrics)."""
+    if job.is_dispatch:
+        return DISPATCH
     return WATCHDOG if job.is_watchdog else job.session_target
 
 

@@ -157,6 +157,10 @@ class Job:
     def is_watchdog(self) -> bool:
         return self.job_type is JobType.WATCHDOG
 
+    @property
+    def is_dispatch(self) -> bool:
+        return self.job_type is JobType.DISPATCH
+
     def as_row(self) -> dict[str, Any]:
         """Every column as stored (what the CLI prints)."""
         return dict(self.row)

@@ -389,6 +389,21 @@ def _check_identity_presentation(merged: Mapping[str, Any]) -> None:
         )
 
 
+def _check_dispatch_watcher(merged: Mapping[str, Any]) -> None:
+    """A dispatch watcher (ours) watches one ledger label; its payload is the reference's
+    fallback shell command, never run by this daemon, so the job must stay a shell job."""
+    if is_blank(merged.get("watchdog_target_label")):
+        raise ValidationError(
+            "watchdog_target_label (the dispatch label to watch) is required for dispatch jobs")
+    target = effective(merged, "session_target")
+    payload_kind = merged.get("payload_kind")
+    kind = default_payload_kind(str(target)) if is_blank(payload_kind) else str(payload_kind)
+    if target != SessionTarget.SHELL or kind != PayloadKind.SHELL_COMMAND:
+        raise ValidationError(
+            'dispatch jobs need session_target "shell" and payload_kind "shellCommand" (the '
+            "payload is the reference-compatible `dispatch watch` command)")
+
+
 def _check_output_limits(merged: Mapping[str, Any]) -> None:
     store = effective(merged, "output_store_limit_bytes")
     excerpt = effective(merged, "output_excerpt_limit_bytes")
@@ -496,6 +511,10 @@ def validate_job_spec(
         and is_blank(merged.get("watchdog_check_cmd"))
     ):
         raise ValidationError("watchdog_check_cmd is required for watchdog jobs")
+    if effective(merged, "job_type") == JobType.DISPATCH and hit(
+        "job_type", "watchdog_target_label", "session_target", "payload_kind"
+    ):
+        _check_dispatch_watcher(merged)
     if hit(*_OUTPUT_LIMIT_FIELDS):
         _check_output_limits(merged)
     if creating and not merged.get("run_timeout_ms"):

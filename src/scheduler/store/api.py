@@ -30,6 +30,8 @@ Row = dict[str, Any]
 
 # The pseudo-target that stands for watchdog jobs, whatever their session_target.
 WATCHDOG = "watchdog"
+# The pseudo-target of dispatch watcher jobs (job_type 'dispatch'), likewise.
+DISPATCH = "dispatch"
 
 
 @dataclass(frozen=True)
@@ -496,7 +498,14 @@ class Store(Protocol):
     def delete_dispatch(self, label: str) -> bool: ...
     def import_dispatches(self, records: Sequence[DispatchLabel], now: str) -> list[str]:
         """Insert, in one transaction, the labels not present yet; returns those inserted."""
-    def queue_dispatch_notice(self, delivery: Delivery, subject: str, now: str) -> Row:
-        """Record a dispatch notice (``dispatch enqueue``'s "starting…") as an outbound message
-        of kind ``text`` to the delivery's channel and target, sent by the daemon like a result;
-        an unknown ``@alias`` target is recorded ``failed`` with the reason."""
+
+    # -- companion tools (stuck runs, webhook-check) ---------------------------------------------
+    def long_running_runs(self, started_before: str, limit: int) -> list[Row]:
+        """Running runs started before ``started_before``, oldest first, at most ``limit``; each
+        with ``id, job_id, started_at, last_heartbeat, run_timeout_ms`` and its job's
+        ``job_name, job_type, watchdog_target_label``."""
+    def record_notice(self, delivery: Delivery, subject: str, now: str, kind: str = "system") -> Row:
+        """Record an outbound notice (no job or run behind it); the daemon sends it as a result.
+        An unknown ``@alias`` target is recorded ``failed`` with the reason."""
+    def delivery_failures_since(self, since: str) -> int:
+        """How many messages created at or after ``since`` carry a ``last_error``."""

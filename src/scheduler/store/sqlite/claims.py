@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from scheduler.models.records import DEFAULT_MAX_QUEUED_DISPATCHES, DEFAULT_RUN_TIMEOUT_MS, Job, Run
-from scheduler.store.api import WATCHDOG, Claim, ClaimBatch, NextFire, Owner
+from scheduler.store.api import DISPATCH, WATCHDOG, Claim, ClaimBatch, NextFire, Owner
 from scheduler.store.sqlite import approvals, pools, queue
 from scheduler.store.sqlite import idempotency as ledger
 from scheduler.store.sqlite.db import Database, Row
@@ -40,12 +40,13 @@ Verdict = Literal["run", "skip", "queue", "full"]
 
 def _target_filter(targets: Collection[str]) -> tuple[str, list[str]]:
     """SQL for "a job this daemon has a strategy for": standard jobs by session_target, watchdog
-    jobs by job_type."""
-    sessions = [t for t in targets if t != WATCHDOG]
+    and dispatch jobs by job_type."""
+    sessions = [t for t in targets if t not in (WATCHDOG, DISPATCH)]
     marks = ", ".join("?" for _ in sessions) or "NULL"
     clause = f"(COALESCE(j.job_type, 'standard') = 'standard' AND j.session_target IN ({marks}))"
-    if WATCHDOG in targets:
-        clause = f"({clause} OR j.job_type = 'watchdog')"
+    for pseudo in (WATCHDOG, DISPATCH):
+        if pseudo in targets:
+            clause = f"({clause} OR j.job_type = '{pseudo}')"
     return clause, sessions
 
 

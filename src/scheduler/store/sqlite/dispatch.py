@@ -12,9 +12,7 @@ from typing import Any
 
 from scheduler.errors import StoreValueError
 from scheduler.models.dispatch import MUTABLE_COLUMNS, DispatchLabel
-from scheduler.store.api import Delivery
-from scheduler.store.sqlite.db import Database, Row
-from scheduler.store.sqlite.messages import enqueue_outbound
+from scheduler.store.sqlite.db import Database
 
 _INSERT_COLUMNS = tuple(sorted(MUTABLE_COLUMNS | {"label", "created_at", "updated_at"}))
 
@@ -118,10 +116,3 @@ def import_dispatches(db: Database, records: Iterable[DispatchLabel], now: str) 
             if cursor.rowcount > 0:
                 imported.append(record.label)
     return imported
-
-
-def queue_notice(db: Database, delivery: Delivery, subject: str, now: str) -> Row:
-    """A dispatch notice as an outbound ``text`` message (no job or run behind it)."""
-    with db.transaction() as conn:
-        return enqueue_outbound(conn, delivery, subject=subject, job_id=None, run_id=None,
-                                now_text=now, kind="text")

@@ -553,6 +553,15 @@ class SqliteStore:
         from scheduler.store.sqlite import dispatch
         return dispatch.import_dispatches(self.db, records, now)
 
-    def queue_dispatch_notice(self, delivery: Delivery, subject: str, now: str) -> Row:
-        from scheduler.store.sqlite import dispatch
-        return dispatch.queue_notice(self.db, delivery, subject, now)
+    # -- companion tools (stuck runs, webhook-check) ---------------------------------------------
+    def long_running_runs(self, started_before: str, limit: int) -> list[Row]:
+        from scheduler.store.sqlite import companions
+        return companions.long_running_runs(self.db, started_before, limit)
+
+    def record_notice(self, delivery: Delivery, subject: str, now: str, kind: str = "system") -> Row:
+        from scheduler.store.sqlite import companions
+        return companions.record_notice(self.db, delivery, subject, now, kind)
+
+    def delivery_failures_since(self, since: str) -> int:
+        from scheduler.store.sqlite import companions
+        return companions.delivery_failures_since(self.db, since)
