@@ -54,10 +54,12 @@ __all__ = [
     "Approvals",
     "CancelOutcome",
     "Dispatch",
+    "FinishedGroup",
     "Job",
     "Jobs",
     "Message",
     "Messages",
+    "NewMessage",
     "NotFoundError",
     "Run",
     "Runs",
@@ -230,7 +232,8 @@ class TaskGroups:
         (with its notice) when it was the last agent to finish."""
         return tasks.report(self._store, tracker_id, label, state, message, utcnow())
 
-    def register_session(self, tracker_id: str, label: str, session_key: str) -> TaskGroup:
+    def register_session(self, tracker_id: str, label: str, session_key: str) -> dict[str, Any]:
+        """Link the agent's gateway session (a heartbeat too); the agent's row afterwards."""
         return tasks.register_session(self._store, tracker_id, label, session_key, utcnow())
 
 
