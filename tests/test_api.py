@@ -386,3 +386,31 @@ def test_the_example_runs_against_a_daemon(db_path: Path, daemon: DaemonFactory)
                    timeout=60)
         assert sorted(r.status for r in sched.runs.list(deploy.id)) == [
             RunStatus.APPROVED, RunStatus.OK]
+
+
+def test_one_shot_and_watchdog_jobs_get_the_clis_defaults(sched: Scheduler,
+                                                          cli: Callable[..., CliResult]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    when = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    one_shot = {k: v for k, v in spec(name="once").items() if k != "schedule_cron"}
+    made = sched.jobs.create(one_shot, at=when)
+    _, out, _, _ = cli("jobs", "add", json.dumps(one_shot), "--at", "2030-01-02T03:04:05Z")
+    twin = out["job"]
+    moving = ("id", "created_at", "updated_at")
+    assert {k: v for k, v in made.as_row().items() if k not in moving} == {
+        k: v for k, v in twin.items() if k not in moving}
+    assert (made.schedule_kind, made.schedule_at, made.row["delete_after_run"]) == (
+        "at", "2030-01-02 03:04:05", 1)
+    with pytest.raises(ValidationError, match="aware"):
+        sched.jobs.create(one_shot, at=datetime(2030, 1, 1))  # naive: refused
+    with pytest.raises(ValidationError, match="must be a JSON object"):
+        sched.jobs.create([1, 2], at=datetime.now(UTC) + timedelta(hours=1))  # type: ignore[arg-type]
+
+    watch = {"name": "watch", "schedule_cron": "*/5 * * * *", "watchdog_check_cmd": "test -f /x",
+             "run_timeout_ms": 1000, "origin": "system"}
+    dog = sched.jobs.create(watch, watchdog=True)
+    _, out, _, _ = cli("jobs", "add", json.dumps(watch), "--watchdog")
+    assert {k: v for k, v in dog.as_row().items() if k not in moving} == {
+        k: v for k, v in out["job"].items() if k not in moving}
+    assert dog.is_watchdog and dog.payload_message == "test -f /x"

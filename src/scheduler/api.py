@@ -86,14 +86,20 @@ class Jobs:
 
     def validate(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         """The normalised spec a create would store (``jobs validate``); writes nothing."""
-        return service.validate_job(dict(spec), utcnow())
+        return service.validate_job(_plain(spec), utcnow())
 
-    def check(self, spec: Mapping[str, Any]) -> dict[str, Any]:
-        """Everything ``create`` checks, the parent and chain included (``jobs add --dry-run``)."""
-        return service.check_new_job(self._store, dict(spec), utcnow())
+    def check(self, spec: Mapping[str, Any], *, at: datetime | None = None,
+              watchdog: bool = False) -> dict[str, Any]:
+        """Everything ``create`` checks, the parent and chain included (``jobs add --dry-run``);
+        the normalised spec. Writes nothing."""
+        return service.check_new_job(self._store, _prepared(spec, at, watchdog), utcnow())
 
-    def create(self, spec: Mapping[str, Any]) -> Job:
-        return service.create_job(self._store, dict(spec), utcnow())
+    def create(self, spec: Mapping[str, Any], *, at: datetime | None = None,
+               watchdog: bool = False) -> Job:
+        """Add a job (``jobs add``). ``at`` (an aware datetime) makes it a one-shot job due then,
+        deleted after its run unless the spec sets ``delete_after_run`` (``--at``);
+        ``watchdog`` applies the watchdog defaults (``--watchdog``)."""
+        return service.create_job(self._store, _prepared(spec, at, watchdog), utcnow())
 
     def get(self, job_id: str) -> Job:
         """The job; NotFoundError for an unknown id."""
@@ -108,7 +114,7 @@ class Jobs:
 
     def update(self, job_id: str, patch: Mapping[str, Any]) -> Job:
         """Apply the fields of ``patch`` (validated against the job as it is); the job after."""
-        return service.update_job(self._store, job_id, dict(patch), utcnow())
+        return service.update_job(self._store, job_id, _plain(patch), utcnow())
 
     def enable(self, job_id: str) -> Job:
         return service.set_enabled(self._store, job_id, True, utcnow())
@@ -131,6 +137,24 @@ class Jobs:
         close their queued runs, reject their pending approvals (``jobs cancel``)."""
         return service.cancel_job(self._store, job_id, cascade=cascade, now=utcnow(),
                                   database=self._database)
+
+
+def _plain(spec: object) -> object:
+    """A copy of a mapping, as a dict (the service refuses anything else, in the CLI's words)."""
+    return dict(spec) if isinstance(spec, Mapping) else spec
+
+
+def _prepared(spec: Mapping[str, Any], at: datetime | None, watchdog: bool) -> dict[str, Any]:
+    """The spec ``jobs add`` would validate, given ``--at`` and ``--watchdog``."""
+    prepared = service.job_spec_object(_plain(spec))
+    if at is not None:
+        if at.tzinfo is None or at.utcoffset() is None:
+            raise ValidationError("at must be an aware datetime, e.g. datetime.now(UTC) + "
+                                  "timedelta(hours=1)")
+        service.one_shot_spec(prepared, at)
+    if watchdog:
+        service.watchdog_spec(prepared)
+    return prepared
 
 
 class Runs:
@@ -214,7 +238,7 @@ class TaskGroups:
     def create(self, spec: Mapping[str, Any]) -> TaskGroup:
         """``{"name", "expected_agents": [...], "timeout_s", "delivery_channel", "delivery_to",
         "created_by"}``; the new group with its agents."""
-        return tasks.create(self._store, dict(spec), utcnow())
+        return tasks.create(self._store, _plain(spec), utcnow())
 
     def status(self, tracker_id: str) -> TaskGroup:
         """Agents, elapsed time, remaining timeout, summary and notice (``tasks status``)."""

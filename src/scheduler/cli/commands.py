@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import re
 import sys
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from scheduler.cli.context import Context, Handler, UsageError
 from scheduler.cli.output import printable_lines, table
 from scheduler.errors import SchedulerError, ValidationError
 from scheduler.text import LINE_BREAKING, UNSAFE_CONTROLS, checked_line, first_lone_surrogate, quoted
 from scheduler.timeutil import parse_in_duration, parse_user_datetime, to_sqlite, utcnow
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 # Bounds of the numeric arguments: each far above any useful value, far below SQLite's 2^63.
 MAX_STALE_THRESHOLD_S: Final = 365 * 24 * 3600
@@ -114,58 +117,39 @@ def jobs_get(ctx: Context) -> int:
     return 0
 
 
-def _apply_one_shot(ctx: Context, spec: dict[str, Any]) -> None:
-    from scheduler.models.enums import ScheduleKind
-
+def _one_shot_time(ctx: Context) -> datetime | None:
+    """When ``--at <datetime>`` or ``--in <duration>`` says the one-shot job is due."""
     at_value = ctx.option("--at")
     in_value = ctx.option("--in")
     if at_value is None and in_value is None:
-        return
+        return None
     if at_value is not None and in_value is not None:
         raise UsageError("use either --at or --in, not both")
     try:
         if in_value is not None:
-            when = utcnow() + parse_in_duration(in_value)
-        else:
-            when = parse_user_datetime(str(at_value))
+            return utcnow() + parse_in_duration(in_value)
+        return parse_user_datetime(str(at_value))
     except ValueError as exc:  # also a time outside datetime's range, or an --in beyond 1000 years
         raise ValidationError(f"--at/--in error: {exc}") from None
-    schedule_at = to_sqlite(when)
-    spec.update(schedule_kind=ScheduleKind.AT.value, schedule_at=schedule_at, next_run_at=schedule_at)
-
-
-def _apply_watchdog_defaults(spec: dict[str, Any]) -> None:
-    from scheduler.models.enums import DeliveryMode, JobType, PayloadKind, SessionTarget
-
-    spec["job_type"] = JobType.WATCHDOG.value
-    spec.setdefault("session_target", SessionTarget.SHELL.value)
-    spec.setdefault("payload_kind", PayloadKind.SHELL_COMMAND.value)
-    if not spec.get("payload_message"):
-        spec["payload_message"] = spec.get("watchdog_check_cmd") or "true"
-    spec.setdefault("delivery_mode", DeliveryMode.NONE.value)
-    spec.setdefault("watchdog_self_destruct", 1)
 
 
 def jobs_add(ctx: Context) -> int:
-    from scheduler import cron, service
+    from scheduler import service
 
     usage = "jobs add '<json>' [--dry-run] [--at <datetime> | --in <duration>] [--watchdog] [--profile <p>]"
     dry_run = ctx.flag("--dry-run")
     watchdog = ctx.flag("--watchdog")
     profile = ctx.option("--profile")
-    one_shot: dict[str, Any] = {}
-    _apply_one_shot(ctx, one_shot)
+    when = _one_shot_time(ctx)
     payload = ctx.positional(0, usage)
     ctx.no_extra(1, usage)
     spec = service.job_spec_object(_parse_json(payload, "jobs add '{\"name\": \"...\", ...}'"))
     if profile is not None:
         spec["auth_profile"] = profile
-    if one_shot:
-        spec.update(one_shot)
-        spec.setdefault("schedule_cron", cron.NEVER_SENTINEL)
-        spec.setdefault("delete_after_run", 1)
+    if when is not None:
+        service.one_shot_spec(spec, when)
     if watchdog:
-        _apply_watchdog_defaults(spec)
+        service.watchdog_spec(spec)
     now = utcnow()
     if dry_run:
         normalized = service.check_new_job(ctx.store, spec, now)
@@ -372,9 +356,11 @@ def runs_list(ctx: Context) -> int:
 
 
 def runs_get(ctx: Context) -> int:
+    from scheduler import service
+
     run_id = ctx.positional(0, "runs get <run-id>")
     ctx.no_extra(1, "runs get <run-id>")
-    ctx.out.emit(ctx.store.require_run(run_id).as_row(), None)
+    ctx.out.emit(service.get_run(ctx.store, run_id).as_row(), None)
     return 0
 
 

@@ -18,6 +18,7 @@ from scheduler.errors import NotFoundError
 from scheduler.models.tasks import (
     DEFAULT_TIMEOUT_S,
     MAX_CHANNEL_LENGTH,
+    MAX_LABEL_LENGTH,
     MAX_TARGET_LENGTH,
     MAX_TIMEOUT_S,
     NewTaskGroup,
@@ -25,8 +26,6 @@ from scheduler.models.tasks import (
     check_reported_state,
     gate_name,
 )
-from scheduler.service import tasks
-from scheduler.service.tasks import check_word as _word
 from scheduler.timeutil import sqlite_now, utcnow
 
 MAX_LIMIT: Final = 10000
@@ -35,6 +34,15 @@ HEARTBEAT_USAGE: Final = "tasks heartbeat <trackerId> <agentLabel> running|compl
 SESSION_USAGE: Final = "tasks register-session <trackerId> <agentLabel> <sessionKey>"
 GATE_USAGE: Final = ("team gate <team-id> <task-id> <members-json> [timeout-s] "
                      "[--delivery-channel <channel>] [--delivery-to <target>]")
+
+
+# service.tasks is imported where it is used: every CLI call imports this module.
+
+
+def _word(value: str, name: str, limit: int = MAX_LABEL_LENGTH) -> str:
+    from scheduler.service.tasks import check_word
+
+    return check_word(value, name, limit)
 
 
 def _limit(ctx: Context, index: int, default: int) -> int:
@@ -46,6 +54,8 @@ def _limit(ctx: Context, index: int, default: int) -> int:
 # -- tasks ------------------------------------------------------------------------------------------
 
 def tasks_list(ctx: Context) -> int:
+    from scheduler.service import tasks
+
     ctx.no_extra(0, "tasks list")
     groups = ctx.store.active_task_groups()
     now = utcnow()
@@ -69,6 +79,8 @@ def tasks_list(ctx: Context) -> int:
 
 
 def tasks_status(ctx: Context) -> int:
+    from scheduler.service import tasks
+
     tracker_id = ctx.positional(0, "tasks status <id>")
     ctx.no_extra(1, "tasks status <id>")
     status = tasks.status(ctx.store, tracker_id, utcnow())
@@ -95,6 +107,8 @@ def tasks_status(ctx: Context) -> int:
 
 
 def tasks_create(ctx: Context) -> int:
+    from scheduler.service import tasks
+
     if not ctx.args:
         raise UsageError(f"usage: openclaw-scheduler {CREATE_USAGE}")
     text = ctx.args[0]
@@ -105,6 +119,8 @@ def tasks_create(ctx: Context) -> int:
 
 
 def tasks_history(ctx: Context) -> int:
+    from scheduler.service import tasks
+
     limit = _limit(ctx, 0, 10)
     ctx.no_extra(1, "tasks history [limit]")
     groups = tasks.history(ctx.store, limit)
@@ -118,6 +134,8 @@ def tasks_history(ctx: Context) -> int:
 
 
 def tasks_heartbeat(ctx: Context) -> int:
+    from scheduler.service import tasks
+
     if len(ctx.args) < 3:
         raise UsageError(f"Usage: {HEARTBEAT_USAGE}")
     tracker_id, label, state_text, *words = ctx.args
@@ -138,6 +156,8 @@ def tasks_heartbeat(ctx: Context) -> int:
 
 
 def tasks_register_session(ctx: Context) -> int:
+    from scheduler.service import tasks
+
     if len(ctx.args) < 3:
         raise UsageError(f"Usage: {SESSION_USAGE}")
     ctx.no_extra(3, SESSION_USAGE)
@@ -225,6 +245,8 @@ def team_check_gates(ctx: Context) -> int:
 
 
 def team_ack(ctx: Context) -> int:
+    from scheduler.service import tasks
+
     if not ctx.args:
         raise UsageError("Usage: team ack <message-id> [actor] [note]")
     message_id = _word(ctx.args[0], "message-id")

@@ -36,6 +36,34 @@ def job_spec_object(value: object) -> dict[str, Any]:
     return value
 
 
+def one_shot_spec(spec: dict[str, Any], when: datetime) -> dict[str, Any]:
+    """``spec`` made a one-shot job due at ``when`` (``jobs add --at/--in``): an ``at``
+    schedule, deleted after its run unless the spec says otherwise. Changes ``spec``."""
+    from scheduler import cron
+    from scheduler.models.enums import ScheduleKind
+
+    schedule_at = to_sqlite(when)
+    spec.update(schedule_kind=ScheduleKind.AT.value, schedule_at=schedule_at, next_run_at=schedule_at)
+    spec.setdefault("schedule_cron", cron.NEVER_SENTINEL)
+    spec.setdefault("delete_after_run", 1)
+    return spec
+
+
+def watchdog_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` made a watchdog job (``jobs add --watchdog``): a shell check, announcing nothing,
+    that deletes itself once its condition is met, unless the spec says otherwise."""
+    from scheduler.models.enums import DeliveryMode, JobType, PayloadKind, SessionTarget
+
+    spec["job_type"] = JobType.WATCHDOG.value
+    spec.setdefault("session_target", SessionTarget.SHELL.value)
+    spec.setdefault("payload_kind", PayloadKind.SHELL_COMMAND.value)
+    if not spec.get("payload_message"):
+        spec["payload_message"] = spec.get("watchdog_check_cmd") or "true"
+    spec.setdefault("delivery_mode", DeliveryMode.NONE.value)
+    spec.setdefault("watchdog_self_destruct", 1)
+    return spec
+
+
 def validate_job(spec: object, now: datetime) -> dict[str, Any]:
     """The normalised spec a create would store (what ``jobs validate`` prints)."""
     from scheduler.models.validation import validate_job_spec
