@@ -414,3 +414,16 @@ def test_one_shot_and_watchdog_jobs_get_the_clis_defaults(sched: Scheduler,
     assert {k: v for k, v in dog.as_row().items() if k not in moving} == {
         k: v for k, v in out["job"].items() if k not in moving}
     assert dog.is_watchdog and dog.payload_message == "test -f /x"
+
+
+def test_a_message_expiry_must_be_an_aware_future_instant(sched: Scheduler) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    later = datetime.now(UTC) + timedelta(hours=2)
+    sent = sched.messages.send("a", "b", "soon gone", expires_at=later)
+    assert sent.expires_at is not None and sent.expires_at[:13] == later.strftime("%Y-%m-%d %H")
+    with pytest.raises(ValidationError, match="aware"):
+        sched.messages.send("a", "b", "x", expires_at=datetime(2030, 1, 1))  # naive: refused
+    with pytest.raises(ValidationError, match="expire at once"):
+        sched.messages.send("a", "b", "x", expires_at=datetime.now(UTC) - timedelta(hours=1))
+    assert [m.id for m in sched.messages.inbox("b")] == [sent.id]

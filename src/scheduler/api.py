@@ -139,6 +139,14 @@ class Jobs:
                                   database=self._database)
 
 
+def _aware(value: datetime, name: str) -> datetime:
+    """An instant: a naive datetime would mean whatever zone the caller's machine is in."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(f"{name} must be an aware datetime, e.g. datetime.now(UTC) + "
+                              "timedelta(hours=1)")
+    return value
+
+
 def _plain(spec: object) -> object:
     """A copy of a mapping, as a dict (the service refuses anything else, in the CLI's words)."""
     return dict(spec) if isinstance(spec, Mapping) else spec
@@ -148,10 +156,7 @@ def _prepared(spec: Mapping[str, Any], at: datetime | None, watchdog: bool) -> d
     """The spec ``jobs add`` would validate, given ``--at`` and ``--watchdog``."""
     prepared = service.job_spec_object(_plain(spec))
     if at is not None:
-        if at.tzinfo is None or at.utcoffset() is None:
-            raise ValidationError("at must be an aware datetime, e.g. datetime.now(UTC) + "
-                                  "timedelta(hours=1)")
-        service.one_shot_spec(prepared, at)
+        service.one_shot_spec(prepared, _aware(at, "at"))
     if watchdog:
         service.watchdog_spec(prepared)
     return prepared
@@ -192,7 +197,7 @@ class Messages:
         message = new_message(
             from_agent=from_agent, to_agent=to_agent, body=body, kind=str(kind), subject=subject,
             priority=_priority(priority), reply_to=reply_to, ack_required=ack_required,
-            expires_at=None if expires_at is None else expiry(None, expires_at.isoformat(), now),
+            expires_at=_expiry(expires_at, now),
             metadata=None if metadata is None else parse_metadata_object(json.dumps(dict(metadata))),
             owner=owner, channel=channel, delivery_to=delivery_to, job_id=job_id, run_id=run_id,
         )
@@ -220,6 +225,13 @@ class Messages:
         """Acknowledge the message (``msg ack``); for a broadcast, ``actor`` is the agent whose
         copy it is. The message afterwards, as ``actor`` sees it."""
         return Message.from_row(messages.ack(self._store, message_id, actor, note, utcnow()))
+
+
+def _expiry(expires_at: datetime | None, now: datetime) -> str | None:
+    """As stored; refused when naive or not in the future (as ``--expires-at``)."""
+    if expires_at is None:
+        return None
+    return expiry(None, _aware(expires_at, "expires_at").isoformat(), now)
 
 
 def _priority(value: int) -> int:
