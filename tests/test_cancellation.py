@@ -20,7 +20,7 @@ import pytest
 
 from conftest import CliResult, Daemon, add_job, pids_with_marker, runs_of, shell_job, wait_until
 from fakegateway import INVOKE, FakeGateway, Reply
-from scheduler.cli.commands import OPERATOR_CANCEL_REASON
+from scheduler.service import OPERATOR_CANCEL_REASON
 from scheduler.store import open_store
 from scheduler.timeutil import to_sqlite, utcnow
 

@@ -16,6 +16,13 @@ class ValidationError(SchedulerError):
     """A job spec, cron expression, time zone or other input is invalid."""
 
 
+class UsageError(ValidationError):
+    """Arguments out of shape: a missing or extra argument, or one that is not the kind asked
+    for (a label with a line break, a note too long). The CLI prints its usage with it."""
+
+    exit_code = 2
+
+
 class NotFoundError(SchedulerError):
     """An id names no job, run or other record."""
 

@@ -7,14 +7,16 @@ not text at all (a ``\\ud800`` escape in JSON, or a command-line argument that w
 cannot be encoded for SQLite or for a UTF-8 stream. :func:`escaped` writes each as a Python-style
 escape, so what is printed is one line and says exactly what was given.
 
-Only ``re`` is imported: the CLI loads this on every error it prints, and timeutil, models and
-cli all use it.
+Only ``re`` and the error tree are imported: the CLI loads this on every error it prints, and
+timeutil, models, service and cli all use it.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Final
+
+from scheduler.errors import ValidationError
 
 # Rejected in every text field (the reference's "safe string" rule: tab, LF and CR allowed).
 UNSAFE_CONTROLS: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -56,3 +58,11 @@ def first_lone_surrogate(text: str) -> str | None:
     """The first lone surrogate in ``text`` (as an escape), or None when it is valid Unicode."""
     match = LONE_SURROGATE.search(text)
     return None if match is None else escaped(match.group())
+
+
+def checked_line(value: str, name: str, limit: int) -> str:
+    """One line of 1-``limit`` printable characters (as a job's single-line text fields)."""
+    unprintable = UNSAFE_CONTROLS.search(value) or LINE_BREAKING.search(value)
+    if not value.strip() or len(value) > limit or unprintable or first_lone_surrogate(value):
+        raise ValidationError(f"{name} must be 1-{limit} printable characters, got {quoted(value)}")
+    return value

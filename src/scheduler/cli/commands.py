@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import re
 import sys
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from scheduler.cli.context import Context, Handler, UsageError
 from scheduler.cli.output import printable_lines, table
 from scheduler.errors import SchedulerError, ValidationError
-from scheduler.text import LINE_BREAKING, UNSAFE_CONTROLS, first_lone_surrogate, quoted
+from scheduler.text import LINE_BREAKING, UNSAFE_CONTROLS, checked_line, first_lone_surrogate, quoted
 from scheduler.timeutil import parse_in_duration, parse_user_datetime, to_sqlite, utcnow
 
+if TYPE_CHECKING:
+    from datetime import datetime
+
 # Bounds of the numeric arguments: each far above any useful value, far below SQLite's 2^63.
-MAX_RUNS_LIMIT: Final = 10000
 MAX_STALE_THRESHOLD_S: Final = 365 * 24 * 3600
 MAX_CRON_COUNT: Final = 1000
 MAX_CRON_EXPR_LENGTH: Final = 128  # as schedule_cron: a preview accepts what a job accepts
@@ -115,72 +117,42 @@ def jobs_get(ctx: Context) -> int:
     return 0
 
 
-def _apply_one_shot(ctx: Context, spec: dict[str, Any]) -> None:
-    from scheduler.models.enums import ScheduleKind
-
+def _one_shot_time(ctx: Context) -> datetime | None:
+    """When ``--at <datetime>`` or ``--in <duration>`` says the one-shot job is due."""
     at_value = ctx.option("--at")
     in_value = ctx.option("--in")
     if at_value is None and in_value is None:
-        return
+        return None
     if at_value is not None and in_value is not None:
         raise UsageError("use either --at or --in, not both")
     try:
         if in_value is not None:
-            when = utcnow() + parse_in_duration(in_value)
-        else:
-            when = parse_user_datetime(str(at_value))
+            return utcnow() + parse_in_duration(in_value)
+        return parse_user_datetime(str(at_value))
     except ValueError as exc:  # also a time outside datetime's range, or an --in beyond 1000 years
         raise ValidationError(f"--at/--in error: {exc}") from None
-    schedule_at = to_sqlite(when)
-    spec.update(schedule_kind=ScheduleKind.AT.value, schedule_at=schedule_at, next_run_at=schedule_at)
-
-
-def _apply_watchdog_defaults(spec: dict[str, Any]) -> None:
-    from scheduler.models.enums import DeliveryMode, JobType, PayloadKind, SessionTarget
-
-    spec["job_type"] = JobType.WATCHDOG.value
-    spec.setdefault("session_target", SessionTarget.SHELL.value)
-    spec.setdefault("payload_kind", PayloadKind.SHELL_COMMAND.value)
-    if not spec.get("payload_message"):
-        spec["payload_message"] = spec.get("watchdog_check_cmd") or "true"
-    spec.setdefault("delivery_mode", DeliveryMode.NONE.value)
-    spec.setdefault("watchdog_self_destruct", 1)
-
-
-def _spec_object(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ValidationError("Job spec must be a JSON object, e.g. '{\"name\": \"...\"}'")
-    return value
 
 
 def jobs_add(ctx: Context) -> int:
-    from scheduler import cron, service
-    from scheduler.models.job import new_job_row
-    from scheduler.models.validation import validate_job_spec
+    from scheduler import service
 
     usage = "jobs add '<json>' [--dry-run] [--at <datetime> | --in <duration>] [--watchdog] [--profile <p>]"
     dry_run = ctx.flag("--dry-run")
     watchdog = ctx.flag("--watchdog")
     profile = ctx.option("--profile")
-    one_shot: dict[str, Any] = {}
-    _apply_one_shot(ctx, one_shot)
+    when = _one_shot_time(ctx)
     payload = ctx.positional(0, usage)
     ctx.no_extra(1, usage)
-    spec = _spec_object(_parse_json(payload, "jobs add '{\"name\": \"...\", ...}'"))
+    spec = service.job_spec_object(_parse_json(payload, "jobs add '{\"name\": \"...\", ...}'"))
     if profile is not None:
         spec["auth_profile"] = profile
-    if one_shot:
-        spec.update(one_shot)
-        spec.setdefault("schedule_cron", cron.NEVER_SENTINEL)
-        spec.setdefault("delete_after_run", 1)
+    if when is not None:
+        service.one_shot_spec(spec, when)
     if watchdog:
-        _apply_watchdog_defaults(spec)
+        service.watchdog_spec(spec)
     now = utcnow()
     if dry_run:
-        normalized = validate_job_spec(spec, None, "create", now=now)
-        row = new_job_row(normalized, now)  # also checks what only row construction can
-        if row["parent_id"]:  # and what only the database can: the parent, cycles, depth
-            ctx.store.check_chain_placement(row["id"], row["parent_id"])
+        normalized = service.check_new_job(ctx.store, spec, now)
         ctx.out.emit({"ok": True, "dry_run": True, "valid": True, "normalized": normalized},
                      "Valid (dry run; nothing written)")
         return 0
@@ -193,12 +165,12 @@ def jobs_add(ctx: Context) -> int:
 
 
 def jobs_validate(ctx: Context) -> int:
-    from scheduler.models.validation import validate_job_spec
+    from scheduler import service
 
     payload = ctx.positional(0, "jobs validate '<json>'")
     ctx.no_extra(1, "jobs validate '<json>'")
-    spec = _spec_object(_parse_json(payload, "jobs validate '{\"name\": \"...\"}'"))
-    normalized = validate_job_spec(spec, None, "create", now=utcnow())
+    normalized = service.validate_job(_parse_json(payload, "jobs validate '{\"name\": \"...\"}'"),
+                                      utcnow())
     ctx.out.emit({"ok": True, "valid": True, "normalized": normalized}, "Valid")
     return 0
 
@@ -212,7 +184,7 @@ def jobs_update(ctx: Context) -> int:
     job_id = ctx.positional(0, usage)
     payload = ctx.positional(1, usage)
     ctx.no_extra(2, usage)
-    patch = _spec_object(_parse_json(payload, "jobs update <id> '{\"key\": \"value\"}'"))
+    patch = service.job_spec_object(_parse_json(payload, "jobs update <id> '{\"key\": \"value\"}'"))
     if profile is not None:
         patch["auth_profile"] = profile
     now = utcnow()
@@ -250,10 +222,11 @@ def jobs_disable(ctx: Context) -> int:
 
 
 def jobs_delete(ctx: Context) -> int:
+    from scheduler import service
+
     job_id = ctx.positional(0, "jobs delete <id>")
     ctx.no_extra(1, "jobs delete <id>")
-    job = ctx.store.require_job(job_id)
-    ctx.store.delete_job(job_id)
+    job = service.delete_job(ctx.store, job_id)
     ctx.out.emit({"ok": True, "job_id": job_id, "deleted": True}, f"Deleted {job.name} ({job_id})")
     return 0
 
@@ -272,18 +245,16 @@ def jobs_run(ctx: Context) -> int:
     return 0
 
 
-# What a run cancelled by `jobs cancel` says, in its error_message (and in the daemon's log).
-OPERATOR_CANCEL_REASON: Final = "Cancelled by operator (jobs cancel)"
-
-
 def jobs_cancel(ctx: Context) -> int:
+    from scheduler import paths, service
+
     usage = "jobs cancel <id> [--no-cascade]"
     cascade = not ctx.flag("--no-cascade")
     job_id = ctx.positional(0, usage)
     ctx.no_extra(1, usage)
-    done = ctx.store.cancel_jobs(job_id, cascade=cascade, now=to_sqlite(utcnow()),
-                                 reason=OPERATOR_CANCEL_REASON)
-    orphans = _end_work_no_daemon_watches(done.run_ids)
+    outcome = service.cancel_job(ctx.store, job_id, cascade=cascade, now=utcnow(),
+                                 database=paths.db_path())
+    done, orphans = outcome.cancellation, outcome.orphans_killed
     lines = [f"Cancelled {len(done.job_ids)} job(s): {', '.join(done.job_ids)}"]
     for ids, what in ((done.run_ids, "run(s) in flight cancelled"),
                       (done.dispatch_ids, "queued run(s) closed"),
@@ -301,32 +272,15 @@ def jobs_cancel(ctx: Context) -> int:
     return 0
 
 
-def _end_work_no_daemon_watches(run_ids: list[str]) -> int:
-    """Kill the processes of cancelled runs when no daemon serves the database (one killed with
-    SIGKILL leaves its runs' processes behind): nobody else would, since the next daemon takes
-    only ``running`` runs for orphans. A serving daemon stops its own work. Returns the count."""
-    if not run_ids:
-        return 0
-    from scheduler import paths
-    from scheduler.engine.lock import probe
-
-    if probe(paths.db_path())["running"]:
-        return 0
-    from scheduler.engine.orphans import kill_processes_of_runs
-
-    return len(kill_processes_of_runs(run_ids))
-
-
 # -- approval gates ---------------------------------------------------------------------------
 
-MAX_REASON_LENGTH: Final = 1000
-
-
 def jobs_approve(ctx: Context) -> int:
+    from scheduler.service import approvals
+
     usage = "jobs approve <job-id>"
     job_id = ctx.positional(0, usage)
     ctx.no_extra(1, usage)
-    approval = ctx.store.approve_job(job_id, to_sqlite(utcnow()))
+    approval = approvals.approve(ctx.store, job_id, utcnow())
     ctx.out.emit(
         {"ok": True, "approval_id": approval["id"], "job_id": approval["job_id"],
          "status": approval["status"], "run_id": approval["run_id"],
@@ -337,13 +291,13 @@ def jobs_approve(ctx: Context) -> int:
 
 
 def jobs_reject(ctx: Context) -> int:
+    from scheduler.service import approvals
+
     usage = "jobs reject <job-id> [reason]"
     job_id = ctx.positional(0, usage)
     ctx.no_extra(len(ctx.args), usage)  # every word after the id is the reason
     reason = " ".join(ctx.args[1:]).strip() or None
-    if reason is not None:
-        _checked_text(reason, "reason", MAX_REASON_LENGTH)
-    approval = ctx.store.reject_job(job_id, reason, to_sqlite(utcnow()))
+    approval = approvals.reject(ctx.store, job_id, reason, utcnow())
     ctx.out.emit(
         {"ok": True, "approval_id": approval["id"], "job_id": approval["job_id"],
          "status": approval["status"], "reason": reason, "run_id": approval["run_id"],
@@ -354,8 +308,10 @@ def jobs_reject(ctx: Context) -> int:
 
 
 def approvals_list(ctx: Context) -> int:
+    from scheduler.service import approvals
+
     ctx.no_extra(0, "approvals list")
-    pending = ctx.store.pending_approvals(to_sqlite(utcnow()))
+    pending = approvals.pending(ctx.store, utcnow())
 
     def human() -> None:
         if not pending:
@@ -382,13 +338,13 @@ def _age_text(seconds: int) -> str:
 
 
 def runs_list(ctx: Context) -> int:
+    from scheduler import service
+
     usage = "runs list <job-id> [limit]"
     job_id = ctx.positional(0, usage)
-    limit = _positive_int(ctx.args[1], "limit", maximum=MAX_RUNS_LIMIT) if len(ctx.args) > 1 else 20
+    limit = _positive_int(ctx.args[1], "limit", maximum=service.MAX_RUNS_LIMIT) if len(ctx.args) > 1 else 20
     ctx.no_extra(2, usage)
-    runs = ctx.store.list_runs(job_id, limit)
-    if not runs:
-        ctx.store.require_job(job_id)
+    runs = service.list_runs(ctx.store, job_id, limit)
     rows = [
         {"id": r["id"][:8], "status": r["status"], "started": r["started_at"],
          "finished": r["finished_at"], "durationMs": r["duration_ms"],
@@ -400,9 +356,11 @@ def runs_list(ctx: Context) -> int:
 
 
 def runs_get(ctx: Context) -> int:
+    from scheduler import service
+
     run_id = ctx.positional(0, "runs get <run-id>")
     ctx.no_extra(1, "runs get <run-id>")
-    ctx.out.emit(ctx.store.require_run(run_id).as_row(), None)
+    ctx.out.emit(service.get_run(ctx.store, run_id).as_row(), None)
     return 0
 
 
@@ -521,14 +479,6 @@ def idem_prune(ctx: Context) -> int:
 _ALIAS_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 
-def _checked_text(value: str, name: str, limit: int) -> str:
-    """One line of 1-``limit`` printable characters (as a job's single-line text fields)."""
-    unprintable = UNSAFE_CONTROLS.search(value) or LINE_BREAKING.search(value)
-    if not value.strip() or len(value) > limit or unprintable or first_lone_surrogate(value):
-        raise ValidationError(f"{name} must be 1-{limit} printable characters, got {quoted(value)}")
-    return value
-
-
 def alias_list(ctx: Context) -> int:
     ctx.no_extra(0, "alias list")
     aliases = ctx.store.list_aliases()
@@ -539,8 +489,8 @@ def alias_list(ctx: Context) -> int:
 def alias_add(ctx: Context) -> int:
     usage = "alias add <name> <channel> <target> [description]"
     name = ctx.positional(0, usage).lstrip("@")
-    channel = _checked_text(ctx.positional(1, usage), "channel", 64)
-    target = _checked_text(ctx.positional(2, usage), "target", 256)
+    channel = checked_line(ctx.positional(1, usage), "channel", 64)
+    target = checked_line(ctx.positional(2, usage), "target", 256)
     description = " ".join(ctx.args[3:]) or None
     if not _ALIAS_NAME.fullmatch(name):
         raise ValidationError(
@@ -548,7 +498,7 @@ def alias_add(ctx: Context) -> int:
             "delivery_to \"@<name>\")"
         )
     if description is not None:
-        _checked_text(description, "description", 256)
+        checked_line(description, "description", 256)
     row = ctx.store.add_alias(name, channel, target, description)
     ctx.out.emit({"ok": True, "alias": row["alias"], "channel": row["channel"], "target": row["target"],
                   "description": row["description"]}, f"Added alias: @{name} -> {channel}/{target}")

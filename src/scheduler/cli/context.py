@@ -10,16 +10,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from scheduler.cli.output import Output
-from scheduler.errors import ValidationError
+from scheduler.errors import UsageError
+
+__all__ = ["Context", "Handler", "UsageError"]
 
 if TYPE_CHECKING:
     from scheduler.store.api import Store
-
-
-class UsageError(ValidationError):
-    """Wrong arguments for a command."""
-
-    exit_code = 2
 
 
 class Context:

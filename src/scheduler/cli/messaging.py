@@ -1,8 +1,9 @@
 """The messages CLI: ``messages send``, ``msg send|inbox|outbox|thread|ack|read|readall|unread|
 receipts`` and ``queue list|clear|prune``, with the reference's arguments, texts and JSON.
 
-A spawn message's body is checked here as the daemon will check it (models/spawn.py), so a body
-that would be rejected is refused at once, with the daemon's words, and nothing is written.
+The checks and writes are service/messages.py's (shared with the Python API); a spawn message's
+body is checked there as the daemon will check it, so a body that would be rejected is refused at
+once, with the daemon's words, and nothing is written.
 
 A broadcast reaches every agent and each agent reads it for itself (store/sqlite/inbox.py): the
 commands that change a message's state name the agent whose copy they change (``msg read <id>
@@ -18,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from scheduler.cli.context import Context, UsageError
 from scheduler.cli.output import dumps, printable_lines, table
-from scheduler.errors import ValidationError
 from scheduler.models.enums import MessageKind
 from scheduler.models.messages import (
     BROADCAST,
@@ -30,7 +30,7 @@ from scheduler.models.messages import (
     parse_priority,
 )
 from scheduler.models.records import Message
-from scheduler.text import UNSAFE_CONTROLS, first_lone_surrogate, quoted
+from scheduler.text import quoted
 from scheduler.timeutil import to_sqlite, utcnow
 
 if TYPE_CHECKING:
@@ -52,9 +52,6 @@ INBOX_LIMIT: Final = 20
 QUEUE_LIMIT: Final = 50
 QUEUE_AGENT: Final = "main"
 MAX_LIMIT: Final = 10000
-MAX_NOTE_LENGTH: Final = 2000
-# `msg ack` with no actor is the operator's; for a broadcast the actor names the agent.
-OPERATOR: Final = "operator"
 _WHOLE_NUMBER: Final = re.compile(r"[0-9]+")
 _SEND_OPTIONS: Final = ("from", "to", "kind", "channel", "delivery-to", "job-id", "run-id", "body",
                         "subject", "priority", "expires-in", "expires-at", "reply-to", "metadata",
@@ -119,8 +116,6 @@ def messages_send(ctx: Context) -> int:
         metadata=None if metadata is None else parse_metadata_object(metadata),
         team_id=options["team"], member_id=options["member"], task_id=options["task"],
     )
-    if message.team_id is None and (message.member_id or message.task_id):
-        raise ValidationError("--member and --task route a team message: give --team too")
     return _send(ctx, message)
 
 
@@ -132,24 +127,11 @@ def msg_send(ctx: Context) -> int:
 
 
 def _send(ctx: Context, message: NewMessage) -> int:
-    if message.kind == MessageKind.SPAWN:
-        check_spawn(ctx.store, message)
-    sent = ctx.store.send_message(message, _now())
+    from scheduler.service import messages
+
+    sent = messages.send(ctx.store, message, utcnow())
     ctx.out.emit({"ok": True, "message": sent.as_row()}, _sent_line(sent))
     return 0
-
-
-def check_spawn(store: Store, message: NewMessage) -> None:
-    """Refuse a spawn body the daemon would reject (so the sender learns it now, not from an
-    error message in its inbox later). What may change before the daemon reads it, the parent
-    above all, is checked again then."""
-    from scheduler.models.spawn import plan_spawn
-
-    plan = plan_spawn(message.body, from_agent=message.from_agent, to_agent=message.to_agent,
-                      job_id=message.job_id, now=utcnow())
-    parent = plan.row.get("parent_id")
-    if parent and store.get_job(str(parent)) is None:
-        raise ValidationError(f"parent job does not exist: {parent}")
 
 
 def _sent_line(message: Message) -> str:
@@ -161,11 +143,13 @@ def _sent_line(message: Message) -> str:
 
 
 def msg_inbox(ctx: Context) -> int:
+    from scheduler.service import messages
+
     usage = "msg inbox <agent-id> [limit]"
     agent = _agent(ctx, 0, usage)
     limit = _limit(ctx, 1, INBOX_LIMIT)
     ctx.no_extra(2, usage)
-    rows = ctx.store.inbox(agent, _now(), limit)
+    rows = messages.inbox(ctx.store, agent, utcnow(), limit)
     if not rows:
         ctx.out.emit([], "Inbox empty")
         return 0
@@ -240,15 +224,6 @@ def msg_unread(ctx: Context) -> int:
 # -- reads and acknowledgements -----------------------------------------------------------------------
 
 
-def _note(words: Sequence[str]) -> str | None:
-    note = " ".join(words)
-    if not note:
-        return None
-    if len(note) > MAX_NOTE_LENGTH or UNSAFE_CONTROLS.search(note) or first_lone_surrogate(note):
-        raise ValidationError(f"the note must be at most {MAX_NOTE_LENGTH} printable characters")
-    return note
-
-
 def _require_reader(store: Store, message_id: str, agent: str | None, usage: str) -> None:
     """A broadcast is read by each agent for itself: refuse one when no agent is named."""
     message = store.get_message(message_id)
@@ -258,13 +233,15 @@ def _require_reader(store: Store, message_id: str, agent: str | None, usage: str
 
 
 def msg_ack(ctx: Context) -> int:
+    from scheduler.service import messages
+
     usage = "msg ack <message-id> [actor] [note]"
     message_id = _arg(ctx, 0, usage)
-    actor = check_agent_name(ctx.args[1], "actor") if len(ctx.args) > 1 else OPERATOR
-    note = _note(ctx.args[2:])
-    agent = None if actor == OPERATOR else actor
+    actor = check_agent_name(ctx.args[1], "actor") if len(ctx.args) > 1 else messages.OPERATOR
+    note = messages.check_note(ctx.args[2:])
+    agent = None if actor == messages.OPERATOR else actor
     _require_reader(ctx.store, message_id, agent, "msg ack <message-id> <agent> [note]")
-    row = ctx.store.ack_message(message_id, agent, actor, note, _now())
+    row = messages.ack(ctx.store, message_id, actor, note, utcnow())
     result = {"id": row["id"], "status": row["status"], "ack_at": row["ack_at"],
               "read_at": row["read_at"]}
     ctx.out.emit({"ok": True, **result}, f"Acknowledged: {dumps(result)}")

@@ -1,6 +1,7 @@
 """``tasks ...`` (task groups, the dead-man switch), ``team ...`` (the team adapter) and
 ``msg team-inbox``, with the reference's arguments, JSON shapes and texts (its cli.js).
 
+The checks and writes of ``tasks`` are service/tasks.py's (shared with the Python API).
 Unlike the reference, an unknown group, label, status or team message is an error (the
 reference often printed nothing or null), and nothing is written when a command fails.
 """
@@ -24,39 +25,24 @@ from scheduler.models.tasks import (
     check_labels,
     check_reported_state,
     gate_name,
-    parse_task_group,
 )
-from scheduler.text import LINE_BREAKING, UNSAFE_CONTROLS, first_lone_surrogate, quoted
-from scheduler.timeutil import from_sqlite, sqlite_now, utcnow
+from scheduler.timeutil import sqlite_now, utcnow
 
 MAX_LIMIT: Final = 10000
-MAX_KEY_LENGTH: Final = 256
-MAX_NOTE_LENGTH: Final = 1000
 CREATE_USAGE: Final = "tasks create '{\"name\":\"...\",\"expected_agents\":[\"a\",\"b\"]}'"
 HEARTBEAT_USAGE: Final = "tasks heartbeat <trackerId> <agentLabel> running|completed|failed [message]"
 SESSION_USAGE: Final = "tasks register-session <trackerId> <agentLabel> <sessionKey>"
 GATE_USAGE: Final = ("team gate <team-id> <task-id> <members-json> [timeout-s] "
                      "[--delivery-channel <channel>] [--delivery-to <target>]")
-NO_TARGET: Final = ("none: the group has no delivery target (delivery_to, and delivery_channel "
-                    "unless the target is an @alias)")
+
+
+# service.tasks is imported where it is used: every CLI call imports this module.
 
 
 def _word(value: str, name: str, limit: int = MAX_LABEL_LENGTH) -> str:
-    """An id or label argument: 1-``limit`` printable characters on one line."""
-    if (not value.strip() or len(value) > limit or UNSAFE_CONTROLS.search(value)
-            or LINE_BREAKING.search(value) or first_lone_surrogate(value)):
-        raise UsageError(f"{name} must be 1-{limit} printable characters on one line, "
-                         f"got {quoted(value, limit=40)}")
-    return value
+    from scheduler.service.tasks import check_word
 
-
-def _note(words: list[str], name: str) -> str | None:
-    text = " ".join(words)
-    if not text:
-        return None
-    if len(text) > MAX_NOTE_LENGTH or UNSAFE_CONTROLS.search(text) or first_lone_surrogate(text):
-        raise UsageError(f"{name} must be at most {MAX_NOTE_LENGTH} printable characters")
-    return text
+    return check_word(value, name, limit)
 
 
 def _limit(ctx: Context, index: int, default: int) -> int:
@@ -65,62 +51,14 @@ def _limit(ctx: Context, index: int, default: int) -> int:
     return _positive_int(ctx.args[index], "limit", maximum=MAX_LIMIT)
 
 
-def _elapsed_s(since: str | None) -> int:
-    if not since:
-        return 0
-    return max(0, int((utcnow() - from_sqlite(since)).total_seconds()))
-
-
-def _span_s(start: str | None, end: str | None) -> int | None:
-    if not start:
-        return None
-    if not end:
-        return _elapsed_s(start)
-    return max(0, int((from_sqlite(end) - from_sqlite(start)).total_seconds()))
-
-
-def _defined(row: dict[str, Any]) -> dict[str, Any]:
-    """Without the keys the reference leaves ``undefined`` (absent from its JSON)."""
-    return {key: value for key, value in row.items() if value is not None or key in
-            ("duration", "delivery_channel", "delivery_to")}
-
-
-def _notice_of(group: dict[str, Any]) -> dict[str, Any] | str:
-    from scheduler.store.api import Row
-
-    notice: Row | None = group["notice"]
-    if notice is not None:
-        return {"message_id": notice["id"], "status": notice["status"],
-                "delivered_at": notice["delivered_at"], "last_error": notice["last_error"]}
-    target, channel = group["delivery_to"], group["delivery_channel"]
-    if not target or not (channel or str(target).startswith("@")):
-        return NO_TARGET
-    return "sent when the group finishes" if group["status"] == "active" else "none recorded"
-
-
-def group_status(group: dict[str, Any]) -> dict[str, Any]:
-    """The reference's ``getTaskGroupStatus`` shape, with ``notice`` (ours) saying what was, or
-    will be, sent when the group finishes."""
-    elapsed = _elapsed_s(group["created_at"])
-    agents = [_defined({
-        "label": a["agent_label"], "status": a["status"], "session_key": a["session_key"] or None,
-        "last_heartbeat": a["last_heartbeat"] or None,
-        "duration": _span_s(a["started_at"], a["finished_at"]),
-        "exit_message": a["exit_message"] or None, "error": a["error"] or None,
-    }) for a in group["agents"]]
-    return _defined({
-        "id": group["id"], "name": group["name"], "status": group["status"], "agents": agents,
-        "elapsed": elapsed, "remaining_timeout": max(0, group["timeout_s"] - elapsed),
-        "summary": group["summary"] or None, "delivery_channel": group["delivery_channel"],
-        "delivery_to": group["delivery_to"], "notice": _notice_of(group),
-    })
-
-
 # -- tasks ------------------------------------------------------------------------------------------
 
 def tasks_list(ctx: Context) -> int:
+    from scheduler.service import tasks
+
     ctx.no_extra(0, "tasks list")
     groups = ctx.store.active_task_groups()
+    now = utcnow()
     if not groups:
         ctx.out.emit([], "No active task groups")
         return 0
@@ -132,7 +70,7 @@ def tasks_list(ctx: Context) -> int:
             agents = full["agents"] if full is not None else []
             done = sum(1 for a in agents if a["status"] == "completed")
             rows.append({"id": g["id"][:8] + "..", "name": g["name"], "agents": f"{done}/{len(agents)}",
-                         "status": g["status"], "elapsed": f"{_elapsed_s(g['created_at'])}s",
+                         "status": g["status"], "elapsed": f"{tasks.elapsed_s(g['created_at'], now)}s",
                          "timeout": f"{g['timeout_s']}s"})
         table(rows, list(rows[0]))
 
@@ -141,12 +79,11 @@ def tasks_list(ctx: Context) -> int:
 
 
 def tasks_status(ctx: Context) -> int:
+    from scheduler.service import tasks
+
     tracker_id = ctx.positional(0, "tasks status <id>")
     ctx.no_extra(1, "tasks status <id>")
-    group = ctx.store.task_group(tracker_id)
-    if group is None:
-        raise NotFoundError(f"Task group not found: {tracker_id}")
-    status = group_status(group)
+    status = tasks.status(ctx.store, tracker_id, utcnow())
 
     def human() -> None:
         icons = {"completed": "[ok]", "failed": "[FAIL]", "dead": "[DEAD]", "running": "[..]"}
@@ -170,20 +107,23 @@ def tasks_status(ctx: Context) -> int:
 
 
 def tasks_create(ctx: Context) -> int:
+    from scheduler.service import tasks
+
     if not ctx.args:
         raise UsageError(f"usage: openclaw-scheduler {CREATE_USAGE}")
     text = ctx.args[0]
     ctx.no_extra(1, CREATE_USAGE)
-    group = ctx.store.create_task_group(parse_task_group(_parse_json(text, CREATE_USAGE)),
-                                        sqlite_now())
+    group = tasks.create(ctx.store, _parse_json(text, CREATE_USAGE), utcnow())
     ctx.out.emit({"ok": True, "group": group}, f"Created: {dumps(group)}")
     return 0
 
 
 def tasks_history(ctx: Context) -> int:
+    from scheduler.service import tasks
+
     limit = _limit(ctx, 0, 10)
     ctx.no_extra(1, "tasks history [limit]")
-    groups = ctx.store.task_group_history(limit)
+    groups = tasks.history(ctx.store, limit)
     if not groups:
         ctx.out.emit([], "No completed task groups")
         return 0
@@ -194,13 +134,14 @@ def tasks_history(ctx: Context) -> int:
 
 
 def tasks_heartbeat(ctx: Context) -> int:
+    from scheduler.service import tasks
+
     if len(ctx.args) < 3:
         raise UsageError(f"Usage: {HEARTBEAT_USAGE}")
     tracker_id, label, state_text, *words = ctx.args
     state = check_reported_state(state_text)
-    message = _note(words, "message")
-    finished = ctx.store.report_task_agent(_word(tracker_id, "trackerId"), _word(label, "agentLabel"),
-                                           state.value, message, sqlite_now())
+    message = tasks.check_note(words, "message")
+    finished = tasks.report(ctx.store, tracker_id, label, state_text, message, utcnow())
     out: dict[str, Any] = {"ok": True, "tracker_id": tracker_id, "agent": label, "status": state.value}
     if state != "running" and message is not None:
         out["message"] = message
@@ -215,12 +156,13 @@ def tasks_heartbeat(ctx: Context) -> int:
 
 
 def tasks_register_session(ctx: Context) -> int:
+    from scheduler.service import tasks
+
     if len(ctx.args) < 3:
         raise UsageError(f"Usage: {SESSION_USAGE}")
     ctx.no_extra(3, SESSION_USAGE)
     tracker_id, label, key = ctx.args
-    ctx.store.register_task_session(_word(tracker_id, "trackerId"), _word(label, "agentLabel"),
-                                    _word(key, "sessionKey", MAX_KEY_LENGTH), sqlite_now())
+    tasks.register_session(ctx.store, tracker_id, label, key, utcnow())
     ctx.out.emit({"ok": True, "tracker_id": tracker_id, "agent": label, "session_key": key},
                  f"Session registered: {label} -> {key}")
     return 0
@@ -303,11 +245,13 @@ def team_check_gates(ctx: Context) -> int:
 
 
 def team_ack(ctx: Context) -> int:
+    from scheduler.service import tasks
+
     if not ctx.args:
         raise UsageError("Usage: team ack <message-id> [actor] [note]")
     message_id = _word(ctx.args[0], "message-id")
     actor = _word(ctx.args[1], "actor") if len(ctx.args) > 1 else "team-member"
-    note = _note(ctx.args[2:], "note")
+    note = tasks.check_note(ctx.args[2:], "note")
     message = ctx.store.ack_team_message(message_id, actor, note, sqlite_now())
     if message is None:
         raise NotFoundError(f"Team message not found: {message_id}")

@@ -1,5 +1,5 @@
 """Typed records of the rows that cross the store boundary: a job, a run, an outbound message,
-a message between agents.
+a message between agents, a queued run, an approval.
 
 The engine and the strategies decide on typed fields: policies and statuses are enums, flags are
 ``bool``, and a column the database leaves NULL (a reference database may) reads as the schema's
@@ -323,3 +323,58 @@ def parse_metadata(raw: Any) -> dict[str, Any]:
     except (TypeError, ValueError, RecursionError):
         return {}
     return loaded if isinstance(loaded, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """A row of ``job_dispatch_queue``: a run asked for (manual, retry, chained) and not yet
+    started, or its record once it was."""
+
+    id: str
+    job_id: str
+    dispatch_kind: str
+    status: str
+    scheduled_for: str
+    row: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Dispatch:
+        get = row.get
+        return cls(id=str(row["id"]), job_id=str(get("job_id") or ""),
+                   dispatch_kind=str(get("dispatch_kind") or ""),
+                   status=str(get("status") or "pending"),
+                   scheduled_for=str(get("scheduled_for") or ""), row=_frozen(row))
+
+    def as_row(self) -> dict[str, Any]:
+        return dict(self.row)
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """A row of ``approvals`` (a gated run waiting for, or given, an operator's decision), with
+    the job's name when the store joined it."""
+
+    id: str
+    job_id: str
+    job_name: str | None
+    run_id: str | None
+    dispatch_queue_id: str | None
+    status: str
+    requested_at: str
+    resolved_at: str | None
+    notes: str | None
+    row: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Approval:
+        get = row.get
+        return cls(id=str(row["id"]), job_id=str(get("job_id") or ""),
+                   job_name=_opt_str(get("job_name")), run_id=_opt_str(get("run_id")),
+                   dispatch_queue_id=_opt_str(get("dispatch_queue_id")),
+                   status=str(get("status") or "pending"),
+                   requested_at=str(get("requested_at") or ""),
+                   resolved_at=_opt_str(get("resolved_at")), notes=_opt_str(get("notes")),
+                   row=_frozen(row))
+
+    def as_row(self) -> dict[str, Any]:
+        return dict(self.row)
