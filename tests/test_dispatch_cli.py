@@ -664,3 +664,19 @@ def test_a_message_file_may_be_a_pipe_but_stdin_must_be_piped(tmp_path: Path) ->
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe not utf-8")
     with pytest.raises(BadArgument, match="not UTF-8"):
         resolve_message(MessageSources(message_file=str(tmp_path / "bad.txt")))
+
+
+def test_watch_follows_the_label_to_its_completion_in_the_foreground(
+        dispatch: Run, db_path: Path, gateway: FakeGateway) -> None:
+    gateway.rpc.script_runs(RunScript.ok("The parser no longer crashes on empty input."))
+    enqueue(dispatch)
+    code, out, stdout, stderr = dispatch("watch", "--label", "fix-bug")
+    assert code == 0, stdout + stderr
+    assert (out["ok"], out["status"], out["lastReply"]) == (
+        True, "ok", "The parser no longer crashes on empty input.")
+    row = ledger(db_path)
+    assert row is not None and row["status"] == "done" and row["completion"] == out["completion"]
+    code, _, stdout, _ = dispatch("watch", "--label", "fix-bug", json_mode=False)
+    assert code == 0 and "parser no longer crashes" in stdout  # already done: the recorded text
+    code, out, _, _ = dispatch("watch", "--label", "nope")
+    assert code == 1 and out["ok"] is False and out["status"] == "error"

@@ -340,6 +340,29 @@ def _normalised(args: list[str]) -> list[str]:
     return out
 
 
+def watch(ctx: Context) -> int:
+    """The daemon's watch in the foreground (strategies/dispatch_watch.py): exit 0 with the
+    completion text when the label ends well, 1 otherwise (the reference's watcher.mjs)."""
+    import asyncio
+
+    from scheduler.config import load_settings
+    from scheduler.engine.dispatch_watching import watch_in_foreground
+
+    label = _label(ctx, "dispatch watch --label <l>")
+    _gateway()  # the log set-up, with the token among the secrets
+    outcome = asyncio.run(watch_in_foreground(label, ctx.store, load_settings()))
+    answer = {"ok": outcome.status == "ok", "label": label, "status": outcome.status,
+              "sessionKey": outcome.session_key, "completion": outcome.completion,
+              "lastReply": outcome.reply, "error": outcome.error, "retries": outcome.retries}
+    if ctx.out.json_mode:
+        ctx.out.emit(answer, None)
+    elif answer["ok"]:
+        ctx.out.emit(answer, outcome.completion or outcome.reply or "completed")
+    else:
+        ctx.out.error(f"{label}: {outcome.status}: {outcome.error or 'no completion'}")
+    return 0 if answer["ok"] else 1
+
+
 def _once(handler: Handler) -> Handler:
     def run(ctx: Context) -> int:
         ctx.args[:] = _normalised(ctx.args)
@@ -361,5 +384,6 @@ COMMANDS: dict[tuple[str, str | None], Handler] = {
         ("enqueue", enqueue), ("status", status), ("stuck", stuck), ("result", result),
         ("send", send), ("steer", send), ("heartbeat", heartbeat), ("list", list_labels),
         ("sync", sync), ("done", done), ("import", import_labels), ("cancel", cancel),
+        ("watch", watch),
     )
 }

@@ -118,6 +118,8 @@ Sub-agent dispatch (docs/dispatch.md; JSON output, as the reference's dispatch C
   dispatch cancel --label <l> [--reason <r>]
                                           abort the session, close the label, disarm its jobs
   dispatch import [<labels.json>]         import a reference ledger once (default $DISPATCH_LABELS_PATH)
+  dispatch watch --label <l>              follow the label until it ends, as the daemon's watcher does;
+                                          prints the completion (exit 0), else exit 1
 
 Idempotency ledger:
   idem status <job-id>                    newest keys claimed for a job's runs
