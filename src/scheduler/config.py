@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     approvals_keep_days: int = Field(APPROVALS_KEEP_DAYS[1], ge=APPROVALS_KEEP_DAYS[2],
                                      le=APPROVALS_KEEP_DAYS[3], validation_alias=APPROVALS_KEEP_DAYS[0])
     shell: str = Field(default_factory=default_shell, validation_alias="SCHEDULER_SHELL")
+    # contract_network none shell jobs: "auto" runs them in a network namespace (refused where
+    # none can be made); "off" refuses them all (a host whose policy forbids namespaces).
+    network_isolation: Literal["auto", "off"] = Field("auto", validation_alias="SCHEDULER_NETWORK_ISOLATION")
     debug: bool = Field(False, validation_alias="SCHEDULER_DEBUG")
     max_concurrency: int = Field(64, ge=1, le=10000, validation_alias="SCHEDULER_MAX_CONCURRENCY")
     # Per stream of one shell run: bytes kept in its artifact file; the rest is counted, noted, dropped.

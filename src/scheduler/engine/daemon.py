@@ -126,6 +126,7 @@ class Daemon:
                 env_allow=settings.shell_env_allow,
                 max_output_bytes=settings.max_output_bytes,
                 db=self.db,
+                network_isolation=settings.network_isolation,
             )
         }
         token = settings.gateway_token.get_secret_value() if settings.gateway_token else None

@@ -32,10 +32,12 @@ from scheduler.gateway.client import (
 from scheduler.media import extract_markers
 from scheduler.models.enums import ANNOUNCE_MODES, DeliveryGuarantee, SessionTarget
 from scheduler.models.records import DEFAULT_PAYLOAD_TIMEOUT_S, Job, Run
+from scheduler.models.validation import CONTRACT_NETWORK_NOT_ENFORCEABLE
 from scheduler.store.thread import StoreThread
 from scheduler.strategies import retrieval
 from scheduler.strategies.agent_presence import AgentPresence, gateway_disowns_agent
 from scheduler.strategies.base import DeferRun, Outcome
+from scheduler.strategies.network_isolation import wants_no_network
 from scheduler.strategies.prompt import build_prompt
 from scheduler.strategies.reply import NO_FLUSH, interpret_reply
 from scheduler.timeutil import sqlite_now
@@ -89,6 +91,11 @@ class AgentStrategy:
 
     async def _execute(self, job: Job, run: Run, session_key: str) -> Outcome:
         agent_id = job.agent_id
+        if wants_no_network(job.row.get("contract_network")):
+            # A row stored before validation refused this (or written around it): fail closed.
+            message = CONTRACT_NETWORK_NOT_ENFORCEABLE + "; the turn was not started"
+            return Outcome("error", {"session_key": session_key, "error_message": message},
+                           delivery_text=self._failure_delivery(job, message))
         prompt, meta, injected = await self._prompt(job, run, agent_id)
         columns: dict[str, Any] = {"session_key": session_key, "context_summary": json.dumps(meta)}
         timeout_s = run.run_timeout_ms / 1000
