@@ -1313,3 +1313,18 @@ def test_gauges_count_backlog_approvals_and_outbound(store: Store) -> None:
 def test_a_writable_store_passes_the_check(store: Store) -> None:
     store.check_writable()
     add_job(store)  # and the check left no transaction open behind it
+
+
+# -- contract enforcement (issue 11: contract_max_cost_usd) --------------------------------------
+
+
+def test_a_turns_cost_is_recorded_and_a_final_failure_schedules_no_retry(store: Store) -> None:
+    job = add_job(store, max_retries=2)
+    (c,) = claim(store)
+    (done,) = store.finish_runs([Finish(c, "error", 5, {"error_message": "over cap", "cost_usd": 0.25},
+                                        no_retry=True)], policy())
+    assert done.retry is None
+    assert done.job is not None and done.job.consecutive_errors == 1  # counted as the last attempt
+    run = store.get_run(c.run.id)
+    assert run is not None and run.row["cost_usd"] == 0.25 and run.status == "error"
+    assert [r["id"] for r in store.list_runs(job.id, 10)] == [c.run.id]

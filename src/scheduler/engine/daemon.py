@@ -684,7 +684,7 @@ class Daemon:
         return Finish(claim, outcome.status, duration_ms, outcome.columns,
                       delivery=_delivery_of(claim.job, outcome, self.media_policy),
                       remove_job=outcome.remove_job,
-                      content=outcome.content)
+                      content=outcome.content, no_retry=outcome.no_retry)
 
     def _log_finish(self, finish: Finish, finished: Finished) -> None:
         run_id = finish.claim.run.id

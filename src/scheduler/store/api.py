@@ -88,6 +88,7 @@ FINISH_COLUMNS = frozenset({
     "summary", "error_message", "shell_exit_code", "shell_signal", "shell_timed_out",
     "shell_stdout", "shell_stderr", "shell_stdout_path", "shell_stderr_path", "shell_stdout_bytes",
     "shell_stderr_bytes", "context_summary", "session_key", "session_id",
+    "cost_usd",  # an agent turn's cost as the gateway reported it (contract_max_cost_usd)
 })
 
 
@@ -104,6 +105,9 @@ class Finish:
     # The run's output as its children's trigger_condition sees it (an agent's whole reply, a
     # shell run's stdout); None: the summary, else the error message, as recorded.
     content: str | None = None
+    # The failure is final: no retry is scheduled whatever max_retries says (a turn over its
+    # cost cap, which a retry would pay for again).
+    no_retry: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.columns) - FINISH_COLUMNS

@@ -27,6 +27,8 @@ class Outcome:
     # The output the run's children test their trigger_condition on (an agent's whole reply, a
     # shell run's stdout); None: its recorded summary or error message.
     content: str | None = None
+    # A failure no retry may follow, whatever the job's max_retries (a turn over its cost cap).
+    no_retry: bool = False
 
 
 class DeferRun(Exception):

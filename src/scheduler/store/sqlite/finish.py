@@ -55,7 +55,7 @@ def _finish_one(conn: sqlite3.Connection, finish: Finish, policy: FinishPolicy) 
     if finish.remove_job:
         conn.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
         return Finished(job=None, retry=None, message=message)
-    retry = _schedule_retry(conn, job, claim.run, finish.status, policy)
+    retry = None if finish.no_retry else _schedule_retry(conn, job, claim.run, finish.status, policy)
     if retry is not None:
         conn.execute(
             "UPDATE jobs SET last_run_at = ?, last_status = ?, updated_at = ? WHERE id = ?",
