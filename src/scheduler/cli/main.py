@@ -136,16 +136,21 @@ Diagnosis:
                                           reasons, what stands in its way now, next 5 fire times,
                                           its queue rows and pending approvals
 
+v0.2 contract (docs/trust-contract.md):
+  capabilities                            the v0.2 features this build honours (JSON: scheduler_version,
+                                          schema_version, handoff_version, features)
+
 Environment: SCHEDULER_DB (default ~/.openclaw/scheduler/scheduler.db), SCHEDULER_HOME, ...
 See docs/operating.md.
 """
 
 
 def _commands() -> dict[tuple[str, str | None], Handler]:
-    from scheduler.cli import backup, commands, db, doctor, explain, migrate, service, tasks
+    from scheduler.cli import backup, capabilities, commands, db, doctor, explain, migrate, service, tasks
 
     return {**commands.COMMANDS, **tasks.COMMANDS, **backup.COMMANDS, **db.COMMANDS,
-            **doctor.COMMANDS, **explain.COMMANDS, **migrate.COMMANDS, **service.COMMANDS}
+            **doctor.COMMANDS, **explain.COMMANDS, **migrate.COMMANDS, **service.COMMANDS,
+            **capabilities.COMMANDS}
 
 
 def run(argv: Sequence[str]) -> int:
