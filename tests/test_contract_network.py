@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sqlite3
+import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import add_job, shell_job, wait_until
+from conftest import add_job, processes_with_environment, shell_job, wait_until
 from peers import deny_unshare
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -164,3 +167,57 @@ def test_a_stored_agent_job_with_no_network_fails_without_a_turn(cli, daemon, db
     assert run["status"] == "error"
     assert run["error_message"].endswith("; the turn was not started")
     assert fake_gateway.chats == []
+
+
+def test_a_no_network_job_that_overruns_is_killed_with_everything_it_started(cli, daemon, db,
+                                                                             tmp_path) -> None:
+    # The helper exec's the shell, so the run's process group and process hunt are unchanged.
+    namespace = tmp_path / "netns.txt"
+    job = add_job(cli, shell_job(schedule_cron="0 3 * * *", contract_network="none",
+                                 run_timeout_ms=1500,
+                                 payload_message=f"readlink /proc/self/ns/net > {namespace}; "
+                                                 "sleep 300 & sleep 300"))
+    daemon()
+    run = _run_now(cli, db, job["id"])
+    assert run["status"] == "timeout", run
+    assert namespace.read_text().strip() != os.readlink("/proc/self/ns/net")
+    wait_until(lambda: not processes_with_environment(f"SCHEDULER_RUN_ID={run['id']}"), timeout=15,
+               message="every process of the run ended")
+
+
+def _interpreter_for(uid: int) -> str | None:
+    for candidate in (os.path.realpath(sys.executable), "/usr/bin/python3"):
+        try:
+            done = subprocess.run([candidate, "-c", "pass"], user=uid, group=uid,
+                                  capture_output=True, timeout=30, check=False)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if done.returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start a process as another user")
+def test_an_unprivileged_user_gets_the_namespace_as_itself() -> None:
+    from scheduler.strategies import netns_exec
+
+    nobody = 65534
+    interpreter = _interpreter_for(nobody)
+    if interpreter is None:
+        pytest.skip("no Python interpreter the unprivileged user may run")
+    with tempfile.TemporaryDirectory() as scratch:
+        os.chmod(scratch, 0o755)
+        helper = Path(scratch, "netns_exec.py")
+        shutil.copy(netns_exec.__file__, helper)
+        os.chmod(helper, 0o644)
+        done = subprocess.run(
+            [interpreter, "-I", "-S", str(helper), "/bin/sh", "-c",
+             "id -u; readlink /proc/self/ns/net; cat /proc/net/dev"],
+            user=nobody, group=nobody, capture_output=True, text=True, timeout=30, check=False)
+    if done.returncode == netns_exec.REFUSED_EXIT:
+        pytest.skip(f"this host has no unprivileged user namespaces: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    uid, namespace, *devices = done.stdout.split("\n")
+    assert uid == str(nobody)
+    assert namespace != os.readlink("/proc/self/ns/net")
+    assert [line.split(":")[0].strip() for line in devices[2:] if line.strip()] == ["lo"]
