@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from conftest import add_job, wait_until
 from fakegateway import FakeGateway
 
@@ -92,3 +94,24 @@ def test_a_flat_cost_is_recorded_without_a_cap(cli, daemon, db, fake_gateway) ->
     run = _run_now(cli, db, job["id"])
     assert (run["status"], run["cost_usd"]) == ("ok", 0.5)
     assert _cost_note(run) is None
+
+
+@pytest.mark.parametrize(("usage", "cost"), [
+    ({"cost": {"input": 0.1, "output": 0.2, "total": 0.3}}, 0.3),
+    ({"cost": 2}, 2.0),
+    ({"cost": 0}, 0.0),  # a reported zero is a cost (the fake model's price), checked as such
+    ({"prompt_tokens": 1, "total_tokens": 2}, None),  # the real gateway 2026.9.6
+    (None, None),
+    ({"cost": "0.3"}, None),
+    ({"cost": True}, None),
+    ({"cost": -1}, None),
+    ({"cost": float("nan")}, None),
+    ({"cost": {"input": 0.1}}, None),
+    ({"total_cost_usd": 0.3}, None),
+])
+def test_the_cost_is_read_from_the_gateways_usage_shape_only(usage: Any, cost: float | None) -> None:
+    from scheduler.strategies.cost_cap import check_cost, reported_cost_usd
+
+    assert reported_cost_usd(usage) == cost
+    assert check_cost(usage, 0.25).exceeded is (cost is not None and cost > 0.25)
+    assert check_cost(usage, None).note is None
