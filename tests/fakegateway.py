@@ -15,6 +15,9 @@ of :class:`Reply` objects or callables (:meth:`FakeGateway.script`), or with a s
 (:meth:`FakeGateway.on`). :meth:`FakeGateway.down` and :meth:`FakeGateway.up` stop and restart
 listening on the same port. Use it as a context manager, or import the ``fake_gateway``
 fixture: ``from fakegateway import fake_gateway``.
+
+A WebSocket upgrade on the same port reaches the RPC control plane, ``fake_gateway.rpc``
+(:class:`fakerpc.FakeRpc`; see tests/fakerpc.py), as on the real gateway.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+
+from fakerpc import FakeRpc, is_upgrade
 
 HEALTH = "/health"
 CHAT = "/v1/chat/completions"
@@ -134,6 +139,8 @@ class FakeGateway:
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self.port = 0
+        #: The WebSocket RPC control plane on the same port (tests/fakerpc.py).
+        self.rpc = FakeRpc(lambda: self.token, lambda: self._stopped)
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -219,6 +226,7 @@ class FakeGateway:
             self._chat_sessions.clear()
             self._scripts.clear()
             self._handlers.clear()
+        self.rpc.reset()
 
     # -- observations --------------------------------------------------------------------------
 
@@ -284,7 +292,10 @@ class FakeGateway:
                 pass
 
             def do_GET(self) -> None:
-                gateway._handle(self)
+                if is_upgrade(self.headers):
+                    gateway.rpc.serve(self)
+                else:
+                    gateway._handle(self)
 
             def do_POST(self) -> None:
                 gateway._handle(self)

@@ -168,3 +168,12 @@ def test_daemon_reports_an_unwritable_database_directory_in_one_line(tmp_path: P
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot create the daemon lock" in lines[0], result.stderr
+
+
+def test_the_daemon_redacts_the_whole_dispatch_webhook_url(tmp_path: Path) -> None:
+    from scheduler.engine.entry import _secrets_to_redact
+
+    hook = "https://chat.example.test/hooks/T0/B0/Zx9secretpath"
+    settings = load_settings({"HOME": str(tmp_path), "DISPATCH_WEBHOOK_URL": hook})
+    assert hook in _secrets_to_redact(settings)
+    assert hook not in _secrets_to_redact(load_settings({"HOME": str(tmp_path)}))

@@ -1,4 +1,4 @@
-"""``contract_max_cost_usd`` on agent turns (docs/trust-contract.md): the real daemon and the
+"""``contract_max_cost_usd`` on agent turns (docs/trust.md): the real daemon and the
 loopback fake gateway, whose chat-completions ``usage`` is scripted with a cost."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """``contract_network: "none"`` on shell jobs: the command runs without the host's network, or not at
-all (docs/trust-contract.md). Real daemon, real shell, a real TCP server on the host's loopback."""
+all (docs/trust.md). Real daemon, real shell, a real TCP server on the host's loopback."""
 
 from __future__ import annotations
 

@@ -235,3 +235,20 @@ def test_deleting_a_run_finds_the_rows_naming_it_by_index(
     plan = query(db_path, f"EXPLAIN QUERY PLAN SELECT 1 FROM {table} WHERE {column} = ?", ("x",))
     details = " ".join(row["detail"] for row in plan)
     assert "USING INDEX" in details or "USING COVERING INDEX" in details, details
+
+
+def test_db_prune_deletes_jobs_past_their_ttl_and_the_dry_run_only_counts(cli: Cli,
+                                                                         db_path: Path) -> None:
+    expired, recent = job(cli, "expired"), job(cli, "recent")
+    for job_id, hours in ((expired, 49), (recent, 1)):
+        sql(db_path, "UPDATE jobs SET ttl_hours = 48, last_status = 'ok', "
+                     "last_run_at = datetime('now', ?) WHERE id = ?", (f"-{hours} hours", job_id))
+    code, out, stdout, stderr = cli("db", "prune", "--dry-run")
+    assert code == 0, stdout + stderr
+    assert out["jobs"] == {"finished_one_shots": 0, "orphaned_children": 0, "ttl_expired": 1}
+    assert {j["id"] for j in query(db_path, "SELECT id FROM jobs")} == {expired, recent}
+    code, out, stdout, stderr = cli("db", "prune")
+    assert code == 0 and out["jobs"]["ttl_expired"] == 1, stdout + stderr
+    assert [j["id"] for j in query(db_path, "SELECT id FROM jobs")] == [recent]
+    code, _, stdout, _ = cli("db", "prune", json_mode=False)
+    assert "jobs        0 (finished_one_shots 0, orphaned_children 0, ttl_expired 0)" in stdout

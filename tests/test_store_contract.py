@@ -1315,6 +1315,195 @@ def test_a_writable_store_passes_the_check(store: Store) -> None:
     add_job(store)  # and the check left no transaction open behind it
 
 
+# -- the sub-agent dispatch ledger ---------------------------------------------------------------
+
+
+def _dispatch(label: str = "fix-bug", **overrides: Any) -> Any:
+    from scheduler.models.dispatch import DispatchLabel
+    from scheduler.models.enums import SubagentStatus
+
+    fields: dict[str, Any] = {"label": label, "session_key": f"agent:main:subagent:{label}",
+                              "status": SubagentStatus.RUNNING, "spawned_at": at(0), **overrides}
+    return DispatchLabel(**fields)
+
+
+def test_a_dispatch_label_is_saved_read_and_found_by_session(store: Store) -> None:
+    saved = store.save_dispatch(_dispatch(deliver_to="42", timeout_s=900, task_prompt="do it"), at(0))
+    assert (saved.label, saved.deliver_to, saved.timeout_s, saved.status) == (
+        "fix-bug", "42", 900, "running")
+    assert saved.created_at == at(0) and saved.updated_at == at(0)
+    assert store.get_dispatch("fix-bug") == saved
+    assert store.get_dispatch("nope") is None
+    assert store.dispatch_by_session("agent:main:subagent:fix-bug") == saved
+    assert store.dispatch_by_session("agent:main:subagent:other") is None
+
+
+def test_saving_a_label_again_replaces_its_entry_but_keeps_when_it_was_created(store: Store) -> None:
+    store.save_dispatch(_dispatch(retry_count=2, error="529"), at(0))
+    again = store.save_dispatch(_dispatch(session_key="agent:main:subagent:new"), at(60))
+    assert again.session_key == "agent:main:subagent:new" and again.retry_count == 0
+    assert again.error is None and again.created_at == at(0) and again.updated_at == at(60)
+    assert len(store.list_dispatches(None, 10)) == 1
+
+
+def test_dispatch_labels_are_listed_newest_first_and_by_status(store: Store) -> None:
+    from scheduler.models.enums import SubagentStatus
+
+    store.save_dispatch(_dispatch("old", spawned_at=at(0)), at(0))
+    store.save_dispatch(_dispatch("new", spawned_at=at(60)), at(60))
+    store.save_dispatch(_dispatch("done", spawned_at=at(30), status=SubagentStatus.DONE), at(30))
+    assert [d.label for d in store.list_dispatches(None, 10)] == ["new", "done", "old"]
+    assert [d.label for d in store.list_dispatches(None, 2)] == ["new", "done"]
+    assert [d.label for d in store.list_dispatches({"running"}, 10)] == ["new", "old"]
+    assert store.list_dispatches(set(), 10) == []
+
+
+def test_a_dispatch_update_changes_only_the_named_columns(store: Store) -> None:
+    from scheduler.errors import StoreValueError
+    from scheduler.models.enums import SubagentStatus
+
+    store.save_dispatch(_dispatch(deliver_to="42", summary="first"), at(0))
+    changed = store.update_dispatch("fix-bug", {"status": SubagentStatus.DONE, "sha": "abc"}, at(5))
+    assert changed is not None and (changed.status, changed.sha) == ("done", "abc")
+    assert (changed.deliver_to, changed.summary, changed.updated_at) == ("42", "first", at(5))
+    assert store.update_dispatch("missing", {"sha": "x"}, at(6)) is None
+    with pytest.raises(StoreValueError, match="label"):
+        store.update_dispatch("fix-bug", {"label": "renamed"}, at(6))
+    assert store.get_dispatch("fix-bug") == changed  # the refused write changed nothing
+
+
+def test_a_guarded_dispatch_update_writes_nothing_when_the_status_moved_on(store: Store) -> None:
+    from scheduler.models.enums import SubagentStatus
+
+    store.save_dispatch(_dispatch(status=SubagentStatus.DONE), at(0))
+    assert store.update_dispatch("fix-bug", {"status": "error", "error": "late 529"}, at(5),
+                                 only_if_status={"running"}) is None
+    kept = store.get_dispatch("fix-bug")
+    assert kept is not None and (kept.status, kept.error, kept.updated_at) == ("done", None, at(0))
+    assert store.update_dispatch("fix-bug", {"summary": "ok"}, at(6),
+                                 only_if_status={"done"}) is not None
+
+
+def test_a_dispatch_label_can_be_deleted(store: Store) -> None:
+    store.save_dispatch(_dispatch(), at(0))
+    assert store.delete_dispatch("fix-bug") is True
+    assert store.delete_dispatch("fix-bug") is False and store.get_dispatch("fix-bug") is None
+
+
+def test_importing_dispatch_labels_inserts_only_new_ones_and_never_overwrites(store: Store) -> None:
+    store.save_dispatch(_dispatch("kept", summary="daemon's"), at(0))
+    imported = store.import_dispatches(
+        [_dispatch("kept", summary="file's"), _dispatch("fresh", updated_at=at(-60))], at(10))
+    assert imported == ["fresh"]
+    kept, fresh = store.get_dispatch("kept"), store.get_dispatch("fresh")
+    assert kept is not None and kept.summary == "daemon's"
+    assert fresh is not None and fresh.updated_at == at(-60) and fresh.created_at == at(10)
+    assert store.import_dispatches([_dispatch("fresh")], at(20)) == []
+
+
+# -- job housekeeping (features.md §3.12) --------------------------------------------------------
+
+
+def _finished(store: Store, job: Job, hours_ago: float, **columns: Any) -> Job:
+    return store.update_job(job.id, {"enabled": 0, "last_status": "ok",
+                                     "last_run_at": at(-hours_ago * 3600), **columns}, at(0))
+
+
+def test_a_finished_one_shot_goes_a_day_after_its_last_run(store: Store) -> None:
+    old = _finished(store, add_job(store, name="old"), 25, delete_after_run=1)
+    young = _finished(store, add_job(store, name="young"), 23, delete_after_run=1)
+    kept = _finished(store, add_job(store, name="no-delete"), 25, delete_after_run=0)
+    assert store.prune_expired_jobs(at(0), dry_run=True)["finished_one_shots"] == 1
+    assert store.get_job(old.id) is not None  # a dry run deletes nothing
+    assert store.prune_expired_jobs(at(0))["finished_one_shots"] == 1
+    assert store.get_job(old.id) is None
+    assert store.get_job(young.id) is not None and store.get_job(kept.id) is not None
+
+
+def test_a_disabled_job_past_its_ttl_goes_after_a_final_status(store: Store) -> None:
+    expired = _finished(store, add_job(store, name="expired"), 49, ttl_hours=48)
+    within = _finished(store, add_job(store, name="within"), 47, ttl_hours=48)
+    crashed = _finished(store, add_job(store, name="crashed"), 49, ttl_hours=48,
+                        last_status="crashed")
+    enabled = store.update_job(add_job(store, name="enabled").id,
+                               {"ttl_hours": 1, "last_status": "ok",
+                                "last_run_at": at(-7200)}, at(0))
+    assert store.prune_expired_jobs(at(0)) == {"finished_one_shots": 0, "orphaned_children": 0,
+                                                "ttl_expired": 1}
+    assert store.get_job(expired.id) is None
+    assert all(store.get_job(j.id) is not None for j in (within, crashed, enabled))
+
+
+def test_children_of_a_deleted_parent_go_in_the_same_pass(store: Store) -> None:
+    parent = _finished(store, add_job(store, name="parent"), 25, delete_after_run=1)
+    child = add_job(store, name="child", parent_id=parent.id, trigger_on="success")
+    assert store.prune_expired_jobs(at(0), dry_run=True) == {
+        "finished_one_shots": 1, "orphaned_children": 1, "ttl_expired": 0}
+    assert store.prune_expired_jobs(at(0)) == {
+        "finished_one_shots": 1, "orphaned_children": 1, "ttl_expired": 0}
+    assert store.get_job(parent.id) is None and store.get_job(child.id) is None
+
+
+def test_a_job_with_work_in_flight_is_never_expired(store: Store) -> None:
+    queued = _finished(store, add_job(store, name="queued"), 25, delete_after_run=1)
+    store.enqueue_dispatch(queued.id, "manual", at(0))
+    running = add_job(store, name="running")
+    (c,) = [c for c in claim(store) if c.job.id == running.id]
+    _finished(store, running, 25, delete_after_run=1)
+    assert store.prune_expired_jobs(at(0)) == {"finished_one_shots": 0, "orphaned_children": 0,
+                                                "ttl_expired": 0}
+    assert store.get_job(queued.id) is not None and store.get_job(running.id) is not None
+    finish(store, c, now=at(1))
+
+# -- the v0.2 trust gate (issue 11, trust) ------------------------------------------------------
+
+
+def test_a_fail_closed_end_fires_no_children_schedules_no_retry_and_releases_its_key(
+    store: Store,
+) -> None:
+    parent = add_job(store, name="guarded", max_retries=2)
+    add_child(store, parent, "failure", name="notify")
+    add_child(store, parent, "complete", name="log")
+    (c,) = claim(store)
+    message = "Trust enforcement blocked dispatch: no trust level declared; enforcement is block"
+    columns = {"summary": message, "error_message": message,
+               "trust_evaluation": json.dumps({"decision": "deny"})}
+    (done,) = store.finish_runs([Finish(c, "error", 0, columns, fail_closed=True)], policy(at(10)))
+    assert done.recorded and done.retry is None and done.children.queued == ()
+    assert claim(store, at(3600)) == []  # nothing queued: no retry, no child
+    assert done.job is not None and done.job.consecutive_errors == 1
+    run = store.get_run(c.run.id)
+    assert run is not None and run.status == "error" and run.error_message == message
+    assert json.loads(run.row["trust_evaluation"]) == {"decision": "deny"}
+    assert c.run.idempotency_key is not None
+    entry = store.ledger_entry(c.run.idempotency_key)
+    assert entry is not None and entry["status"] == "released"
+
+
+def test_the_outcome_columns_are_recorded_with_the_end(store: Store) -> None:
+    job = add_job(store)
+    (c,) = claim(store)
+    names = ("identity_resolved", "trust_evaluation", "authorization_decision",
+             "authorization_proof_verification", "evidence_record", "credential_handoff_summary")
+    columns = {name: json.dumps({"column": name}) for name in names}
+    store.finish_runs([Finish(c, "ok", 5, columns)], policy())
+    run = store.get_run(c.run.id)
+    assert run is not None and run.job_id == job.id
+    assert {name: json.loads(run.row[name]) for name in names} == {n: {"column": n} for n in names}
+
+
+def test_the_latest_ok_identity_of_a_job(store: Store) -> None:
+    job = add_job(store, schedule_cron="* * * * *")
+    assert store.latest_ok_identity(job.id) is None
+    ends = [("ok", '{"n": 1}', 0), ("ok", '{"n": 2}', 100), ("error", '{"n": 3}', 200)]
+    for status, identity, offset in ends:
+        store.update_job(job.id, {"next_run_at": at(offset)}, at(offset))
+        (c,) = claim(store, at(offset))
+        store.finish_runs([Finish(c, status, 5, {"identity_resolved": identity})],
+                          policy(at(offset + 10)))
+    assert store.latest_ok_identity(job.id) == '{"n": 2}'  # the failed run's does not count
+    assert store.latest_ok_identity("no-such-job") is None
+
 # -- contract enforcement (issue 11: contract_max_cost_usd) --------------------------------------
 
 

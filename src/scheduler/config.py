@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from scheduler import paths
 from scheduler.errors import ConfigError
+from scheduler.logs import redact_url
 from scheduler.models.retention import (
     APPROVALS_KEEP_DAYS,
     RUNS_KEEP_DAYS,
@@ -51,6 +52,11 @@ class Settings(BaseSettings):
     approvals_keep_days: int = Field(APPROVALS_KEEP_DAYS[1], ge=APPROVALS_KEEP_DAYS[2],
                                      le=APPROVALS_KEEP_DAYS[3], validation_alias=APPROVALS_KEEP_DAYS[0])
     shell: str = Field(default_factory=default_shell, validation_alias="SCHEDULER_SHELL")
+    # Trust provider plugins (docs/trust.md): a directory of *.py modules, absolute (a relative
+    # one would load code from wherever the daemon was started), and the bound of each call.
+    provider_path: Path | None = Field(None, validation_alias="SCHEDULER_PROVIDER_PATH")
+    provider_timeout_ms: int = Field(10000, ge=100, le=600000,
+                                     validation_alias="SCHEDULER_PROVIDER_TIMEOUT_MS")
     # contract_network none shell jobs: "auto" runs them in a network namespace (refused where
     # none can be made); "off" refuses them all (a host whose policy forbids namespaces).
     network_isolation: Literal["auto", "off"] = Field("auto", validation_alias="SCHEDULER_NETWORK_ISOLATION")
@@ -98,6 +104,9 @@ class Settings(BaseSettings):
     http_allow_remote: bool = Field(False, validation_alias="SCHEDULER_HTTP_ALLOW_REMOTE")
     # The metrics and health endpoint, host:port; empty: no endpoint (engine/http_endpoint.py).
     http_addr: str | None = Field(None, validation_alias="SCHEDULER_HTTP_ADDR")
+    # Dispatch lifecycle events are also POSTed here (engine/dispatch_events.py); a secret: the
+    # URL may carry credentials.
+    dispatch_webhook_url: SecretStr | None = Field(None, validation_alias="DISPATCH_WEBHOOK_URL")
 
     @field_validator("debug", mode="before")
     @classmethod
@@ -127,6 +136,16 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return tuple(value)
 
+    @field_validator("provider_path", mode="before")
+    @classmethod
+    def _absolute_directory(cls, value: Any) -> Path | None:
+        if value is None or not str(value).strip():
+            return None
+        path = Path(str(value).strip()).expanduser()
+        if not path.is_absolute():
+            raise ValueError("must be an absolute path")
+        return path
+
     @field_validator("media_dirs", mode="before")
     @classmethod
     def _directory_list(cls, value: Any) -> tuple[Path, ...]:
@@ -153,6 +172,13 @@ class Settings(BaseSettings):
                 "not a loopback address, and the endpoint has no authentication: use "
                 "127.0.0.1:<port>, or set SCHEDULER_HTTP_ALLOW_REMOTE=1")
         return value
+
+    @field_validator("dispatch_webhook_url", mode="after")
+    @classmethod
+    def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
+        from scheduler.gateway.webhook import check_webhook_url
+
+        return None if value is None else SecretStr(check_webhook_url(value.get_secret_value()))
 
     @field_validator("sqlite_synchronous", mode="before")
     @classmethod
@@ -218,7 +244,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     except ValidationError as exc:
         error = exc.errors()[0]
         name = str(error["loc"][0]) if error.get("loc") else "environment"
-        shown = "" if "TOKEN" in name else f" (got {error.get('input')!r})"
+        # A URL's user:password part is never echoed (DISPATCH_WEBHOOK_URL may carry one).
+        shown = "" if "TOKEN" in name else f" (got {redact_url(repr(error.get('input')))})"
         raise ConfigError(f"{name}: {error['msg']}{shown}") from None
 
 

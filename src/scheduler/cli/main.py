@@ -136,7 +136,7 @@ Diagnosis:
                                           reasons, what stands in its way now, next 5 fire times,
                                           its queue rows and pending approvals
 
-v0.2 contract (docs/trust-contract.md):
+v0.2 contract (docs/trust.md):
   capabilities                            the v0.2 features this build honours (JSON: scheduler_version,
                                           schema_version, handoff_version, features)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import os
 import signal
@@ -30,10 +31,12 @@ from scheduler.engine.delivery import OutboundSender
 from scheduler.engine.maintenance import MessageExpiry
 from scheduler.engine.notify import Notifier
 from scheduler.engine.orphans import kill_processes_of_runs
+from scheduler.engine.providers import ProviderRegistry, load_providers
 from scheduler.engine.recorder import Recorder
 from scheduler.engine.spawn import SpawnHandler
 from scheduler.engine.supervisor import OnFailure, Supervisor
 from scheduler.engine.tracker import TaskTracker
+from scheduler.engine.trust import Prepared, TrustGate, declares_trust
 from scheduler.errors import SchedulerError, StoreCorruptError, StoreError, StoreGoneError
 from scheduler.gateway.client import GatewayClient, resolve_token
 from scheduler.logs import get as get_logger
@@ -111,6 +114,7 @@ class _Active:
     started: float = field(default_factory=time.monotonic)
     overdue: bool = False  # cancelled by the health check for running past run_timeout_ms
     aborted: str | None = None  # why the work was cancelled while the daemon runs on
+    trust: Prepared | None = None  # what the v0.2 trust gate found (jobs that declare trust)
 
 
 class Daemon:
@@ -155,6 +159,8 @@ class Daemon:
         self.deliveries_ready = asyncio.Event()  # an outbound message was recorded
         self.spawns_ready = asyncio.Event()  # another process wrote: a spawn message, maybe
         self.recorder = Recorder(self.db, self._policy, self.log, self._log_finish)
+        # Provider plugins are loaded in run(), with the logs set up (none until then).
+        self.trust = TrustGate(ProviderRegistry(), self.db, get_logger("scheduler.trust"))
         self._stale_submitted: set[str] = set()  # stale runs handed to the recorder, not yet written
         self.exit_code = 0
         self._deadline: threading.Timer | None = None
@@ -223,6 +229,7 @@ class Daemon:
             try:
                 await self._check_database()
                 self._check_token_file()
+                self._load_providers()
                 await self._recover()
                 self._install_signal_handlers()
                 self._set_state("serving")
@@ -290,6 +297,11 @@ class Daemon:
         if mode & 0o077:
             self.log.warning("gateway.token_file_permissions", path=str(path), mode=oct(mode),
                              fix=f"chmod 600 {path}")
+
+    def _load_providers(self) -> None:
+        settings = self.settings
+        self.trust.registry = load_providers(settings.provider_path, self.trust.log,
+                                             timeout_s=settings.provider_timeout_ms / 1000)
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -641,8 +653,7 @@ class Daemon:
         self.log.info("run.started", run_id=run_id, job_id=job.id, job=job.name, source=claim.source)
         kind = _target_of(job)
         self.metrics.run_started(kind, claim.source, _lateness_s(claim))
-        strategy = self.strategies[kind]
-        work = asyncio.create_task(strategy.execute(job, claim.run))
+        work = asyncio.create_task(self._work(active, kind))
         active.work = work
         try:
             outcome = await work
@@ -654,12 +665,49 @@ class Daemon:
         except Exception as exc:  # a strategy bug must still end the run, never leave it running
             self.log.exception("run.strategy_failed", run_id=run_id, job_id=job.id)
             outcome = Outcome("error", {"error_message": f"internal error: {exc}"})
+        if active.trust is not None:
+            outcome = await self._with_trust_outcomes(active, active.trust, outcome)
         duration_ms = int((time.monotonic() - active.started) * 1000)
         try:
             await self.recorder.submit(self._finish_of(claim, outcome, duration_ms))
         finally:
             self.active.pop(run_id, None)
             self.wake.set()
+
+    async def _work(self, active: _Active, kind: str) -> Outcome:
+        """The trust gate (jobs that declare trust), then the strategy; a refusal ends the run
+        before its work (fail closed). Credentials a provider materialised go to a shell job's
+        environment only, and its cleanup runs however the work ends."""
+        job, run = active.claim.job, active.claim.run
+        strategy = self.strategies[kind]
+        if not declares_trust(job):
+            return await strategy.execute(job, run)
+        prepared = active.trust = await self.trust.prepare(job, run)
+        if prepared.refusal is not None:
+            message = prepared.refusal
+            return Outcome("error", {"summary": message, "error_message": message},
+                           fail_closed=True)
+        try:
+            if isinstance(strategy, ShellJobStrategy) and prepared.env:
+                return await strategy.execute(job, run, credentials=prepared.env)
+            profile = prepared.outcomes.effective_auth_profile
+            if profile and kind in AGENT_TARGETS:
+                job = dataclasses.replace(job, auth_profile=profile)  # a child's inherited profile
+            return await strategy.execute(job, run)
+        finally:
+            await self.trust.release(job, prepared)
+
+    async def _with_trust_outcomes(self, active: _Active, prepared: Prepared,
+                                   outcome: Outcome) -> Outcome:
+        """The outcome with the trust outcomes as run columns (a failure to compute them is
+        logged: the run's own end matters more)."""
+        job, run = active.claim.job, active.claim.run
+        try:
+            columns = await self.trust.columns(job, run, prepared, outcome.status)
+        except Exception:  # a bug here must not keep the run from being recorded
+            self.log.exception("trust.outcomes_failed", run_id=run.id, job_id=job.id)
+            columns = {}
+        return dataclasses.replace(outcome, columns={**outcome.columns, **columns})
 
     def _cancelled_outcome(self, active: _Active) -> Outcome:
         if active.aborted is not None:
@@ -684,7 +732,8 @@ class Daemon:
         return Finish(claim, outcome.status, duration_ms, outcome.columns,
                       delivery=_delivery_of(claim.job, outcome, self.media_policy),
                       remove_job=outcome.remove_job,
-                      content=outcome.content, no_retry=outcome.no_retry)
+                      content=outcome.content, fail_closed=outcome.fail_closed,
+                      no_retry=outcome.no_retry)
 
     def _log_finish(self, finish: Finish, finished: Finished) -> None:
         run_id = finish.claim.run.id
@@ -898,7 +947,8 @@ class Daemon:
 
     async def _prune(self) -> None:
         """At start and then every SCHEDULER_PRUNE_MS: apply the retention policy (runs and
-        their artifact files, approvals, messages, ledger entries: engine/retention.py), then
+        their artifact files, approvals, messages, ledger entries, expired jobs:
+        engine/retention.py), then
         checkpoint the WAL (PASSIVE: never waits for readers), as the reference's prune phase
         does. The pass runs on the store's thread: its file removals are few per hour."""
         interval = self.settings.prune_ms / 1000
@@ -918,6 +968,8 @@ class Daemon:
             self.log.info("prune.done", ledger_entries=report.ledger_entries,
                           approvals=report.approvals, run_dirs=report.files.run_dirs,
                           orphan_dirs=report.files.orphan_dirs, **report.runs)
+            if any(report.jobs.values()):
+                self.log.info("jobs.expired", **report.jobs)
 
     # -- database trouble --------------------------------------------------------------------
 

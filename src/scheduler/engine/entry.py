@@ -44,7 +44,8 @@ def daemon_main() -> int:
 
 
 def _secrets_to_redact(settings: Settings) -> list[str]:
-    """Every credential the daemon holds: the token (variable or file) and the URL's password."""
+    """Every credential the daemon holds: the token (variable or file), the URL's password, the
+    S3 secrets and the dispatch webhook's whole URL."""
     from urllib.parse import urlsplit
 
     from scheduler.gateway.client import resolve_token
@@ -55,6 +56,9 @@ def _secrets_to_redact(settings: Settings) -> list[str]:
         secrets.append(urlsplit(settings.gateway_url).password or "")
     for aws in (settings.aws_secret_access_key, settings.aws_session_token):
         secrets.append(aws.get_secret_value() if aws else "")
+    # A webhook URL often carries its secret in the path (chat webhooks do), not as a password.
+    if settings.dispatch_webhook_url is not None:
+        secrets.append(settings.dispatch_webhook_url.get_secret_value())
     return [secret for secret in secrets if secret]
 
 

@@ -1,5 +1,6 @@
-"""One pass of retention: runs, approvals, messages and ledger entries in the database, then the
-artifact files (``<artifacts>/runs/<run id>/``) of the runs that went and of runs long gone.
+"""One pass of retention: runs, approvals, messages, ledger entries and expired jobs in the
+database, then the artifact files (``<artifacts>/runs/<run id>/``) of the runs that went and of
+runs long gone.
 
 The daemon runs it on ``SCHEDULER_PRUNE_MS`` and ``db prune`` on demand; ``--dry-run`` (and
 ``db check``) count the same things and change nothing. Files go after their rows are committed:
@@ -37,17 +38,18 @@ class PruneReport:
     approvals: int
     messages: dict[str, int]
     ledger_entries: int
+    jobs: dict[str, int] = field(default_factory=dict)
     files: FileSweep = field(default_factory=FileSweep)
 
     def as_dict(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "runs": self.runs, "approvals": self.approvals,
                 "messages": self.messages, "ledger_entries": self.ledger_entries,
-                "files": vars(self.files).copy()}
+                "jobs": dict(self.jobs), "files": vars(self.files).copy()}
 
     @property
     def total_rows(self) -> int:
         return (sum(self.runs.values()) + self.approvals + sum(self.messages.values())
-                + self.ledger_entries)
+                + self.ledger_entries + sum(self.jobs.values()))
 
 
 def prune(store: Store, policy: RetentionPolicy, artifacts: Path, now: str, *,
@@ -60,6 +62,7 @@ def prune(store: Store, policy: RetentionPolicy, artifacts: Path, now: str, *,
         approvals=store.prune_approvals(now, policy.approvals_keep_days, dry_run=dry_run),
         messages=store.prune_messages(now, dry_run=dry_run),
         ledger_entries=store.prune_ledger(now, dry_run=dry_run),
+        jobs=store.prune_expired_jobs(now, dry_run=dry_run),
     )
     report.files = sweep_run_files(store, artifacts / "runs", runs.run_ids, dry_run=dry_run,
                                    older_than=clock() - ORPHAN_GRACE_S)

@@ -1,5 +1,5 @@
 """What ``openclaw-scheduler capabilities`` advertises: the reference's keys, with values true of
-this build (docs/cli.md, docs/trust-contract.md).
+this build (docs/cli.md, docs/trust.md).
 
 This is the one table to change when a feature lands. Agents (agentcli) read it to decide which
 v0.2 fields a scheduler honours, so a ``True`` here must mean the runtime does it.
@@ -23,18 +23,18 @@ RUNTIME_FEATURES: Final[dict[str, str | bool]] = {
     "identity_declaration": True,  # identity fields validated and stored
 }
 
-# The v0.2 trust runtime (identity resolution, trust, authorization, proof, evidence, credential
-# handoff) comes from another branch: the lead flips each entry to True when it is merged, and
-# not before. delegation_validation is False in the reference too.
+# The v0.2 trust runtime (engine/trust.py, models/trust.py; docs/trust.md). Delegation chains are
+# not validated (a provider's session may report its own delegation_validation; nothing checks
+# it), as in the reference.
 TRUST_FEATURES: Final[dict[str, bool]] = {
-    "runtime_identity_resolution": False,
-    "trust_evaluation": False,
-    "authorization_proof_verification": False,
-    "authorization_hook": False,
-    "evidence_generation": False,
+    "runtime_identity_resolution": True,
+    "trust_evaluation": True,
+    "authorization_proof_verification": True,
+    "authorization_hook": True,
+    "evidence_generation": True,
     "delegation_validation": False,
-    "credential_handoff": False,
-    "audit_export": False,  # the v0.2 outcome columns on runs, written by the trust runtime
+    "credential_handoff": True,
+    "audit_export": True,  # the v0.2 outcome columns on every run (runs get --json)
 }
 
 # Ours, beyond the reference's keys (its consumers parse JSON and ignore keys they do not know).

@@ -215,3 +215,23 @@ LIVE_DISPATCH_STATUSES: Final = frozenset(
 def values(enum: type[StrEnum]) -> tuple[str, ...]:
     """The enum's values as plain strings, in declaration order (for messages and schemas)."""
     return tuple(member.value for member in enum)
+
+
+# -- sub-agent dispatch (features.md §15.1) ----------------------------------------------------
+
+
+class SubagentStatus(StrEnum):
+    """A dispatch label's state in ``dispatch_labels`` (the reference's ``labels.json`` values)."""
+
+    RUNNING = "running"
+    DONE = "done"
+    ERROR = "error"
+    INTERRUPTED = "interrupted"
+    SPAWN_WARNING = "spawn-warning"
+    # Ours: an operator or the watchdog ended it; the reference had no word for it.
+    CANCELLED = "cancelled"
+
+
+class SubagentMode(StrEnum):
+    FRESH = "fresh"
+    REUSE = "reuse"

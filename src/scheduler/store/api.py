@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from scheduler.models.dispatch import DispatchLabel
 from scheduler.models.messages import NewMessage
 from scheduler.models.records import Job, Message, OutboundMessage, Run
 from scheduler.models.tasks import NewTaskGroup
@@ -88,6 +89,9 @@ FINISH_COLUMNS = frozenset({
     "summary", "error_message", "shell_exit_code", "shell_signal", "shell_timed_out",
     "shell_stdout", "shell_stderr", "shell_stdout_path", "shell_stderr_path", "shell_stdout_bytes",
     "shell_stderr_bytes", "context_summary", "session_key", "session_id",
+    # the v0.2 trust outcomes (JSON text, credentials already removed)
+    "identity_resolved", "trust_evaluation", "authorization_decision",
+    "authorization_proof_verification", "evidence_record", "credential_handoff_summary",
     "cost_usd",  # an agent turn's cost as the gateway reported it (contract_max_cost_usd)
 })
 
@@ -105,6 +109,9 @@ class Finish:
     # The run's output as its children's trigger_condition sees it (an agent's whole reply, a
     # shell run's stdout); None: the summary, else the error message, as recorded.
     content: str | None = None
+    # The run was stopped by a trust gate before its work began (identity, trust, proof,
+    # authorization, credentials): no retry, no delivery, no children; its key is released.
+    fail_closed: bool = False
     # The failure is final: no retry is scheduled whatever max_retries says (a turn over its
     # cost cap, which a retry would pay for again).
     no_retry: bool = False
@@ -308,6 +315,11 @@ class Store(Protocol):
     def prune_messages(self, now: str, *, dry_run: bool = False) -> dict[str, int]:
         """Delete old messages by the retention rules; never an unsent outbound delivery.
         Counts by rule; with ``dry_run`` nothing is deleted."""
+    def prune_expired_jobs(self, now: str, *, dry_run: bool = False) -> dict[str, int]:
+        """Job housekeeping (features.md §3.12): delete finished one-shots a day after their
+        last run, children whose parent is gone, and disabled jobs past ``ttl_hours``; never a
+        job with a run not ended, an open queue row or an unsent outbound message. Counts by
+        rule (``finished_one_shots``, ``orphaned_children``, ``ttl_expired``)."""
 
     # -- messages between agents, and spawn messages ---------------------------------------------
     def send_message(self, message: NewMessage, now: str) -> Message:
@@ -338,6 +350,9 @@ class Store(Protocol):
     def get_run(self, run_id: str) -> Run | None: ...
     def require_run(self, run_id: str) -> Run: ...
     def list_runs(self, job_id: str, limit: int) -> list[Row]: ...
+    def latest_ok_identity(self, job_id: str) -> str | None:
+        """The ``identity_resolved`` text of the job's latest ``ok`` run (None: no such run, or
+        it resolved none): a child's credential policy starts from it."""
     def live_dispatches(self, job_id: str) -> list[Row]:
         """The job's ``job_dispatch_queue`` rows still to run (pending, claimed, awaiting
         approval), the soonest due first."""
@@ -468,3 +483,20 @@ class Store(Protocol):
                          now: str) -> Row | None:
         """Acknowledge a team message (read, ``ack_at``, an ``ack`` receipt and mailbox event);
         None, writing nothing, when no team message has that id."""
+
+    # -- the sub-agent dispatch ledger ----------------------------------------------------------
+    def get_dispatch(self, label: str) -> DispatchLabel | None: ...
+    def dispatch_by_session(self, session_key: str) -> DispatchLabel | None:
+        """The newest label whose entry names ``session_key``."""
+    def list_dispatches(self, statuses: Collection[str] | None, limit: int) -> list[DispatchLabel]:
+        """Labels, newest ``spawned_at`` first; only those in ``statuses`` when given."""
+    def save_dispatch(self, record: DispatchLabel, now: str) -> DispatchLabel:
+        """Insert the label or replace its whole entry (``created_at`` kept)."""
+    def update_dispatch(self, label: str, changes: Mapping[str, Any], now: str, *,
+                        only_if_status: Collection[str] | None = None) -> DispatchLabel | None:
+        """Set the named columns (``StoreValueError`` for a column that is not writable);
+        None, writing nothing, when there is no such label or its status is not one of
+        ``only_if_status``."""
+    def delete_dispatch(self, label: str) -> bool: ...
+    def import_dispatches(self, records: Sequence[DispatchLabel], now: str) -> list[str]:
+        """Insert, in one transaction, the labels not present yet; returns those inserted."""

@@ -27,6 +27,9 @@ class Outcome:
     # The output the run's children test their trigger_condition on (an agent's whole reply, a
     # shell run's stdout); None: its recorded summary or error message.
     content: str | None = None
+    # A trust gate refused the run before its work began (engine/trust.py): it ends without
+    # retry, delivery or children.
+    fail_closed: bool = False
     # A failure no retry may follow, whatever the job's max_retries (a turn over its cost cap).
     no_retry: bool = False
 

@@ -60,12 +60,14 @@ class ShellJobStrategy:
         # "off": every contract_network none run is refused (SCHEDULER_NETWORK_ISOLATION).
         self.network_isolation = network_isolation
 
-    async def execute(self, job: Job, run: Run) -> Outcome:
+    async def execute(self, job: Job, run: Run, credentials: Mapping[str, str] | None = None) -> Outcome:
+        """``credentials``: variables a trust provider materialised for this run only; they
+        are added after the secret filter, which they would not pass."""
         timeout_ms = run.run_timeout_ms
         run_id = run.id
         limits = OutputLimits.from_job(job.row)
         parent = await self._parent_input(run)
-        result = await self._run(job, run, limits, parent)
+        result = await self._run(job, run, limits, parent, credentials)
         fields = normalize_shell_result(
             result,
             limits=limits,
@@ -80,8 +82,8 @@ class ShellJobStrategy:
                        attachments=fields.attachments if announcement is not None else (),
                        content=condition_text(result.stdout, fields.error_message))
 
-    async def _run(self, job: Job, run: Run, limits: OutputLimits,
-                   parent: ParentInput | None) -> ShellProcessResult:
+    async def _run(self, job: Job, run: Run, limits: OutputLimits, parent: ParentInput | None,
+                   credentials: Mapping[str, str] | None) -> ShellProcessResult:
         """The command's process, in a network namespace of its own for ``contract_network:
         none``; a namespace that cannot be made refuses the run before the command starts."""
         no_network = wants_no_network(job.row.get("contract_network"))
@@ -91,7 +93,8 @@ class ShellJobStrategy:
             job.payload_message,
             shell=self.shell,
             timeout_s=run.run_timeout_ms / 1000,
-            env={**self.env, **(parent.env if parent else {}), JOB_ID_VARIABLE: job.id},
+            env={**self.env, **(parent.env if parent else {}), **(credentials or {}),
+                 JOB_ID_VARIABLE: job.id},
             stdin_data=parent.stdin if parent else None,
             run_id=run.id,
             sweeper=self.sweeper,

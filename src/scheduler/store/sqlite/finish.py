@@ -19,6 +19,7 @@ from typing import Any
 from scheduler.models.enums import FAILED_RUN_STATUSES, RunStatus, ScheduleKind
 from scheduler.models.records import Job, Run
 from scheduler.store.api import Claim, Finish, Finished, FinishPolicy, Source
+from scheduler.store.sqlite import idempotency as ledger
 from scheduler.store.sqlite import queue
 from scheduler.store.sqlite.chains import fire_children
 from scheduler.store.sqlite.db import Database, Row
@@ -55,6 +56,8 @@ def _finish_one(conn: sqlite3.Connection, finish: Finish, policy: FinishPolicy) 
     if finish.remove_job:
         conn.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
         return Finished(job=None, retry=None, message=message)
+    if finish.fail_closed:
+        return _end_fail_closed(conn, finish, job, policy, message)
     retry = None if finish.no_retry else _schedule_retry(conn, job, claim.run, finish.status, policy)
     if retry is not None:
         conn.execute(
@@ -67,6 +70,19 @@ def _finish_one(conn: sqlite3.Connection, finish: Finish, policy: FinishPolicy) 
     after = _update_job_after_run(conn, job, claim.source, finish.status, policy,
                                   keep=bool(fired.queued))
     return Finished(job=after, retry=None, message=message, children=fired.as_chained())
+
+
+def _end_fail_closed(conn: sqlite3.Connection, finish: Finish, job: Job, policy: FinishPolicy,
+                     message: Row | None) -> Finished:
+    """A run a trust gate stopped: it counts as the job's failure, but is not retried (the same
+    declaration would be refused again) and fires no children: work downstream of a refused
+    identity, trust level or authorization must not run. Its idempotency key is released, so
+    the work may run once the declaration or the provider is fixed (the reference's abort)."""
+    key = finish.claim.run.idempotency_key
+    if key:
+        ledger.release_in(conn, key, policy.now_text)
+    after = _update_job_after_run(conn, job, finish.claim.source, finish.status, policy)
+    return Finished(job=after, retry=None, message=message)
 
 
 def _content(finish: Finish) -> str | None:

@@ -116,3 +116,63 @@ def file_bytes(db: Database) -> int:
         with suppress(OSError):
             total += db.path.with_name(db.path.name + suffix).stat().st_size
     return total
+
+
+# Job housekeeping (features.md §3.12), in the reference's order: a finished one-shot that kept
+# itself (disabled, delete_after_run) goes a day after its last run; then a child whose parent is
+# gone; then a disabled job past its ttl_hours after a final status. Whatever the rule says, a
+# job stays while it has work in flight: a run not ended, an open queue row, or an outbound
+# message of one of its runs not yet sent (deleting the job would take that message with it).
+_JOB_IN_USE: Final = f"""
+  SELECT job_id FROM runs WHERE status IN {_UNFINISHED}
+  UNION SELECT job_id FROM job_dispatch_queue WHERE status IN {_OPEN_DISPATCH}
+  UNION SELECT r.job_id FROM messages m JOIN runs r ON r.id = m.run_id
+   WHERE m.to_agent = '@outbound' AND m.status = 'pending'
+"""
+_JOB_RULES: Final = {
+    "finished_one_shots": "enabled = 0 AND delete_after_run = 1 AND last_run_at IS NOT NULL "
+                          "AND last_run_at < datetime(:now, '-24 hours')",
+    "orphaned_children": "parent_id IS NOT NULL AND parent_id NOT IN (SELECT id FROM jobs)",
+    "ttl_expired": "ttl_hours IS NOT NULL AND enabled = 0 "
+                   "AND last_status IN ('ok', 'error', 'timeout') AND last_run_at IS NOT NULL "
+                   "AND last_run_at < datetime(:now, '-' || ttl_hours || ' hours')",
+}
+
+
+def _expired_job_ids(conn: sqlite3.Connection, rule: str, now: str,
+                     gone: set[str]) -> list[str]:
+    rows = conn.execute(
+        f"SELECT id FROM jobs WHERE ({_JOB_RULES[rule]}) "
+        f"AND id NOT IN ({_JOB_IN_USE}) ORDER BY id", {"now": now}).fetchall()
+    ids = [row["id"] for row in rows if row["id"] not in gone]
+    if rule != "orphaned_children" or not gone:
+        return ids
+    # In a dry run nothing was deleted yet: a child of a job an earlier rule would delete is
+    # found through that job, as the real pass finds it after the delete.
+    children = conn.execute(
+        f"SELECT id FROM jobs WHERE parent_id IN ({','.join('?' * len(gone))}) "
+        f"AND id NOT IN ({_JOB_IN_USE}) ORDER BY id", sorted(gone)).fetchall()
+    return sorted({*ids, *(row["id"] for row in children if row["id"] not in gone)})
+
+
+def prune_expired_jobs(db: Database, now: str, *, dry_run: bool = False) -> dict[str, int]:
+    """Apply the job housekeeping rules in one transaction (a dry run only reads); counts by
+    rule."""
+    if dry_run:
+        return _job_pass(db.conn, now, delete=False)
+    with db.transaction() as conn:
+        return _job_pass(conn, now, delete=True)
+
+
+def _job_pass(conn: sqlite3.Connection, now: str, *, delete: bool) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    gone: set[str] = set()
+    for rule in _JOB_RULES:
+        ids = _expired_job_ids(conn, rule, now, gone)
+        counts[rule] = len(ids)
+        gone.update(ids)
+        if delete:
+            for start in range(0, len(ids), _DELETE_CHUNK):
+                chunk = ids[start:start + _DELETE_CHUNK]
+                conn.execute(f"DELETE FROM jobs WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+    return counts

@@ -35,6 +35,16 @@ def list_runs(db: Database, job_id: str, limit: int) -> list[Row]:
     )
 
 
+def latest_ok_identity(db: Database, job_id: str) -> str | None:
+    row = db.query_one(
+        "SELECT identity_resolved FROM runs WHERE job_id = ? AND status = 'ok' "
+        "ORDER BY started_at DESC, rowid DESC LIMIT 1",
+        (job_id,),
+    )
+    value = None if row is None else row["identity_resolved"]
+    return value if isinstance(value, str) else None
+
+
 def running_runs(db: Database) -> list[Row]:
     return db.query(
         "SELECT r.*, j.name AS job_name FROM runs r JOIN jobs j ON j.id = r.job_id "

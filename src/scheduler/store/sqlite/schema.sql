@@ -376,6 +376,47 @@ CREATE TABLE IF NOT EXISTS resource_pools (
   updated_at TEXT NOT NULL DEFAULT (datetime('now'))
 );
 
+-- ours: the sub-agent dispatch ledger (features.md §15.1), one row per label. The reference kept
+-- it in a labels.json beside its dispatch script; `dispatch import` reads such a file once.
+CREATE TABLE IF NOT EXISTS dispatch_labels (
+  label TEXT PRIMARY KEY,
+  session_key TEXT NOT NULL,
+  gateway_run_id TEXT,
+  agent_id TEXT NOT NULL DEFAULT 'main',
+  mode TEXT NOT NULL DEFAULT 'fresh',
+  model TEXT,
+  thinking TEXT,
+  origin TEXT,
+  deliver_to TEXT,
+  deliver_channel TEXT,
+  delivery_mode TEXT,
+  verify_cmd TEXT,
+  status TEXT NOT NULL DEFAULT 'running',
+  summary TEXT,
+  error TEXT,
+  completion TEXT,
+  task_prompt TEXT,
+  timeout_s INTEGER NOT NULL DEFAULT 300,
+  idle_threshold_s INTEGER NOT NULL DEFAULT 300,
+  watcher_job_id TEXT,
+  watchdog_job_id TEXT,
+  sha TEXT,
+  retry_count INTEGER NOT NULL DEFAULT 0,
+  restart_retry_count INTEGER NOT NULL DEFAULT 0,
+  steered_at TEXT,
+  alerted_at TEXT,
+  last_ping TEXT,
+  last_activity_at TEXT,
+  activity_tokens INTEGER,
+  spawned_at TEXT NOT NULL DEFAULT (datetime('now')),
+  finished_at TEXT,
+  extra TEXT,
+  created_at TEXT NOT NULL DEFAULT (datetime('now')),
+  updated_at TEXT NOT NULL DEFAULT (datetime('now'))
+);
+CREATE INDEX IF NOT EXISTS idx_dispatch_labels_status ON dispatch_labels(status, spawned_at DESC);
+CREATE INDEX IF NOT EXISTS idx_dispatch_labels_session ON dispatch_labels(session_key);
+
 CREATE TABLE IF NOT EXISTS schema_migrations (
   version INTEGER PRIMARY KEY,
   applied_at TEXT NOT NULL DEFAULT (datetime('now'))

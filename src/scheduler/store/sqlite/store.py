@@ -16,6 +16,7 @@ from scheduler.store.sqlite.db import CORRUPT_FIX, Database
 from scheduler.store.sqlite.migrations import migrate
 
 if TYPE_CHECKING:
+    from scheduler.models.dispatch import DispatchLabel
     from scheduler.models.messages import NewMessage
     from scheduler.models.records import Job, Message, OutboundMessage, Run
     from scheduler.models.tasks import NewTaskGroup
@@ -228,6 +229,10 @@ class SqliteStore:
         from scheduler.store.sqlite import inbox
         return inbox.expire(self.db, now)
 
+    def prune_expired_jobs(self, now: str, *, dry_run: bool = False) -> dict[str, int]:
+        from scheduler.store.sqlite import retention
+        return retention.prune_expired_jobs(self.db, now, dry_run=dry_run)
+
     def prune_messages(self, now: str, *, dry_run: bool = False) -> dict[str, int]:
         from scheduler.store.sqlite import inbox
         return inbox.prune(self.db, now, dry_run=dry_run)
@@ -295,6 +300,10 @@ class SqliteStore:
     def list_runs(self, job_id: str, limit: int) -> list[Row]:
         from scheduler.store.sqlite import runs
         return runs.list_runs(self.db, job_id, limit)
+
+    def latest_ok_identity(self, job_id: str) -> str | None:
+        from scheduler.store.sqlite import runs
+        return runs.latest_ok_identity(self.db, job_id)
 
     def live_dispatches(self, job_id: str) -> list[Row]:
         from scheduler.store.sqlite import queue
@@ -511,3 +520,34 @@ class SqliteStore:
                          now: str) -> Row | None:
         from scheduler.store.sqlite import teams
         return teams.ack(self.db, message_id, actor, detail, now)
+
+    # -- the sub-agent dispatch ledger ----------------------------------------------------------
+    def get_dispatch(self, label: str) -> DispatchLabel | None:
+        from scheduler.store.sqlite import dispatch
+        return dispatch.get_dispatch(self.db, label)
+
+    def dispatch_by_session(self, session_key: str) -> DispatchLabel | None:
+        from scheduler.store.sqlite import dispatch
+        return dispatch.dispatch_by_session(self.db, session_key)
+
+    def list_dispatches(self, statuses: Collection[str] | None, limit: int) -> list[DispatchLabel]:
+        from scheduler.store.sqlite import dispatch
+        return dispatch.list_dispatches(self.db, statuses, limit)
+
+    def save_dispatch(self, record: DispatchLabel, now: str) -> DispatchLabel:
+        from scheduler.store.sqlite import dispatch
+        return dispatch.save_dispatch(self.db, record, now)
+
+    def update_dispatch(self, label: str, changes: Mapping[str, Any], now: str, *,
+                        only_if_status: Collection[str] | None = None) -> DispatchLabel | None:
+        from scheduler.store.sqlite import dispatch
+        return dispatch.update_dispatch(self.db, label, changes, now,
+                                        only_if_status=only_if_status)
+
+    def delete_dispatch(self, label: str) -> bool:
+        from scheduler.store.sqlite import dispatch
+        return dispatch.delete_dispatch(self.db, label)
+
+    def import_dispatches(self, records: Sequence[DispatchLabel], now: str) -> list[str]:
+        from scheduler.store.sqlite import dispatch
+        return dispatch.import_dispatches(self.db, records, now)
