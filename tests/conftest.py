@@ -90,10 +90,10 @@ def cli(db_path: Path) -> Callable[..., CliResult]:
 class Daemon:
     """One ``python -m scheduler`` process; stderr is read by a thread into ``logs``/``lines``."""
 
-    def __init__(self, db_path: Path, env: dict[str, str]) -> None:
+    def __init__(self, db_path: Path, env: dict[str, str], prefix: tuple[str, ...] = ()) -> None:
         self.db = env.get("SCHEDULER_DB", str(db_path))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scheduler"],
+            [*prefix, sys.executable, "-m", "scheduler"],  # prefix: a wrapper that execs the rest
             env=_base_env(db_path, env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -174,11 +174,12 @@ def daemon(db_path: Path) -> Iterator[DaemonFactory]:
     """
     started: list[Daemon] = []
 
-    def start(env: dict[str, str] | None = None, wait: bool = True, timeout: float = 15) -> Daemon:
+    def start(env: dict[str, str] | None = None, wait: bool = True, timeout: float = 15,
+              prefix: tuple[str, ...] = ()) -> Daemon:
         # Port 9 (discard) on loopback refuses connections: no test reaches a real gateway by accident.
         merged = {"SCHEDULER_WAKE_POLL_MS": "100", "SCHEDULER_SHUTDOWN_GRACE_MS": "2000",
                   "OPENCLAW_GATEWAY_URL": "http://127.0.0.1:9", **(env or {})}
-        proc = Daemon(db_path, merged)
+        proc = Daemon(db_path, merged, prefix)
         started.append(proc)
         if wait:
             proc.wait_for_event("daemon.started", timeout=timeout)

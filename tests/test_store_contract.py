@@ -1546,3 +1546,17 @@ def test_delivery_failures_are_counted_from_an_instant_on(store: Store) -> None:
     store.mark_delivery_failed(sent["id"], "chat not found", at(60), at(1))
     assert store.delivery_failures_since(at(-86_400)) == 2
     assert store.delivery_failures_since(at(10)) == 0
+
+# -- contract enforcement (issue 11: contract_max_cost_usd) --------------------------------------
+
+
+def test_a_turns_cost_is_recorded_and_a_final_failure_schedules_no_retry(store: Store) -> None:
+    job = add_job(store, max_retries=2)
+    (c,) = claim(store)
+    (done,) = store.finish_runs([Finish(c, "error", 5, {"error_message": "over cap", "cost_usd": 0.25},
+                                        no_retry=True)], policy())
+    assert done.retry is None
+    assert done.job is not None and done.job.consecutive_errors == 1  # counted as the last attempt
+    run = store.get_run(c.run.id)
+    assert run is not None and run.row["cost_usd"] == 0.25 and run.status == "error"
+    assert [r["id"] for r in store.list_runs(job.id, 10)] == [c.run.id]

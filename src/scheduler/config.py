@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     provider_path: Path | None = Field(None, validation_alias="SCHEDULER_PROVIDER_PATH")
     provider_timeout_ms: int = Field(10000, ge=100, le=600000,
                                      validation_alias="SCHEDULER_PROVIDER_TIMEOUT_MS")
+    # contract_network none shell jobs: "auto" runs them in a network namespace (refused where
+    # none can be made); "off" refuses them all (a host whose policy forbids namespaces).
+    network_isolation: Literal["auto", "off"] = Field("auto", validation_alias="SCHEDULER_NETWORK_ISOLATION")
     debug: bool = Field(False, validation_alias="SCHEDULER_DEBUG")
     max_concurrency: int = Field(64, ge=1, le=10000, validation_alias="SCHEDULER_MAX_CONCURRENCY")
     # Per stream of one shell run: bytes kept in its artifact file; the rest is counted, noted, dropped.

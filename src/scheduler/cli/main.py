@@ -171,6 +171,10 @@ Companion tools (docs/operating.md, "Stuck runs" and "Telegram webhook health"):
                                           connected, polling/webhook, last error, live probe;
                                           exit 1 when unhealthy (STATUS: ALERT)
 
+v0.2 contract (docs/trust.md):
+  capabilities                            the v0.2 features this build honours (JSON: scheduler_version,
+                                          schema_version, handoff_version, features)
+
 Environment: SCHEDULER_DB (default ~/.openclaw/scheduler/scheduler.db), SCHEDULER_HOME, ...
 See docs/operating.md.
 """
@@ -179,6 +183,7 @@ See docs/operating.md.
 def _commands() -> dict[tuple[str, str | None], Handler]:
     from scheduler.cli import (
         backup,
+        capabilities,
         commands,
         companions,
         db,
@@ -192,7 +197,7 @@ def _commands() -> dict[tuple[str, str | None], Handler]:
 
     return {**commands.COMMANDS, **tasks.COMMANDS, **backup.COMMANDS, **db.COMMANDS,
             **doctor.COMMANDS, **explain.COMMANDS, **migrate.COMMANDS, **service.COMMANDS,
-            **companions.COMMANDS, **dispatch.COMMANDS}
+            **companions.COMMANDS, **capabilities.COMMANDS, **dispatch.COMMANDS}
 
 
 def run(argv: Sequence[str]) -> int:

@@ -133,6 +133,7 @@ class Daemon:
                 env_allow=settings.shell_env_allow,
                 max_output_bytes=settings.max_output_bytes,
                 db=self.db,
+                network_isolation=settings.network_isolation,
             )
         }
         token = settings.gateway_token.get_secret_value() if settings.gateway_token else None
@@ -750,7 +751,8 @@ class Daemon:
         return Finish(claim, outcome.status, duration_ms, outcome.columns,
                       delivery=_delivery_of(claim.job, outcome, self.media_policy),
                       remove_job=outcome.remove_job,
-                      content=outcome.content, fail_closed=outcome.fail_closed)
+                      content=outcome.content, fail_closed=outcome.fail_closed,
+                      no_retry=outcome.no_retry)
 
     def _log_finish(self, finish: Finish, finished: Finished) -> None:
         run_id = finish.claim.run.id

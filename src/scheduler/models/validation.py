@@ -404,6 +404,23 @@ def _check_dispatch_watcher(merged: Mapping[str, Any]) -> None:
             "payload is the reference-compatible `dispatch watch` command)")
 
 
+# contract_network "none" is enforced for shell jobs only (a network namespace); an agent turn
+# runs inside the gateway, whose network the scheduler cannot restrict, so accepting it there
+# would claim an isolation that does not happen.
+CONTRACT_NETWORK_NOT_ENFORCEABLE = (
+    'contract_network "none" is only enforced for session_target "shell": an agent turn runs in '
+    "the gateway, whose network the scheduler cannot restrict"
+)
+
+
+def _check_contract_network(merged: Mapping[str, Any]) -> None:
+    value = merged.get("contract_network")
+    if not isinstance(value, str) or value.strip().lower() != "none":
+        return
+    if effective(merged, "session_target") != SessionTarget.SHELL:
+        raise ValidationError(CONTRACT_NETWORK_NOT_ENFORCEABLE)
+
+
 def _check_output_limits(merged: Mapping[str, Any]) -> None:
     store = effective(merged, "output_store_limit_bytes")
     excerpt = effective(merged, "output_excerpt_limit_bytes")
@@ -505,6 +522,8 @@ def validate_job_spec(
     _check_origin(merged, normalized, current, creating)
     if hit("identity", "session_target"):
         _check_identity_presentation(merged)
+    if hit("contract_network", "session_target"):
+        _check_contract_network(merged)
     if (
         effective(merged, "job_type") == JobType.WATCHDOG
         and hit("job_type", "watchdog_check_cmd")

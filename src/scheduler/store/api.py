@@ -94,6 +94,7 @@ FINISH_COLUMNS = frozenset({
     # the v0.2 trust outcomes (JSON text, credentials already removed)
     "identity_resolved", "trust_evaluation", "authorization_decision",
     "authorization_proof_verification", "evidence_record", "credential_handoff_summary",
+    "cost_usd",  # an agent turn's cost as the gateway reported it (contract_max_cost_usd)
 })
 
 
@@ -113,6 +114,9 @@ class Finish:
     # The run was stopped by a trust gate before its work began (identity, trust, proof,
     # authorization, credentials): no retry, no delivery, no children; its key is released.
     fail_closed: bool = False
+    # The failure is final: no retry is scheduled whatever max_retries says (a turn over its
+    # cost cap, which a retry would pay for again).
+    no_retry: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.columns) - FINISH_COLUMNS

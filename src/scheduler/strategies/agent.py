@@ -32,10 +32,13 @@ from scheduler.gateway.client import (
 from scheduler.media import extract_markers
 from scheduler.models.enums import ANNOUNCE_MODES, DeliveryGuarantee, SessionTarget
 from scheduler.models.records import DEFAULT_PAYLOAD_TIMEOUT_S, Job, Run
+from scheduler.models.validation import CONTRACT_NETWORK_NOT_ENFORCEABLE
 from scheduler.store.thread import StoreThread
 from scheduler.strategies import retrieval
 from scheduler.strategies.agent_presence import AgentPresence, gateway_disowns_agent
 from scheduler.strategies.base import DeferRun, Outcome
+from scheduler.strategies.cost_cap import NOT_REPORTED, CostCheck, check_cost
+from scheduler.strategies.network_isolation import wants_no_network
 from scheduler.strategies.prompt import build_prompt
 from scheduler.strategies.reply import NO_FLUSH, interpret_reply
 from scheduler.timeutil import sqlite_now
@@ -89,6 +92,11 @@ class AgentStrategy:
 
     async def _execute(self, job: Job, run: Run, session_key: str) -> Outcome:
         agent_id = job.agent_id
+        if wants_no_network(job.row.get("contract_network")):
+            # A row stored before validation refused this (or written around it): fail closed.
+            message = CONTRACT_NETWORK_NOT_ENFORCEABLE + "; the turn was not started"
+            return Outcome("error", {"session_key": session_key, "error_message": message},
+                           delivery_text=self._failure_delivery(job, message))
         prompt, meta, injected = await self._prompt(job, run, agent_id)
         columns: dict[str, Any] = {"session_key": session_key, "context_summary": json.dumps(meta)}
         timeout_s = run.run_timeout_ms / 1000
@@ -121,9 +129,15 @@ class AgentStrategy:
         columns.update(summary=verdict.summary, error_message=verdict.error_message)
         if reply.session_key:
             columns["session_key"] = reply.session_key
+        cost = self._cost(job, run, reply, columns, meta)
         self.log.info("agent.turn", run_id=run.id, job_id=job.id, status=verdict.status,
                       sentinel=verdict.sentinel,
-                      total_tokens=(reply.usage or {}).get("total_tokens"))
+                      total_tokens=(reply.usage or {}).get("total_tokens"), cost_usd=cost.cost_usd)
+        if cost.exceeded:
+            message = cost.error_message
+            columns["error_message"] = message
+            return Outcome("error", columns, delivery_text=self._failure_delivery(job, message),
+                           content=reply.content, no_retry=True)
         if verdict.sentinel == NO_FLUSH:
             self.log.info("agent.nothing_to_flush", run_id=run.id, job_id=job.id, job=job.name)
         delivery = None
@@ -137,6 +151,24 @@ class AgentStrategy:
             delivery = text if verdict.status == "ok" else soft_failure_text(job, run, text)
         return Outcome(verdict.status, columns, delivery_text=delivery, attachments=images,
                        content=reply.content)
+
+    def _cost(self, job: Job, run: Run, reply: ChatReply, columns: dict[str, Any],
+              meta: dict[str, Any]) -> CostCheck:
+        """The turn's reported cost on the run, and the contract_max_cost_usd verdict noted in its
+        context_summary; a cap the gateway gave no cost for is noted and logged as unchecked."""
+        cost = check_cost(reply.usage, job.row.get("contract_max_cost_usd"))
+        if cost.cost_usd is not None:
+            columns["cost_usd"] = cost.cost_usd
+        note = cost.note
+        if note is not None:
+            columns["context_summary"] = json.dumps({**meta, "cost_cap": note})
+        if cost.cap_usd is not None and cost.cost_usd is None:
+            self.log.warning("agent.cost_unchecked", run_id=run.id, job_id=job.id,
+                             max_usd=cost.cap_usd, reason=NOT_REPORTED)
+        elif cost.exceeded:
+            self.log.warning("agent.cost_cap_exceeded", run_id=run.id, job_id=job.id,
+                             cost_usd=cost.cost_usd, max_usd=cost.cap_usd)
+        return cost
 
     async def _unsee(self, agent_id: str, message_ids: list[str]) -> None:
         """The gateway never took the prompt: its inbox messages stay for the agent's next one."""

@@ -30,6 +30,8 @@ class Outcome:
     # A trust gate refused the run before its work began (engine/trust.py): it ends without
     # retry, delivery or children.
     fail_closed: bool = False
+    # A failure no retry may follow, whatever the job's max_retries (a turn over its cost cap).
+    no_retry: bool = False
 
 
 class DeferRun(Exception):

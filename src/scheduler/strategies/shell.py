@@ -34,6 +34,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from scheduler.strategies.network_isolation import isolated_argv
 from scheduler.strategies.process_tree import (
     RUN_ID_VARIABLE,
     DeferredSweeper,
@@ -247,6 +248,12 @@ def _spawn_error_text(shell: str, cwd: str | None, exc: BaseException) -> str:
 
 
 def _spawn_failure(shell: str, cwd: str | None, exc: BaseException, started: float) -> ShellProcessResult:
+    return not_started(_spawn_error_text(shell, cwd, exc), started)
+
+
+def not_started(reason: str, started: float | None = None) -> ShellProcessResult:
+    """The result of a command that was never started, for ``reason``."""
+    started = time.monotonic() if started is None else started
     return ShellProcessResult(
         exit_code=None,
         signal=None,
@@ -257,7 +264,7 @@ def _spawn_failure(shell: str, cwd: str | None, exc: BaseException, started: flo
         stdout_total_bytes=0,
         stderr_total_bytes=0,
         pid=0,
-        spawn_error=_spawn_error_text(shell, cwd, exc),
+        spawn_error=reason,
         started_monotonic=started,
         finished_monotonic=time.monotonic(),
     )
@@ -288,6 +295,7 @@ async def run_shell_command(
     heartbeat: Callable[[], Awaitable[None]] | None = None,
     heartbeat_interval_s: float = 15.0,
     stdin_data: bytes | None = None,
+    no_network: bool = False,
 ) -> ShellProcessResult:
     """Run ``shell -c command`` in a new session and wait for it, its processes and its pipes.
 
@@ -300,18 +308,18 @@ async def run_shell_command(
     Spawn failures are returned as ``spawn_error``; a cancellation of the calling task kills
     everything (TERM, ``kill_grace_s``, KILL), reaps the shell and re-raises ``CancelledError``.
     Raises ``ValueError`` for a non-positive ``timeout_s`` or ``heartbeat_interval_s`` or a
-    negative ``capture_limit_bytes``.
+    negative ``capture_limit_bytes``. With ``no_network`` the shell is started in a network
+    namespace of its own (:mod:`network_isolation`); the caller checks the result for a refusal.
     """
     _check_arguments(timeout_s, heartbeat_interval_s, capture_limit_bytes)
     run_id = run_id or env.get(RUN_ID_VARIABLE) or str(uuid.uuid4())
     loop = asyncio.get_running_loop()
     started = time.monotonic()
+    argv = isolated_argv(shell, command, env) if no_network else [shell, "-c", command]
     try:
         transport, protocol = await loop.subprocess_exec(
             lambda: _CaptureProtocol(loop, capture_limit_bytes, artifacts),
-            shell,
-            "-c",
-            command,
+            *argv,
             stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -432,6 +440,7 @@ __all__ = [
     "StoredArtifact",
     "default_shell",
     "is_secret_name",
+    "not_started",
     "run_shell_command",
     "scrubbed_environment",
 ]

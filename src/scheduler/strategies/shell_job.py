@@ -9,9 +9,21 @@ from pathlib import Path
 from scheduler.models.records import Job, Run
 from scheduler.store.thread import StoreThread
 from scheduler.strategies.base import Outcome
+from scheduler.strategies.network_isolation import (
+    ISOLATION_VARIABLE,
+    refusal,
+    refusal_reason,
+    wants_no_network,
+)
 from scheduler.strategies.parent_input import ParentInput, parent_input
 from scheduler.strategies.process_tree import DeferredSweeper
-from scheduler.strategies.shell import DEFAULT_CAPTURE_LIMIT, run_shell_command, scrubbed_environment
+from scheduler.strategies.shell import (
+    DEFAULT_CAPTURE_LIMIT,
+    ShellProcessResult,
+    not_started,
+    run_shell_command,
+    scrubbed_environment,
+)
 from scheduler.strategies.shell_capture import ArtifactSpec
 from scheduler.strategies.shell_output import OutputLimits, normalize_shell_result
 
@@ -36,6 +48,7 @@ class ShellJobStrategy:
         environ: Mapping[str, str] | None = None,
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
         db: StoreThread | None = None,
+        network_isolation: str = "auto",
     ) -> None:
         self.db = db  # reads the parent run of a chained run (without it: no parent input)
         self.shell = shell
@@ -44,6 +57,8 @@ class ShellJobStrategy:
         # Computed once: the daemon's environment minus secrets (reference defect §17 #32).
         self.env = scrubbed_environment(os.environ if environ is None else environ, env_allow)
         self.sweeper = DeferredSweeper()
+        # "off": every contract_network none run is refused (SCHEDULER_NETWORK_ISOLATION).
+        self.network_isolation = network_isolation
 
     async def execute(self, job: Job, run: Run, credentials: Mapping[str, str] | None = None) -> Outcome:
         """``credentials``: variables a trust provider materialised for this run only; they
@@ -52,19 +67,7 @@ class ShellJobStrategy:
         run_id = run.id
         limits = OutputLimits.from_job(job.row)
         parent = await self._parent_input(run)
-        result = await run_shell_command(
-            job.payload_message,
-            shell=self.shell,
-            timeout_s=timeout_ms / 1000,
-            env={**self.env, **(parent.env if parent else {}), **(credentials or {}),
-                 JOB_ID_VARIABLE: job.id},
-            stdin_data=parent.stdin if parent else None,
-            run_id=run_id,
-            sweeper=self.sweeper,
-            capture_limit_bytes=head_limit(limits),
-            artifacts=ArtifactSpec(self.artifacts_dir, run_id, limits.offload_threshold,
-                                   self.max_output_bytes),
-        )
+        result = await self._run(job, run, limits, parent, credentials)
         fields = normalize_shell_result(
             result,
             limits=limits,
@@ -78,6 +81,32 @@ class ShellJobStrategy:
                        delivery_text=announcement,
                        attachments=fields.attachments if announcement is not None else (),
                        content=condition_text(result.stdout, fields.error_message))
+
+    async def _run(self, job: Job, run: Run, limits: OutputLimits, parent: ParentInput | None,
+                   credentials: Mapping[str, str] | None) -> ShellProcessResult:
+        """The command's process, in a network namespace of its own for ``contract_network:
+        none``; a namespace that cannot be made refuses the run before the command starts."""
+        no_network = wants_no_network(job.row.get("contract_network"))
+        if no_network and self.network_isolation == "off":
+            return not_started(refusal(f"{ISOLATION_VARIABLE}=off"))
+        result = await run_shell_command(
+            job.payload_message,
+            shell=self.shell,
+            timeout_s=run.run_timeout_ms / 1000,
+            env={**self.env, **(parent.env if parent else {}), **(credentials or {}),
+                 JOB_ID_VARIABLE: job.id},
+            stdin_data=parent.stdin if parent else None,
+            run_id=run.id,
+            sweeper=self.sweeper,
+            capture_limit_bytes=head_limit(limits),
+            artifacts=ArtifactSpec(self.artifacts_dir, run.id, limits.offload_threshold,
+                                   self.max_output_bytes),
+            no_network=no_network,
+        )
+        reason = refusal_reason(result.exit_code, result.stderr) if no_network else None
+        if reason is not None:
+            return not_started(refusal(reason), result.started_monotonic)
+        return result
 
     async def _parent_input(self, run: Run) -> ParentInput | None:
         """A chained run's input from the run that triggered it (None for other runs)."""

@@ -58,7 +58,7 @@ def _finish_one(conn: sqlite3.Connection, finish: Finish, policy: FinishPolicy) 
         return Finished(job=None, retry=None, message=message)
     if finish.fail_closed:
         return _end_fail_closed(conn, finish, job, policy, message)
-    retry = _schedule_retry(conn, job, claim.run, finish.status, policy)
+    retry = None if finish.no_retry else _schedule_retry(conn, job, claim.run, finish.status, policy)
     if retry is not None:
         conn.execute(
             "UPDATE jobs SET last_run_at = ?, last_status = ?, updated_at = ? WHERE id = ?",

@@ -160,7 +160,8 @@ CREATE TABLE IF NOT EXISTS runs (
   authorization_proof_verification TEXT DEFAULT NULL,
   evidence_record TEXT DEFAULT NULL,
   credential_handoff_summary TEXT DEFAULT NULL,
-  owner TEXT DEFAULT NULL -- ours: the daemon instance running it, '<instance id>@<host>'
+  owner TEXT DEFAULT NULL, -- ours: the daemon instance running it, '<instance id>@<host>'
+  cost_usd REAL DEFAULT NULL -- ours: what the gateway reported the agent turn cost (USD), when it did
 );
 CREATE INDEX IF NOT EXISTS idx_runs_job_id ON runs(job_id);
 CREATE INDEX IF NOT EXISTS idx_runs_status ON runs(status) WHERE status = 'running';
