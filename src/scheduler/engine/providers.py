@@ -182,27 +182,22 @@ def _trusted_owner(uid: int) -> bool:
 
 def directory_refusal(path: Path) -> str | None:
     """Why the plugin directory cannot be trusted, or None."""
-    try:
-        info = path.stat()
-    except OSError as exc:
-        return f"cannot read it: {exc.strerror or exc}"
-    if not stat.S_ISDIR(info.st_mode):
-        return "not a directory"
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & stat.S_IWOTH:
-        return f"world-writable (mode {mode:04o}); fix: chmod o-w {path}"
-    if not _trusted_owner(info.st_uid):
-        return f"owned by uid {info.st_uid}, neither root nor the daemon's user"
-    return None
+    return _refusal(path, stat.S_ISDIR, "not a directory")
 
 
 def file_refusal(path: Path) -> str | None:
+    """Why a plugin file cannot be trusted, or None."""
+    return _refusal(path, stat.S_ISREG, "not a regular file")
+
+
+def _refusal(path: Path, right_kind: Callable[[int], bool], wrong_kind: str) -> str | None:
+    # Whoever can write (or chmod) the file or its directory can run code inside the daemon.
     try:
         info = path.stat()
     except OSError as exc:
         return f"cannot read it: {exc.strerror or exc}"
-    if not stat.S_ISREG(info.st_mode):
-        return "not a regular file"
+    if not right_kind(info.st_mode):
+        return wrong_kind
     mode = stat.S_IMODE(info.st_mode)
     if mode & stat.S_IWOTH:
         return f"world-writable (mode {mode:04o}); fix: chmod o-w {path}"
