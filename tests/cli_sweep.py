@@ -24,10 +24,19 @@ import traceback
 from typing import Any
 
 # What the handlers import lazily, imported once here rather than in every child.
+import scheduler.cli.capabilities
 import scheduler.cli.commands
+import scheduler.cli.companions
+import scheduler.cli.dispatch
 import scheduler.cli.service
 import scheduler.cron
+import scheduler.dispatching.control
+import scheduler.dispatching.done
+import scheduler.dispatching.enqueue
+import scheduler.dispatching.importing
+import scheduler.dispatching.inspection
 import scheduler.engine.lock
+import scheduler.gateway.rpc
 import scheduler.models.job
 import scheduler.models.schemas
 import scheduler.models.validation
@@ -42,7 +51,8 @@ import scheduler.store.sqlite.runs
 import scheduler.store.sqlite.status  # noqa: F401
 from scheduler.cli.main import run
 
-TABLES = ("jobs", "runs", "job_dispatch_queue", "delivery_aliases", "idempotency_ledger", "messages")
+TABLES = ("jobs", "runs", "job_dispatch_queue", "delivery_aliases", "idempotency_ledger", "messages",
+          "dispatch_labels")
 CRASHED = 99  # the exit status of a child whose run() raised
 
 

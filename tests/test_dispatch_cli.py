@@ -680,3 +680,12 @@ def test_watch_follows_the_label_to_its_completion_in_the_foreground(
     assert code == 0 and "parser no longer crashes" in stdout  # already done: the recorded text
     code, out, _, _ = dispatch("watch", "--label", "nope")
     assert code == 1 and out["ok"] is False and out["status"] == "error"
+
+
+def test_a_failed_enqueue_is_one_error_line_without_the_timeout_warning(tmp_path: Path) -> None:
+    env = _base_env(tmp_path / "s.db", {"OPENCLAW_GATEWAY_URL": "http://127.0.0.1:9"})
+    proc = subprocess.run([sys.executable, "-m", "scheduler", "dispatch", "enqueue", "--label",
+                           "x", "--message", "hi", "--deliver-to", "1"], env=env,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), proc.stderr

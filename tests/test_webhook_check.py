@@ -119,6 +119,9 @@ def test_a_missing_scheduler_db_is_not_created(cli: Any, gateway: FakeGateway, t
     (("--pending-threshold", "-1"), "--pending-threshold must be a whole number"),
     (("--telegram-api-root", "ftp://x"), "the Telegram API root must be an http"),
     (("--require-webhook=maybe",), "--require-webhook takes true or false"),
+    (("--gateway-url", ""), "--gateway-url must be an http(s) URL with a host"),
+    (("--gateway-url", "file:///etc/passwd"), "--gateway-url must be an http(s) URL"),
+    (("--gateway-url", "http://[::1"), "--gateway-url must be an http(s) URL"),
     (("--unknown",), "unknown option --unknown; usage: openclaw-scheduler webhook-check")])
 def test_bad_arguments_are_refused_in_one_line(cli: Any, gateway: FakeGateway,
                                                args: tuple[str, ...], said: str) -> None:

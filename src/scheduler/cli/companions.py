@@ -91,11 +91,28 @@ def _print_lines(lines: list[str]) -> None:
 # -- webhook-check ------------------------------------------------------------------------------
 
 
+def _gateway_url(value: str | None) -> str | None:
+    """``--gateway-url`` as given, if it names a gateway: an http(s) URL with a host."""
+    from urllib.parse import urlsplit
+
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # a bad port or bracketed host
+        usable = False
+    if not usable or len(value) > 2048:
+        raise UsageError("--gateway-url must be an http(s) URL with a host, "
+                         "e.g. http://127.0.0.1:18789")
+    return value
+
+
 def webhook_check(ctx: Context) -> int:
     from scheduler.models.webhook_health import DEFAULT_LABEL, HealthInputs, evaluate, status_line
 
     label = ctx.option("--label") or DEFAULT_LABEL
-    gateway_url = ctx.option("--gateway-url")
+    gateway_url = _gateway_url(ctx.option("--gateway-url"))
     db_path = ctx.option("--scheduler-db")
     expected = _expected_webhook_url(ctx)
     require = _require_webhook(ctx)

@@ -146,8 +146,10 @@ def enqueue(ctx: Context) -> int:
     message = _message(ctx)
     ctx.no_extra(0, ENQUEUE_USAGE)
     request = replace(request, message=message)
-    _warn(warnings)  # before the gateway is called, as the reference
-    return _emit(ctx, enqueuing.enqueue(ctx.store, _gateway(), request, utcnow()))
+    outcome = enqueuing.enqueue(ctx.store, _gateway(), request, utcnow())
+    # After the work, not before as the reference: a failed enqueue stays one error line.
+    _warn(warnings)
+    return _emit(ctx, outcome)
 
 
 # -- reading commands ---------------------------------------------------------------------------
