@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     shutdown_grace_ms: int = Field(30000, ge=0, validation_alias="SCHEDULER_SHUTDOWN_GRACE_MS")
     wake_poll_ms: int = Field(200, ge=10, le=10000, validation_alias="SCHEDULER_WAKE_POLL_MS")
     run_heartbeat_ms: int = Field(10000, ge=1000, validation_alias="SCHEDULER_RUN_HEARTBEAT_MS")
+    # How long a run stays its owner's without a heartbeat before another instance may recover it.
+    lease_s: int = Field(30, ge=5, le=3600, validation_alias="SCHEDULER_LEASE_S")
     # At most an hour: the ladder doubles up to 20 times (max_retries), and must stay a date.
     retry_base_ms: int = Field(30000, ge=100, le=3_600_000, validation_alias="SCHEDULER_RETRY_BASE_MS")
     # The dispatch watcher (strategies/dispatch_watch.py; docs/dispatch.md "The watcher"): how

@@ -81,6 +81,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   contract_audit TEXT DEFAULT NULL,
   child_credential_policy TEXT DEFAULT NULL,
   job_type TEXT NOT NULL DEFAULT 'standard',
+  placement TEXT DEFAULT NULL, -- ours: where it may run across a fleet, 'host:<name>' | 'label:<label>' | NULL (any instance)
   watchdog_target_label TEXT,
   watchdog_check_cmd TEXT,
   watchdog_timeout_min INTEGER,
