@@ -17,6 +17,20 @@ def is_database_url(target: str | Path) -> bool:
     return isinstance(target, str) and target.startswith(URL_SCHEMES)
 
 
+def redact_db_url(url: str) -> str:
+    """A database URL without its password, for logs and messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.netloc.rsplit("@", 1)[1]
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    except ValueError:
+        return "postgresql://<unparseable URL>"
+
+
 def open_store(target: Path | str, *, synchronous: str = "FULL") -> Store:
     """The store at ``target`` (a SQLite file path, or a ``postgresql://`` URL), created and
     migrated as needed."""

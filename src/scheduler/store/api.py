@@ -244,6 +244,9 @@ class Store(Protocol):
     """Everything the engine and the CLI do with persistent state."""
 
     # -- the database itself -------------------------------------------------------------------
+    # Several daemons may use this database at once (PostgreSQL); SQLite's has one (engine/lock.py).
+    shared: bool
+
     def close(self, *, checkpoint: bool = False) -> None:
         """Close; with ``checkpoint``, leave the database compact (a stopping daemon)."""
     def change_token(self) -> int:

@@ -7,7 +7,6 @@ and the claim, which on a shared database must not serialize the daemons (claims
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Collection
 from typing import TYPE_CHECKING, cast
 
@@ -17,6 +16,7 @@ from scheduler.store.sqlite.store import SqliteStore
 
 if TYPE_CHECKING:
     from scheduler.store.api import ClaimBatch, NextFire, Owner
+    from scheduler.store.postgres.wakeups import Listener
     from scheduler.store.sqlite.db import Database
 
 
@@ -26,8 +26,7 @@ class PostgresStore(SqliteStore):
     def __init__(self, pg: PgDatabase) -> None:
         super().__init__(cast("Database", pg))
         self.pg = pg
-        self._wakeups: object | None = None
-        self._wake_lock = threading.Lock()
+        self._listener: Listener | None = None
 
     @classmethod
     def open_url(cls, url: str) -> PostgresStore:
@@ -41,17 +40,19 @@ class PostgresStore(SqliteStore):
 
     # -- the database itself -------------------------------------------------------------------
     def close(self, *, checkpoint: bool = False) -> None:
-        from scheduler.store.postgres import wakeups
-
-        wakeups.stop(self)
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
         self.pg.close()
 
     def change_token(self) -> int:
         """Grows whenever another process (a CLI, another daemon) wrote what a daemon acts on:
         counted from LISTEN/NOTIFY on a connection of its own (wakeups.py)."""
-        from scheduler.store.postgres import wakeups
+        if self._listener is None:
+            from scheduler.store.postgres import wakeups
 
-        return wakeups.token(self)
+            self._listener = wakeups.start(self.pg.url, self.pg.backend_pids)
+        return self._listener.token()
 
     def integrity_problems(self) -> list[str]:
         return []  # the server keeps its own integrity; a broken one fails every query instead

@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 
 class SqliteStore:
+    shared = False  # one daemon per file: the daemon's flock (engine/lock.py) sees to it
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
