@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,10 +154,20 @@ def unpinned(tables: dict[str, list[dict[str, Any]]], pin: str) -> dict[str, lis
     return {**tables, "jobs": jobs}
 
 
+def _beside(*locations: str) -> Path:
+    """A path beside the first SQLite location (else in the temp directory), for the CLI's
+    SCHEDULER_DB and HOME: db copy reads only its arguments, so this names neither."""
+    from scheduler.store import is_database_url
+
+    for location in locations:
+        if not is_database_url(location):
+            return Path(location).parent / "unused.db"
+    return Path(tempfile.gettempdir()) / "unused.db"
+
+
 def copy(source: str, target: str, *options: str, env: dict[str, str] | None = None,
          json_mode: bool = True) -> CliResult:
-    # SCHEDULER_DB names neither: db copy reads only its arguments.
-    return run_cli(Path(source).parent / "unused.db", "db", "copy", source, target, *options,
+    return run_cli(_beside(source, target), "db", "copy", source, target, *options,
                    env=HOST if env is None else env, json_mode=json_mode)
 
 
@@ -365,7 +376,7 @@ def test_bad_arguments_are_usage_errors(source: Path, tmp_path: Path) -> None:
     target = str(tmp_path / "t.db")
     for args in ((str(source),), (str(source), target, "--free", "--host", "x"),
                  (str(source), target, "--host", "two words"), (str(source), str(source)),
-                 (str(source), target, "--bogus")):
+                 (str(source), target, "--bogus"), ("postgresql://db/x", target, "--host", "a")):
         code, parsed, _out, _err = run_cli(tmp_path / "unused.db", "db", "copy", *args)
         assert code != 0 and parsed["ok"] is False, args
     assert not Path(target).exists()

@@ -40,6 +40,9 @@ def db_copy(ctx: Context) -> int:
     if free and host is not None:
         raise UsageError("--free leaves jobs unplaced and --host pins them: give one of them")
     from_sqlite = not is_database_url(source)
+    if host is not None and not from_sqlite:
+        raise UsageError("--host pins the jobs of a SQLite source; a PostgreSQL source's jobs "
+                         "keep their placements")
     host_name = None if free or not from_sqlite else _host_name(host)
     _refuse_same_file(source, target)
     for role, location in (("source", source), ("target", target)):
