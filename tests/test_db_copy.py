@@ -408,3 +408,36 @@ def test_the_copy_list_holds_every_table_parents_first(fresh: Store, tmp_path: P
         conn.close()
 
 
+
+
+# -- between SQLite and PostgreSQL -----------------------------------------------------------------
+
+
+def test_a_round_trip_sqlite_postgresql_sqlite_loses_nothing(
+        source: Path, tmp_path: Path, pg_url: str) -> None:
+    there = copy_and_compare(str(source), pg_url)
+    assert there["pinned"] == 3
+    back = tmp_path / "back.db"
+    again = copy_and_compare(pg_url, str(back), pin=None)  # from PostgreSQL nothing is pinned
+    assert (again["pinned"], again["host"]) == (0, None)
+    assert unpinned(dump(str(back)), "host:build-01") == dump(str(source))
+
+
+def test_a_postgresql_target_holding_data_is_refused_and_a_clash_half_way_writes_nothing(
+        source: Path, pg_url: str) -> None:
+    ok(copy(str(source), pg_url, "--free"))
+    held = dump(pg_url)
+    code, parsed, _out, _err = copy(str(source), pg_url)
+    assert code != 0 and "already holds data" in parsed["error"]
+    store = open_location(pg_url)
+    try:  # what is left clashes only after the jobs and runs are written
+        for job in held["jobs"]:
+            store.delete_job(job["id"])
+    finally:
+        store.close()
+    left = dump(pg_url)
+    assert left["jobs"] == [] and left["idempotency_ledger"] != []
+    code, parsed, _out, _err = copy(str(source), pg_url, "--force")
+    assert code != 0 and "nothing was copied" in parsed["error"]
+    assert "UNIQUE constraint failed: idempotency_ledger.key" in parsed["error"]
+    assert dump(pg_url) == left

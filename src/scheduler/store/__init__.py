@@ -1,41 +1,45 @@
-"""Persistent state: the ``Store`` interface (``api``) and its backends (``sqlite``)."""
+"""Persistent state: the ``Store`` interface (``api``) and its backends (``sqlite``, and
+``postgres`` for a fleet of daemons sharing one database)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scheduler.errors import StoreError
-
 if TYPE_CHECKING:
     from scheduler.store.api import Store
 
-# How a location names a PostgreSQL database rather than a SQLite file.
-_URL_SCHEMES = ("postgresql://", "postgres://")
+URL_SCHEMES = ("postgresql://", "postgres://")
 
 
-def open_store(path: Path, *, synchronous: str = "FULL") -> Store:
-    """The store for ``path``, created and migrated as needed (SQLite: the only backend yet)."""
+def is_database_url(target: str | Path) -> bool:
+    """A PostgreSQL URL rather than a SQLite file path."""
+    return isinstance(target, str) and target.startswith(URL_SCHEMES)
+
+
+def open_store(target: Path | str, *, synchronous: str = "FULL") -> Store:
+    """The store at ``target`` (a SQLite file path, or a ``postgresql://`` URL), created and
+    migrated as needed."""
+    if is_database_url(target):
+        from scheduler.store.postgres.store import PostgresStore
+
+        return PostgresStore.open_url(str(target))
     from scheduler.store.sqlite.store import SqliteStore
 
-    return SqliteStore.open(path, synchronous=synchronous)
-
-
-def is_database_url(location: str) -> bool:
-    """Whether ``location`` is a PostgreSQL URL (else it is a SQLite file's path)."""
-    return location.strip().lower().startswith(_URL_SCHEMES)
+    return SqliteStore.open(Path(target), synchronous=synchronous)
 
 
 def open_location(location: str, *, read_only: bool = False) -> Store:
     """The store a command names by text (``db copy``'s SOURCE and TARGET): a SQLite file's
-    path, or a PostgreSQL URL once that backend is built in. ``read_only``: an existing
-    database, opened as it is (never created, migrated or written); else created and migrated
-    as ``open_store`` does."""
+    path or a PostgreSQL URL. ``read_only``: an existing database, opened as it is (never
+    created or migrated; nothing of the copy writes it); else as ``open_store`` opens it."""
+    if not read_only:
+        return open_store(location if is_database_url(location) else Path(location).expanduser())
     if is_database_url(location):
-        raise StoreError("this build has no PostgreSQL backend yet: give a SQLite file's path")
-    path = Path(location).expanduser()
-    if read_only:
-        from scheduler.store.sqlite.store import SqliteStore
+        from scheduler.store.postgres.db import PgDatabase
+        from scheduler.store.postgres.store import PostgresStore
 
-        return SqliteStore.open_read_only(path)
-    return open_store(path)
+        return PostgresStore(PgDatabase.open(location))
+    from scheduler.store.sqlite.store import SqliteStore
+
+    return SqliteStore.open_read_only(Path(location).expanduser())

@@ -59,7 +59,8 @@ def table_columns(conn: sqlite3.Connection, table: str) -> list[str]:
 
 def _columns(db: Database, table: str) -> list[str]:
     try:
-        return table_columns(db.conn, table)
+        with db.reading() as conn:
+            return table_columns(conn, table)
     except sqlite3.Error as exc:
         raise translate_error(exc, db.path) from None
 
@@ -107,7 +108,8 @@ def holds_user_data(db: Database) -> bool:
 @contextmanager
 def read_snapshot(db: Database) -> Iterator[None]:
     """A read transaction: every read inside it sees one instant of the file (in WAL mode the
-    daemon's or the CLI's commits meanwhile are not seen, and not blocked)."""
+    daemon's or the CLI's commits meanwhile are not seen, and not blocked). PostgreSQL needs
+    its own (store/postgres/store.py: REPEATABLE READ)."""
     try:
         db.conn.execute("BEGIN")
     except sqlite3.Error as exc:
