@@ -415,8 +415,15 @@ def test_the_copy_list_holds_every_table_parents_first(fresh: Store, tmp_path: P
 
 def test_a_round_trip_sqlite_postgresql_sqlite_loses_nothing(
         source: Path, tmp_path: Path, pg_url: str) -> None:
-    there = copy_and_compare(str(source), pg_url)
+    # A password in the URL (the test server does not ask for it) is never printed.
+    secret_url = pg_url.replace("scheduler@", "scheduler:s3cret-pw@", 1)
+    there = copy_and_compare(str(source), secret_url)
     assert there["pinned"] == 3
+    assert "s3cret-pw" not in json.dumps(there) and "***" in there["target"]
+    for json_mode in (True, False):
+        code, _, out, err = copy(str(source), secret_url, json_mode=json_mode)
+        assert code != 0 and "already holds data" in out + err
+        assert "s3cret-pw" not in out + err and "***" in out + err
     back = tmp_path / "back.db"
     again = copy_and_compare(pg_url, str(back), pin=None)  # from PostgreSQL nothing is pinned
     assert (again["pinned"], again["host"]) == (0, None)

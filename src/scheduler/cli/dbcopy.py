@@ -1,5 +1,5 @@
 """``db copy SOURCE TARGET [--force] [--free] [--host NAME]``: move a database's rows into
-another database (a SQLite file, or PostgreSQL once that backend is built in).
+another database (each a SQLite file or a PostgreSQL URL).
 
 The copy itself is store/copying.py (backend-neutral, one transaction on the target, counts
 verified before the commit). This module decides what may be copied: never from a SQLite file a
@@ -31,7 +31,7 @@ class CopyRefusedError(SchedulerError):
 
 
 def db_copy(ctx: Context) -> int:
-    from scheduler.store import is_database_url
+    from scheduler.store import is_database_url, shown_location
 
     force, free = ctx.flag("--force"), ctx.flag("--free")
     host = ctx.option("--host")
@@ -48,8 +48,9 @@ def db_copy(ctx: Context) -> int:
     for role, location in (("source", source), ("target", target)):
         _refuse_served(role, location)
     report = _copy(source, target, host_name, force=force)
-    ctx.out.emit(_as_json(report, source, target, host_name),
-                 _as_text(report, source, target, host_name, from_sqlite=from_sqlite))
+    shown = shown_location(source), shown_location(target)  # never a URL's password
+    ctx.out.emit(_as_json(report, *shown, host_name),
+                 _as_text(report, *shown, host_name, from_sqlite=from_sqlite))
     return 0
 
 
@@ -90,13 +91,13 @@ def _refuse_served(role: str, location: str) -> None:
 
 
 def _copy(source: str, target: str, host_name: str | None, *, force: bool) -> CopyReport:
-    from scheduler.store import open_location
+    from scheduler.store import open_location, shown_location
 
     src = open_location(source, read_only=True)
     try:
         if not src.schema_current():
             raise CopyRefusedError(
-                f"the source {source} is not at this version's schema revision; run any "
+                f"the source {shown_location(source)} is not at this version's schema revision; run any "
                 "command on it with this version first (SCHEDULER_DB=<it> openclaw-scheduler "
                 "status), or copy it with the version that wrote it")
         new_file = _sqlite_path(target)
@@ -112,7 +113,7 @@ def _copy(source: str, target: str, host_name: str | None, *, force: bool) -> Co
 
 
 def _copy_into(src: Store, target: str, host_name: str | None, *, force: bool) -> CopyReport:
-    from scheduler.store import open_location
+    from scheduler.store import open_location, shown_location
     from scheduler.store.copying import copy_store
 
     dst = open_location(target)
@@ -120,7 +121,7 @@ def _copy_into(src: Store, target: str, host_name: str | None, *, force: bool) -
         if not force and dst.holds_user_data():
             held = sum(dst.row_counts().values())
             raise CopyRefusedError(
-                f"the target {target} already holds data ({held} rows); copy into a new or "
+                f"the target {shown_location(target)} already holds data ({held} rows); copy into a new or "
                 "empty database, or add --force to add the source's rows to it (nothing is "
                 "replaced; a clashing row fails the whole copy)")
         pin = None if host_name is None else f"host:{host_name}"

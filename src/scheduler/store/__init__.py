@@ -43,3 +43,12 @@ def open_location(location: str, *, read_only: bool = False) -> Store:
     from scheduler.store.sqlite.store import SqliteStore
 
     return SqliteStore.open_read_only(Path(location).expanduser())
+
+
+def shown_location(location: str) -> str:
+    """The location as a command may print it: a URL without its password."""
+    if not is_database_url(location):
+        return location
+    from scheduler.store.postgres.db import redact
+
+    return redact(location)
