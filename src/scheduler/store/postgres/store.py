@@ -7,7 +7,8 @@ and the claim, which on a shared database must not serialize the daemons (claims
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, cast
 
 from scheduler.store.postgres import schema
@@ -75,9 +76,21 @@ class PostgresStore(SqliteStore):
     def file_bytes(self) -> int:
         return int(self.pg.scalar("SELECT pg_database_size(current_database())") or 0)
 
+    def read_snapshot(self) -> AbstractContextManager[None]:
+        """db copy's source: one REPEATABLE READ transaction, so that every page of every table
+        is read as of one instant while the fleet keeps writing."""
+        return _repeatable_read(self.pg)
+
     # -- claiming due work ---------------------------------------------------------------------
     def claim_due(self, now: str, limit: int, targets: Collection[str], next_fire: NextFire,
                   owner: Owner) -> ClaimBatch:
         from scheduler.store.postgres import claims
 
         return claims.claim_due(self.pg, now, limit, targets, next_fire, owner)
+
+
+@contextmanager
+def _repeatable_read(pg: PgDatabase) -> Iterator[None]:
+    with pg.transaction(write_lock=False) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
