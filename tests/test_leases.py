@@ -12,9 +12,11 @@ tested with that backend.
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import sqlite3
+import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,11 +24,12 @@ from typing import Any
 
 import pytest
 
-from conftest import Daemon, add_job, pids_with_marker, runs_of, shell_job, wait_until
+from conftest import Daemon, add_job, kill_quietly, pids_with_marker, runs_of, shell_job, wait_until
 from scheduler.models.job import new_job_row
 from scheduler.models.validation import validate_job_spec
 from scheduler.store import open_store
 from scheduler.store.api import Owner
+from scheduler.strategies.process_tree import RUN_ID_VARIABLE
 from scheduler.timeutil import sqlite_now
 
 Db = Callable[..., list[dict[str, Any]]]
@@ -179,3 +182,36 @@ def test_a_run_without_a_lease_on_a_shared_store_waits_for_its_heartbeat_to_age(
         assert "no lease" in (store.require_run("r").error_message or "")
     finally:
         store.close()
+
+
+def test_processes_left_on_this_host_by_a_recovered_run_are_killed(
+        cli, daemon, db: Db, db_path: Path) -> None:
+    """An instance that died on this host (beside this daemon, on a shared database) leaves its
+    runs' processes behind: the daemon that recovers the run kills them, so the work does not go
+    on beside its replay."""
+    d = daemon(env=LEASES)
+    job = add_job(cli, shell_job(name="theirs", schedule_cron="0 0 1 1 *", delete_after_run=0,
+                                 delivery_guarantee="at-least-once"))
+    # The vanished instance claimed it (its claim is the test's, at the job's far fire time).
+    other = open_store(db_path)
+    try:
+        (c,) = other.claim_due(str(job["next_run_at"]), 1, {"shell"}, lambda j: None,
+                               Owner("vanished-instance", "gone-host"), 5).claims
+    finally:
+        other.close()
+    mark = str(random.randint(10**5, 10**6))
+    leftover = subprocess.Popen(["sleep", f"120.{mark}"], env={**os.environ, RUN_ID_VARIABLE: c.run.id},
+                                start_new_session=True)
+    try:
+        hand_to_a_vanished_instance(db_path, c.run.id)
+        d.wait_for_event("run.recovered", lambda e: e["run_id"] == c.run.id, timeout=20)
+        killed = d.wait_for_event("run.orphan_killed", lambda e: e["run_id"] == c.run.id, timeout=20)
+        assert killed["pid"] == leftover.pid
+        assert leftover.wait(10) == -signal.SIGKILL
+    finally:
+        kill_quietly(leftover.pid)
+        leftover.wait(5)
+    (run,) = db("SELECT status FROM runs WHERE id = ?", (c.run.id,))
+    assert run["status"] == "crashed"
+    assert d.events("run.lease_lost") == []  # not this daemon's run
+    assert d.stop() == 0

@@ -407,6 +407,14 @@ class Daemon:
             )
         self._data_version = await self.db.run(self.store.change_token)
 
+    def _kill_leftovers_of_recovered_runs(self, run_ids: set[str]) -> None:
+        """Processes on this host of runs recovered from another instance (one that died here)
+        must not work on beside the replay. A run this daemon runs itself is stopped by its
+        heartbeat's ``run.lease_lost`` instead."""
+        killed = kill_processes_of_runs(run_ids - set(self.active))
+        for pid, run_id in killed.items():
+            self.log.warning("run.orphan_killed", run_id=run_id, pid=pid)
+
     async def _recover_agents(self) -> None:
         """The default agent is always registered; agents a dead daemon left ``busy`` are not."""
         now = sqlite_now()
@@ -456,7 +464,8 @@ class Daemon:
         supervisor.start("run-heartbeat", self._beat_running_runs, OnFailure.RESTART)
         leases = LeaseRecovery(self.db, self.owner, self.settings.lease_s,
                                get_logger("scheduler.leases"), on_children=self._log_children,
-                               on_new_work=self.wake.set)
+                               on_new_work=self.wake.set,
+                               on_recovered=self._kill_leftovers_of_recovered_runs)
         supervisor.start("lease-recovery", leases.run, OnFailure.RESTART)
         supervisor.start("run-health", self._check_run_health, OnFailure.RESTART)
         supervisor.start("prune", self._prune, OnFailure.RESTART)

@@ -8,8 +8,10 @@ exactly as start-up recovery handles a crash (at-least-once work replayed, at-mo
 recorded ``crashed``; store/sqlite/recovery.py), and moves each run's lease generation on, so
 that the old owner, should it come back, can record nothing for it (fencing, docs/multi-host.md).
 
-The processes of a recovered run are not looked for here: they run on the owner's host, and the
-owner stops them itself when its heartbeat reports the run lost (the daemon's ``run.lease_lost``).
+A recovered run's processes normally run on the owner's host, where the owner stops them itself
+when its heartbeat reports the run lost (the daemon's ``run.lease_lost``). Those found on this
+host (an owner that died here, beside this daemon, leaves them behind) are killed through
+``on_recovered``, as start-up recovery kills a crashed daemon's leftovers.
 """
 
 from __future__ import annotations
@@ -32,13 +34,15 @@ def recovery_interval_s(lease_s: int) -> float:
 class LeaseRecovery:
     def __init__(self, db: StoreThread, owner: Owner, lease_s: int, log: Any, *,
                  on_children: Callable[[str, Chained], None],
-                 on_new_work: Callable[[], None]) -> None:
+                 on_new_work: Callable[[], None],
+                 on_recovered: Callable[[set[str]], None] = lambda run_ids: None) -> None:
         self.db = db
         self.owner = owner
         self.lease_s = lease_s
         self.log = log
         self.on_children = on_children
         self.on_new_work = on_new_work
+        self.on_recovered = on_recovered
 
     async def run(self) -> None:
         interval = recovery_interval_s(self.lease_s)
@@ -62,5 +66,6 @@ class LeaseRecovery:
         for run_id, chained in found.children.items():
             self.on_children(run_id, chained)
         if found.crashed:
+            self.on_recovered({run.id for run in found.crashed})
             self.on_new_work()  # replays and children are due now; pools and overlap may be free
         return found
