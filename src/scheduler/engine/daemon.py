@@ -45,7 +45,7 @@ from scheduler.gateway.client import GatewayClient, resolve_token
 from scheduler.logs import get as get_logger
 from scheduler.media import MediaPolicy
 from scheduler.models.enums import ANNOUNCE_MODES
-from scheduler.models.records import Job
+from scheduler.models.records import Job, Run
 from scheduler.store import open_store
 from scheduler.store.api import (
     DISPATCH,
@@ -916,9 +916,14 @@ class Daemon:
         for run_id in working:
             status = statuses.get(run_id)
             active = self.active.get(run_id)
-            if status == "running" or active is None or active.work is None or active.work.done():
+            if (status == "running" or active is None or active.work is None or active.work.done()
+                    or active.lease_lost):
                 continue
-            why = "its job was deleted" if status is None else await self._why_ended_elsewhere(run_id, status)
+            run = None if status is None else await self._run_or_none(run_id)
+            if run is not None and run.lease_generation != active.claim.run.lease_generation:
+                self._lose_lease(active, status)  # another instance recovered it
+                continue
+            why = "its job was deleted" if status is None else self._why_ended_elsewhere(run, status)
             if active.work.done():
                 continue  # it ended while the reason was read: nothing left to abort
             active.aborted = why
@@ -926,13 +931,16 @@ class Daemon:
                              reason=active.aborted)
             active.work.cancel()
 
-    async def _why_ended_elsewhere(self, run_id: str, status: str) -> str:
+    async def _run_or_none(self, run_id: str) -> Run | None:
+        try:
+            run: Run | None = await self.db.run(self.store.get_run, run_id)
+        except SchedulerError:
+            return None  # the abort matters more than its explanation
+        return run
+
+    def _why_ended_elsewhere(self, run: Run | None, status: str) -> str:
         """What the process that ended the run wrote on it (``jobs cancel``: that the operator
         cancelled it), so the log says why the work stops."""
-        try:
-            run = await self.db.run(self.store.get_run, run_id)
-        except SchedulerError:
-            run = None  # the abort matters more than its explanation
         note = None if run is None else run.error_message
         ended = f"the run was ended elsewhere ({status})"
         return f"{ended}: {note}" if note else ended
@@ -1009,15 +1017,17 @@ class Daemon:
                 continue
             if active.work is not None and active.work.done():
                 continue  # ended meanwhile: its end goes to the recorder, which fences it
-            run = active.claim.run
-            active.lease_lost = True
-            active.aborted = "this instance's lease on the run was taken over"
-            self.log.warning("run.lease_lost", run_id=run_id, job_id=active.claim.job.id,
-                             owner=self.owner.text, status=statuses.get(run_id),
-                             lease_generation=run.lease_generation,
-                             reaction="work stopped; nothing recorded or delivered here")
-            if active.work is not None:
-                active.work.cancel()
+            self._lose_lease(active, statuses.get(run_id))
+
+    def _lose_lease(self, active: _Active, status: str | None) -> None:
+        run = active.claim.run
+        active.lease_lost = True
+        active.aborted = "this instance's lease on the run was taken over"
+        self.log.warning("run.lease_lost", run_id=run.id, job_id=active.claim.job.id,
+                         owner=self.owner.text, status=status, lease_generation=run.lease_generation,
+                         reaction="work stopped; nothing recorded or delivered here")
+        if active.work is not None:
+            active.work.cancel()
 
     async def _follow_the_clock(self) -> None:
         """A wall clock stepped back leaves every computed due time too far ahead (an hour's step
