@@ -70,10 +70,16 @@ class Fleet:
 
 
 def owners(fleet: Fleet, job_ids: list[str]) -> dict[str, int]:
-    """Runs per owning instance, over the given jobs."""
+    """Runs started per owning instance, over the given jobs (skipped runs have no owner)."""
     rows = fleet.query(
-        "SELECT owner, COUNT(*) AS n FROM runs WHERE job_id = ANY(?) GROUP BY owner", (job_ids,))
+        "SELECT owner, COUNT(*) AS n FROM runs WHERE job_id = ANY(?) AND owner IS NOT NULL "
+        "GROUP BY owner", (job_ids,))
     return {str(r["owner"]): int(r["n"]) for r in rows}
+
+
+def instance_of(daemon: Daemon) -> str:
+    """The daemon's instance, as runs.owner names it."""
+    return str(daemon.wait_for_event("daemon.started")["instance"])
 
 
 def wait_for(check: Any, timeout: float, interval: float = 0.25) -> Any:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet import Fleet, fleet_of, owners, wait_for
+from fleet import Fleet, fleet_of, instance_of, owners, wait_for
 from scheduler.store.sqlite.idempotency import occurrence_key
 from scheduler.timeutil import to_sqlite
 
@@ -78,7 +78,11 @@ def test_50_cron_jobs_every_second_across_3_daemons_run_each_occurrence_once(fle
     assert runs_with_key == []
     missing = [(job, instant) for job in ids for instant in window
                if occurrence_key(job, instant) not in runs_per_key]
-    assert missing == []  # none lost
+    by_instant: dict[str, int] = {}
+    for _, instant in missing:
+        by_instant[instant] = by_instant.get(instant, 0) + 1
+    warnings = [e for d in fleet.daemons for e in d.logs if e.get("level") in ("warning", "error")]
+    assert missing == [], (by_instant, warnings[:10])  # none lost
     skipped = fleet.query("SELECT COUNT(*) AS n FROM runs WHERE status = 'skipped'")
     assert int(skipped[0]["n"]) == 0
     assert len(owners(fleet, ids)) == 3
@@ -108,7 +112,7 @@ def test_a_killed_daemons_runs_are_recovered_by_another_within_the_lease(fleet: 
     assert time.monotonic() - killed_at < 5 + 15  # the lease plus a few seconds (generous)
     first, replay = _runs(fleet, replayed)
     assert first["status"] == "crashed" and replay["replay_of"] == first["id"]
-    assert str(replay["owner"]).endswith("@survivor")
+    assert replay["owner"] == instance_of(survivor)
     assert len(_runs(fleet, crashed)) == 1  # at-most-once: never run again
     survivor.wait_for_event("run.recovered", timeout=5)
 
@@ -136,7 +140,7 @@ def test_a_stopped_daemon_that_comes_back_is_fenced_off(fleet: Fleet, fake_gatew
     time.sleep(3)
     runs = _runs(fleet, job)
     assert [r["status"] for r in runs] == ["crashed", "ok"]
-    assert str(runs[1]["owner"]).endswith("@other")
+    assert runs[1]["owner"] == instance_of(other)
     deliveries = [r for r in fake_gateway.requests if r.path == "/tools/invoke"
                   and (r.body or {}).get("tool") == "message"]
     assert len(deliveries) == 1, deliveries

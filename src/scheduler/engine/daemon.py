@@ -75,6 +75,9 @@ if TYPE_CHECKING:
 ERROR_BACKOFF_S = (30, 60, 300, 900, 3600)
 # Never sleep less than this when due work exists but nothing could be claimed (no hot spin).
 MIN_IDLE_SLEEP_S = 0.05
+# A cron fire time at most this old when its job's previous one is claimed is still run (late)
+# rather than coalesced: what a busy claim costs is lateness, not a lost occurrence.
+LAG_CATCH_UP_S = 3
 # After a database error in the loop, wait this long before the next attempt.
 DB_RETRY_S = 1.0
 # After the grace period, cancelled work gets this long to be recorded before the daemon exits.
@@ -175,6 +178,7 @@ class Daemon:
         self._deadline: threading.Timer | None = None
         self._deadline_at = float("inf")
         self._lock: daemon_lock.DaemonLock | None = None
+        self._serving_since = "9999-12-31 23:59:59"  # until it serves: nothing to catch up
         self._lock_info: dict[str, Any] = {}
         self._db_identity: tuple[int, int] | None = None
         self._failing_since: float | None = None
@@ -244,6 +248,7 @@ class Daemon:
                 await self._recover()
                 self._install_signal_handlers()
                 self._set_state("serving")
+                self._serving_since = sqlite_now()
                 self.log.info(
                     "daemon.started",
                     version=__version__,
@@ -641,8 +646,10 @@ class Daemon:
 
     async def _claim(self, free: int) -> int:
         now_text = to_sqlite(utcnow())
+        floor = max(self._serving_since, to_sqlite(utcnow() - timedelta(seconds=LAG_CATCH_UP_S)))
         batch = await self.db.run(
-            self.store.claim_due, now_text, free, self.targets, self._next_fire_text, self.owner,
+            self.store.claim_due, now_text, free, self.targets,
+            functools.partial(self._next_fire_for_claim, now_text=now_text, floor=floor), self.owner,
             self.settings.lease_s,
         )
         for skipped in batch.skipped:
@@ -684,6 +691,17 @@ class Daemon:
 
     def _next_fire_text(self, job: Job) -> str | None:
         return self._next_fire_after(job, to_sqlite(utcnow()))
+
+    def _next_fire_for_claim(self, job: Job, *, now_text: str, floor: str) -> str | None:
+        """Where a claimed cron occurrence moves its job: past the claim's instant, except that
+        fire times which fell due in the last LAG_CATCH_UP_S seconds while this daemon was
+        serving are not swallowed. A claim reached late (many due jobs, a slow or shared
+        database, a loaded host) then makes those runs late, never lost; fire times missed in
+        downtime, or in a longer stall, still coalesce (docs/scheduling.md)."""
+        after = now_text
+        if job.next_run_at is not None and job.next_run_at < now_text:
+            after = max(job.next_run_at, min(floor, now_text))
+        return self._next_fire_after(job, after)
 
     def _next_fire_after(self, job: Job, after_text: str) -> str | None:
         if not job.schedule_cron:
