@@ -30,6 +30,7 @@ import shutil
 import signal
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,11 +43,13 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from run import (
+    STOP_TIMEOUT_S,
     BenchError,
     Daemon,
     log,
     next_due,
     percentile,
+    proc_cpu_s,
     shell_at_spec,
     timestamp_command,
 )
@@ -115,6 +118,29 @@ class Server:
             row = conn.execute("SHOW server_version").fetchone()
         return str(row[0]) if row else "?"
 
+    def cpu_s(self) -> float | None:
+        """CPU seconds the throwaway cluster's processes have used so far (the postmaster, its
+        live children, and the children it reaped); None for a server given by --pg-url."""
+        if self._cluster is None:
+            return None
+        try:
+            postmaster = int((Path(self._cluster.data) / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        own = proc_cpu_s(postmaster)
+        if own is None:
+            return None
+        total = own[0] + own[1]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # exited meanwhile
+            if int(fields[1]) == postmaster:
+                child = proc_cpu_s(int(stat.parent.name))
+                total += child[0] if child else 0.0
+        return total
+
     def new_database(self) -> str:
         import psycopg
 
@@ -172,6 +198,11 @@ def daemons_on(location: str, count: int, work: Path, label: str) -> Iterator[li
                 with contextlib.suppress(ProcessLookupError):
                     daemon.proc.send_signal(signal.SIGTERM)
         for daemon in daemons:
+            # A second SIGTERM during its shutdown would kill it: let it stop on the first one;
+            # stop() then only reaps it (or kills one that ignored SIGTERM for 30 s).
+            if daemon.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    daemon.proc.wait(timeout=STOP_TIMEOUT_S)
             code = daemon.stop()
             if code not in (0, None):
                 log(f"  warning: daemon [{daemon.label}] exited with code {code}\n{daemon.tail(8)}")
@@ -317,8 +348,16 @@ def measure_lateness(location: str, daemons: list[Daemon], work: Path, n: int) -
     }
 
 
-def measure_throughput(location: str, daemons: list[Daemon], n: int) -> dict[str, Any]:
+def daemons_cpu_s(daemons: list[Daemon]) -> float:
+    """CPU seconds the daemon processes themselves (all their threads) have used so far."""
+    return sum(cpu[0] for d in daemons if (cpu := proc_cpu_s(d.pid)) is not None)
+
+
+def measure_throughput(location: str, daemons: list[Daemon], n: int, server: Server) -> dict[str, Any]:
     due = insert_at_jobs(location, "tp", ["true"] * n, lead_for(n))
+    time.sleep(max(0.0, due - time.time() - 0.2))  # CPU from here: the work, not the writing
+    daemons_before = daemons_cpu_s(daemons)
+    server_before = server.cpu_s() if location.startswith("postgresql://") else None
     watcher = RunWatcher(location, "tp")
     try:
         waited = wait_for_runs(watcher, daemons, n, timeout_s=(due - time.time()) + 600)
@@ -326,6 +365,9 @@ def measure_throughput(location: str, daemons: list[Daemon], n: int) -> dict[str
         owners = watcher.owners()
     finally:
         watcher.close()
+    daemons_cpu = daemons_cpu_s(daemons) - daemons_before
+    server_after = server.cpu_s() if server_before is not None else None
+    server_cpu = None if server_before is None or server_after is None else server_after - server_before
     elapsed = waited.all_finished_at - due
     return {
         "n": n,
@@ -336,12 +378,16 @@ def measure_throughput(location: str, daemons: list[Daemon], n: int) -> dict[str
         "all_runs_created_after_due_s": None if waited.all_created_at is None
         else round(waited.all_created_at - due, 2),
         "runs_per_daemon": {short_owner(o): c for o, c in sorted(owners.items())},
+        # CPU over the same span (plus 0.2 s before the due instant): what the work cost
+        "daemons_cpu_s": round(daemons_cpu, 2),
+        "daemons_cpu_ms_per_run": round(daemons_cpu / n * 1000, 2),
+        "postgresql_server_cpu_s": None if server_cpu is None else round(server_cpu, 2),
         "statuses": statuses,
     }
 
 
 def bench_setup(
-    setup: Setup, location: str, root: Path, lateness_n: int, throughput_n: int
+    setup: Setup, location: str, root: Path, lateness_n: int, throughput_n: int, server: Server
 ) -> dict[str, Any]:
     work = root / setup.key
     work.mkdir()
@@ -350,10 +396,11 @@ def bench_setup(
         log(f"[{setup.key}] lateness of {lateness_n} jobs due in the same second: "
             f"p50={lateness['p50_ms']} ms p99={lateness['p99_ms']} ms max={lateness['max_ms']} ms; "
             f"statuses {lateness['statuses']}")
-        throughput = measure_throughput(location, daemons, throughput_n)
+        throughput = measure_throughput(location, daemons, throughput_n, server)
         log(f"[{setup.key}] {throughput_n} `true` jobs due at once: {throughput['runs_per_s']} runs/s "
             f"(all finished {throughput['all_finished_after_due_s']} s after due); per daemon "
-            f"{throughput['runs_per_daemon']}; statuses {throughput['statuses']}")
+            f"{throughput['runs_per_daemon']}; daemon CPU {throughput['daemons_cpu_s']} s, PostgreSQL "
+            f"server CPU {throughput['postgresql_server_cpu_s']} s; statuses {throughput['statuses']}")
     return {"title": setup.title, "backend": setup.backend, "daemons": setup.daemons,
             "lateness": lateness, "throughput": throughput}
 
@@ -375,6 +422,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         ("  all finished after due (s)", [str(results[k]["throughput"]["all_finished_after_due_s"])
                                           for k in keys]),
         ("  runs per daemon", [spread(results[k]) for k in keys]),
+        ("  daemon CPU (s)", [str(results[k]["throughput"]["daemons_cpu_s"]) for k in keys]),
+        ("  PostgreSQL server CPU (s)", [str(results[k]["throughput"]["postgresql_server_cpu_s"] or "-")
+                                         for k in keys]),
         ("lateness p50 (ms)", [str(results[k]["lateness"]["p50_ms"]) for k in keys]),
         ("lateness p99 (ms)", [str(results[k]["lateness"]["p99_ms"]) for k in keys]),
         ("lateness max (ms)", [str(results[k]["lateness"]["max_ms"]) for k in keys]),
@@ -441,7 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"({where}){', QUICK' if args.quick else ''}; load average {meta['loadavg_1m']}")
         for setup in SETUPS:
             location = str(root / "scheduler.db") if setup.backend == "sqlite" else server.new_database()
-            results[setup.key] = bench_setup(setup, location, root, args.lateness_n, args.throughput_n)
+            results[setup.key] = bench_setup(setup, location, root, args.lateness_n, args.throughput_n,
+                                             server)
         log("")
         log(table(results))
         code = 0
