@@ -111,10 +111,20 @@ class Server:
             raise BenchError(f"could not start a throwaway PostgreSQL cluster: {exc}") from None
         self.admin_url = str(self._cluster.url())
 
-    def version(self) -> str:
+    @contextlib.contextmanager
+    def _admin(self) -> Iterator[Any]:
+        """A connection to the server's admin database; its failures as one-line BenchErrors."""
         import psycopg
 
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+        try:
+            with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10) as conn:
+                yield conn
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BenchError(f"PostgreSQL at {redact_db_url(self.admin_url)}: {first}") from None
+
+    def version(self) -> str:
+        with self._admin() as conn:
             row = conn.execute("SHOW server_version").fetchone()
         return str(row[0]) if row else "?"
 
@@ -142,10 +152,8 @@ class Server:
         return total
 
     def new_database(self) -> str:
-        import psycopg
-
         name = f"fleetbench_{os.getpid()}_{len(self._made) + 1}"
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+        with self._admin() as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         self._made.append(name)
         return urlunsplit(urlsplit(self.admin_url)._replace(path=f"/{name}"))
@@ -162,12 +170,15 @@ class Server:
             return
         import psycopg
 
-        with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            for name in self._made:
-                try:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                except psycopg.Error as exc:
-                    log(f"  warning: could not drop database {name}: {exc}")
+        try:
+            with self._admin() as conn:
+                for name in self._made:
+                    try:
+                        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    except psycopg.Error as exc:
+                        log(f"  warning: could not drop database {name}: {exc}")
+        except BenchError as exc:
+            log(f"  warning: could not drop the databases {', '.join(self._made)}: {exc}")
         self._made.clear()
 
 
