@@ -215,7 +215,8 @@ def daemons_on(location: str, count: int, work: Path, label: str) -> Iterator[li
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     daemon.proc.wait(timeout=STOP_TIMEOUT_S)
             code = daemon.stop()
-            if code not in (0, None):
+            # -SIGTERM: stopped while still starting, before it handles SIGTERM (an interrupt)
+            if code not in (0, None, -signal.SIGTERM):
                 log(f"  warning: daemon [{daemon.label}] exited with code {code}\n{daemon.tail(8)}")
 
 
