@@ -55,7 +55,8 @@ from run import (
 )
 from scheduler.models.job import new_job_row
 from scheduler.models.validation import validate_job_spec
-from scheduler.store import open_store, redact_db_url
+from scheduler.store import is_database_url, open_store, redact_db_url
+from scheduler.store.api import Store
 
 POLL_S = 0.05
 HOST_PREFIX = "bench-host-"
@@ -220,8 +221,8 @@ def daemons_on(location: str, count: int, work: Path, label: str) -> Iterator[li
                 log(f"  warning: daemon [{daemon.label}] exited with code {code}\n{daemon.tail(8)}")
 
 
-def open_location(location: str) -> Any:
-    return open_store(location if location.startswith("postgresql://") else Path(location))
+def open_location(location: str) -> Store:
+    return open_store(location if is_database_url(location) else Path(location))
 
 
 def insert_at_jobs(location: str, prefix: str, commands: Sequence[str], lead_s: float) -> float:
@@ -257,7 +258,7 @@ class RunWatcher:
 
     def __init__(self, location: str, prefix: str) -> None:
         self.conn: Connection
-        if location.startswith("postgresql://"):
+        if is_database_url(location):
             import psycopg
 
             self.conn = psycopg.connect(location, autocommit=True)
@@ -369,7 +370,7 @@ def measure_throughput(location: str, daemons: list[Daemon], n: int, server: Ser
     due = insert_at_jobs(location, "tp", ["true"] * n, lead_for(n))
     time.sleep(max(0.0, due - time.time() - 0.2))  # CPU from here: the work, not the writing
     daemons_before = daemons_cpu_s(daemons)
-    server_before = server.cpu_s() if location.startswith("postgresql://") else None
+    server_before = server.cpu_s() if is_database_url(location) else None
     watcher = RunWatcher(location, "tp")
     try:
         waited = wait_for_runs(watcher, daemons, n, timeout_s=(due - time.time()) + 600)
