@@ -186,6 +186,7 @@ def _adapters() -> Any:
 class _Cursor:
     def __init__(self, cursor: Any) -> None:
         self._cursor = cursor
+        self._names: list[str] | None = None  # psycopg builds its description anew on each read
 
     @property
     def rowcount(self) -> int:
@@ -195,23 +196,32 @@ class _Cursor:
     def description(self) -> Any:
         return self._cursor.description
 
-    def _rows(self, rows: list[Any]) -> list[Row]:
-        if self._cursor.description is None:
-            return []
-        names = [column.name for column in self._cursor.description]
+    def _columns(self) -> list[str] | None:
+        if self._names is None:
+            description = self._cursor.description
+            if description is None:
+                return None
+            self._names = [column.name for column in description]
+        return self._names
+
+    def _rows(self, names: list[str], rows: list[Any]) -> list[Row]:
+        if "rowid" not in names:
+            return [dict(zip(names, row, strict=True)) for row in rows]
         keep = [i for i, name in enumerate(names) if name != "rowid"]
         return [{names[i]: row[i] for i in keep} for row in rows]
 
     def fetchone(self) -> Row | None:
-        if self._cursor.description is None:
+        names = self._columns()
+        if names is None:
             return None
         row = self._cursor.fetchone()
-        return None if row is None else self._rows([row])[0]
+        return None if row is None else self._rows(names, [row])[0]
 
     def fetchall(self) -> list[Row]:
-        if self._cursor.description is None:
+        names = self._columns()
+        if names is None:
             return []
-        return self._rows(self._cursor.fetchall())
+        return self._rows(names, self._cursor.fetchall())
 
     def __iter__(self) -> Iterator[Row]:
         return iter(self.fetchall())
@@ -290,7 +300,7 @@ class PgDatabase:
                 kwargs={"autocommit": True, "cursor_factory": ClientCursor, "context": adapters,
                         "connect_timeout": CONNECT_TIMEOUT_S,
                         "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c TimeZone=UTC"},
-                configure=configure, check=ConnectionPool.check_connection, name="scheduler",
+                configure=configure, name="scheduler",
             )
         except Exception as exc:
             raise StoreIOError(f"cannot connect to {where}: {str(exc).strip().splitlines()[0]}") from None
