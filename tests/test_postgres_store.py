@@ -140,3 +140,40 @@ def test_the_store_error_for_nul_text_is_a_value_error(pg_url: str) -> None:
             store.add_alias("x\u0000y", "telegram", "1", None)
     finally:
         store.close()
+
+
+def test_a_daemon_rides_out_a_database_restart_and_goes_on(tmp_path: Path, pg_cluster: Any) -> None:
+    """The server goes away under a serving daemon and comes back: the daemon stays up (its
+    calls fail, are logged, and are retried), reconnects, and runs its every-second job again."""
+    import pgcluster
+
+    from fleet import Fleet, wait_for
+
+    own = pgcluster.Cluster(pg_cluster.bindir)  # its own cluster: the shared one stays up
+    own.start()
+    fleet = Fleet(own.new_database(), tmp_path)
+    try:
+        daemon = fleet.start("solo")
+        (job,) = fleet.add_jobs([{"name": "tick", "schedule_cron": "* * * * * *"}])
+
+        def ok_runs() -> int:
+            return int(fleet.query("SELECT COUNT(*) AS n FROM runs WHERE job_id = ? AND status = 'ok'",
+                                   (job,))[0]["n"])
+
+        wait_for(lambda: ok_runs() >= 2, timeout=30)
+        fleet.store.close()
+        fleet._store = None
+        own.halt()
+        time.sleep(4)
+        assert daemon.proc.poll() is None  # still serving, not half-dead
+        own.resume()
+        before = ok_runs()
+        wait_for(lambda: ok_runs() >= before + 3, timeout=60)
+        assert daemon.proc.poll() is None
+        failures = [e for e in daemon.logs if e.get("level") in ("warning", "error")]
+        assert failures  # the outage was noticed and said
+        assert not any("Traceback" in line for line in daemon.lines)
+        assert daemon.stop() == 0
+    finally:
+        fleet.close()
+        own.stop()
