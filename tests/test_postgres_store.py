@@ -146,7 +146,6 @@ def test_a_daemon_rides_out_a_database_restart_and_goes_on(tmp_path: Path, pg_cl
     """The server goes away under a serving daemon and comes back: the daemon stays up (its
     calls fail, are logged, and are retried), reconnects, and runs its every-second job again."""
     import pgcluster
-
     from fleet import Fleet, wait_for
 
     own = pgcluster.Cluster(pg_cluster.bindir)  # its own cluster: the shared one stays up
