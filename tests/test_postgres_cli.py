@@ -161,3 +161,14 @@ def test_file_backups_refuse_a_postgresql_database(pg_url: str, tmp_path: Path, 
     assert done.returncode != 0 and "Traceback" not in done.stderr
     if argv[1] == "create":
         assert "pg_dump" in json.loads(done.stdout)["error"]
+
+
+def test_doctor_checks_a_postgresql_database_by_opening_it(pg_url: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCHEDULER_", "OPENCLAW_"))}
+    env |= {"SCHEDULER_DB": pg_url, "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "scheduler", "doctor", "--json"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in done.stderr
+    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    assert checks["database"]["verdict"] == "PASS" and "PostgreSQL" in checks["database"]["detail"]
+    assert checks["schema"]["verdict"] == "PASS"

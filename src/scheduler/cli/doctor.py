@@ -53,6 +53,20 @@ def _mode_check(name: str, path: Path, verdict: Verdict, wanted: int) -> Check:
     return _passed(name, f"{path} is mode {mode:04o}")
 
 
+def shared_database_checks(label: str, open_store: Callable[[], Store]) -> Iterator[Check]:
+    """A PostgreSQL database: no file to check, only that it opens at the current schema."""
+    try:
+        store = open_store()
+        revision = store.schema_version()
+    except SchedulerError as exc:
+        yield Check("database", "FAIL", f"cannot open {label}: {exc}",
+                    "check the URL, the server and the network (docs/multi-host.md)")
+        return
+    yield _passed("database", f"{label} (PostgreSQL, shared by the fleet)")
+    yield _passed("database integrity", "kept by the server")
+    yield _passed("schema", f"migrated, reference schema version {revision}")
+
+
 def database_checks(database: Path, open_store: Callable[[], Store]) -> Iterator[Check]:
     if not database.exists():
         yield Check("database", "FAIL", f"{database} does not exist",
@@ -242,7 +256,9 @@ def all_checks(ctx: Context) -> Iterator[Check]:
     yield _passed("settings", "the environment is valid")
     database = settings.db_path
     opened = False
-    for check in database_checks(database, lambda: ctx.store):
+    checks = (shared_database_checks(settings.db_label, lambda: ctx.store) if settings.db_url
+              else database_checks(database, lambda: ctx.store))
+    for check in checks:
         opened = opened or (check.name == "database integrity" and check.verdict == "PASS")
         yield check
     yield daemon_check(database)
