@@ -103,9 +103,9 @@ def test_the_limit_leaves_the_rest_due(store: Store) -> None:
     for i in range(3):
         add_job(store, name=f"j{i}")
     assert len(claim(store, limit=2)) == 2
-    assert store.next_due_at(SHELL) == at(0)
+    assert store.next_due_at(SHELL, ME) == at(0)
     assert len(claim(store)) == 1
-    assert store.next_due_at(SHELL) == at(3600)
+    assert store.next_due_at(SHELL, ME) == at(3600)
 
 
 def test_overlap_skip_records_why(store: Store) -> None:
@@ -331,7 +331,7 @@ def test_rejected_work_never_runs_and_leaves_nothing_queued(store: Store) -> Non
     rejected = store.reject_job(job.id, "no", at(5))
     assert rejected["status"] == "rejected"
     assert store.require_run(gate.id).status is RunStatus.CANCELLED
-    assert claim(store, at(6)) == [] and store.next_due_at(SHELL) == at(86400)
+    assert claim(store, at(6)) == [] and store.next_due_at(SHELL, ME) == at(86400)
     with pytest.raises(NotFoundError):
         store.approve_job(job.id, at(7))
 
@@ -339,7 +339,7 @@ def test_rejected_work_never_runs_and_leaves_nothing_queued(store: Store) -> Non
 def test_an_approval_times_out_when_its_deadline_is_due(store: Store) -> None:
     add_job(store, approval_required=1, approval_timeout_s=90, approval_auto="approve")
     store.claim_due(at(0), 10, SHELL, lambda j: at(3600), ME)
-    assert store.next_due_at(SHELL) == at(90)
+    assert store.next_due_at(SHELL, ME) == at(90)
     batch = store.claim_due(at(90), 10, SHELL, lambda j: at(3600), ME)
     assert [r.status for r in batch.resolved] == [RunStatus.APPROVED] and len(batch.claims) == 1
 
@@ -533,7 +533,7 @@ def test_cancel_stops_a_job_and_its_descendants(store: Store) -> None:
         assert store.require_run(c.run.id).status is RunStatus.CANCELLED
     (skipped,) = store.list_runs(notify.id, 10)  # a queued run that never started says why
     assert skipped["status"] == "skipped" and CANCEL_REASON in skipped["error_message"]
-    assert live_rows(store, done.job_ids) == [] and store.next_due_at(SHELL) is None
+    assert live_rows(store, done.job_ids) == [] and store.next_due_at(SHELL, ME) is None
 
 
 def test_cancel_without_cascade_leaves_the_children_alone(store: Store) -> None:

@@ -18,7 +18,7 @@ from scheduler.store.sqlite.db import Database, translate_error
 REFERENCE_SCHEMA_VERSION = 23
 # Our own revision lives in PRAGMA user_version, which the reference never reads or writes.
 # Bump it whenever schema.sql gains a table, column or index.
-SCHEMA_REVISION = 2315  # 2315: jobs.placement
+SCHEMA_REVISION = 2316  # 2316: instances
 
 
 @lru_cache(maxsize=1)
