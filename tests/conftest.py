@@ -289,3 +289,36 @@ def reference_fixture() -> Path:
     if os.environ.get("CI"):
         pytest.fail("reference-v23.db not found beside the checkout (shared/fixtures)")
     pytest.skip("reference-v23.db not found (set SCHEDULER_REFERENCE_DB)")
+
+
+# -- PostgreSQL (issue 12) ---------------------------------------------------------------------
+# A throwaway cluster for the whole session (tests/pgcluster.py), one new database per test.
+# CI sets SCHEDULER_TEST_REQUIRE_POSTGRES=1: there the tests must run, not skip.
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    import pgcluster
+
+    required = os.environ.get("SCHEDULER_TEST_REQUIRE_POSTGRES") == "1"
+    bindir = pgcluster.server_binaries()
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        if required:
+            pytest.fail("psycopg is not installed (pip install '.[postgres]')")
+        pytest.skip("psycopg is not installed: the PostgreSQL tests are skipped")
+    if bindir is None:
+        if required:
+            pytest.fail("SCHEDULER_TEST_REQUIRE_POSTGRES=1 but no PostgreSQL server binaries were found")
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl): the PostgreSQL tests are skipped")
+    cluster = pgcluster.Cluster(bindir)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Any) -> str:
+    """The URL of a new, empty PostgreSQL database."""
+    return str(pg_cluster.new_database())

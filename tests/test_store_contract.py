@@ -31,7 +31,7 @@ SHELL = {"shell"}
 ME = Owner(instance="contract-test", host="here")
 OTHER = Owner(instance="gone-instance", host="elsewhere")
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
 Opener = Callable[[], Store]
 
 
@@ -47,6 +47,11 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
 
         path = tmp_path / "contract.db"
         return lambda: open_store(path)
+    if request.param == "postgres":
+        from scheduler.store import open_store
+
+        url: str = request.getfixturevalue("pg_url")
+        return lambda: open_store(url)
     raise AssertionError(f"unknown backend {request.param}")
 
 
@@ -939,17 +944,12 @@ def test_a_group_without_a_target_finishes_silently(store: Store) -> None:
 def add_team_message(store: Store, message_id: str, **columns: Any) -> None:
     """A team message as the messages CLI writes it. Plain SQL on the backend's file: on this
     branch no Store method writes the team columns (the messages work adds them)."""
-    import sqlite3
 
     row = {"id": message_id, "from_agent": "lead", "to_agent": "writer", "body": "do it",
            "kind": "text", "created_at": at(0), **columns}
-    conn = sqlite3.connect(str(store.path))  # type: ignore[attr-defined]
-    try:
+    with store.db.transaction() as conn:  # type: ignore[attr-defined]
         conn.execute(f"INSERT INTO messages ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                      tuple(row.values()))
-        conn.commit()
-    finally:
-        conn.close()
 
 
 def test_team_messages_map_into_tasks_and_events_once(store: Store) -> None:
@@ -1215,12 +1215,18 @@ def test_live_dispatches_lists_only_the_jobs_rows_still_to_run(store: Store) -> 
     assert store.live_dispatches("no-such-job") == []
 # -- backup files (store/backups.py) ------------------------------------------------------------
 
+def sqlite_only(store: Store) -> None:
+    if getattr(store, "shared", False):
+        pytest.skip("backup files are SQLite's; a PostgreSQL database is backed up with pg_dump")
+
+
 def test_a_backup_holds_what_was_committed_and_nothing_a_writer_has_in_flight(
         store: Store, opener: Opener, tmp_path: Path) -> None:
     import sqlite3  # a backup is a file: a second, raw connection holds the write in flight
 
     from scheduler.store.backups import check_backup, create_backup
 
+    sqlite_only(store)
     kept = add_job(store)
     writer = sqlite3.connect(store.path, isolation_level=None)
     try:
@@ -1241,6 +1247,7 @@ def test_replacing_the_database_swaps_in_the_backup_for_every_new_connection(
         store: Store, opener: Opener, tmp_path: Path) -> None:
     from scheduler.store.backups import create_backup, replace_database
 
+    sqlite_only(store)
     create_backup(store.path, tmp_path / "empty.db")
     add_job(store)
     path = store.path

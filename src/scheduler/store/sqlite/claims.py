@@ -109,16 +109,16 @@ class _PoolWaitSql:
     """
 
     full: list[str]
-    occurrence: str = "0"
-    row: str = "0"
-    in_full: str = "0"  # the job's pool is full, in a form an index can serve
+    occurrence: str = "FALSE"
+    row: str = "FALSE"
+    in_full: str = "FALSE"  # the job's pool is full, in a form an index can serve
 
     @classmethod
     def build(cls, full: list[str]) -> _PoolWaitSql:
         if not full:
             return cls(full)
         in_pools = f"j.resource_pool IN ({', '.join('?' for _ in full)})"
-        in_full = f"COALESCE({in_pools}, 0)"
+        in_full = f"COALESCE({in_pools}, FALSE)"
         decided_at_once = (
             f"((j.enabled = 0 AND q.dispatch_kind != 'manual') OR ({_POLICY} = 'skip' AND {_OWN_RUN_ACTIVE}))"
         )
@@ -551,14 +551,16 @@ class _Due:
 
 
 def _due_work(conn: sqlite3.Connection, now_text: str, limit: int, targets: Collection[str],
-              waits: _PoolWaitSql, owner: Owner | None) -> list[_Due]:
+              waits: _PoolWaitSql, owner: Owner | None, skip_locked: bool) -> list[_Due]:
     """Up to ``limit`` occurrences and ``limit`` queue rows that can be acted on now, in the order
-    they fell due: first due, first served, whatever their kind."""
+    they fell due: first due, first served, whatever their kind. With ``skip_locked`` (a database
+    shared by several daemons), the jobs and rows taken are locked for this transaction and
+    those another daemon has locked are passed over, so claimers never wait for each other."""
     where, params = _target_filter(targets, owner)
     jobs = conn.execute(
         f"SELECT j.* FROM jobs j WHERE {_DUE_OCCURRENCE} AND j.next_run_at <= ? AND {where} "
         f"AND (NOT {waits.occurrence} OR {_past_grace('j.next_run_at')}) "
-        "ORDER BY j.next_run_at LIMIT ?",
+        "ORDER BY j.next_run_at LIMIT ?" + (" FOR UPDATE OF j SKIP LOCKED" if skip_locked else ""),
         [now_text, *params, *waits.full, now_text, limit],
     ).fetchall()
     rows = conn.execute(
@@ -566,7 +568,8 @@ def _due_work(conn: sqlite3.Connection, now_text: str, limit: int, targets: Coll
         f"JOIN jobs j ON j.id = q.job_id WHERE q.status = 'pending' AND q.scheduled_for <= ? "
         f"AND {where} AND NOT {_ROW_WAITS_FOR_OWN_RUN} "
         f"AND (NOT {waits.row} OR ({_past_grace('q.scheduled_for')} AND NOT {_APPROVED_ROW})) "
-        "ORDER BY q.scheduled_for, q.created_at LIMIT ?",
+        "ORDER BY q.scheduled_for, q.created_at LIMIT ?"
+        + (" FOR UPDATE OF q, j SKIP LOCKED" if skip_locked else ""),
         [now_text, *params, *waits.full, now_text, limit],
     ).fetchall()
     work = [_Due(job["next_run_at"], job["created_at"], job) for job in jobs]
@@ -584,21 +587,30 @@ def claim_due(
     """Claim up to ``limit`` runs of due work, first due first served, for ``owner``. Work that
     must wait for its pool is left as it is (counted in ``waiting``); gated work gets its gate
     run (``gated``); approvals that timed out are resolved first (``resolved``)."""
-    batch = ClaimBatch()
     if limit <= 0:
-        return batch
-    by = None if owner is None else owner.text
+        return ClaimBatch()
     with db.transaction() as conn:
-        batch.resolved.extend(approvals.resolve_expired(conn, now_text))
-        load = pools.PoolLoad(conn)
-        for item in _due_work(conn, now_text, limit, targets, _PoolWaitSql.build(load.full()),
-                              owner):
-            if len(batch.claims) >= limit:
-                break
-            if item.row is None:
-                _claim_occurrence(conn, item.job, now_text, next_fire, batch, load, by)
-            else:
-                _claim_row(conn, item.row, item.job, now_text, batch, load, by)
+        return claim_in(conn, now_text, limit, targets, next_fire, owner)
+
+
+def claim_in(
+    conn: sqlite3.Connection, now_text: str, limit: int, targets: Collection[str],
+    next_fire: NextFire, owner: Owner | None, *, skip_locked: bool = False,
+) -> ClaimBatch:
+    """claim_due's work, in the caller's transaction (which, on a shared database, holds what
+    store/postgres/claims.py takes first)."""
+    batch = ClaimBatch()
+    by = None if owner is None else owner.text
+    batch.resolved.extend(approvals.resolve_expired(conn, now_text))
+    load = pools.PoolLoad(conn)
+    waits = _PoolWaitSql.build(load.full())
+    for item in _due_work(conn, now_text, limit, targets, waits, owner, skip_locked):
+        if len(batch.claims) >= limit:
+            break
+        if item.row is None:
+            _claim_occurrence(conn, item.job, now_text, next_fire, batch, load, by)
+        else:
+            _claim_row(conn, item.row, item.job, now_text, batch, load, by)
     return batch
 
 

@@ -206,6 +206,11 @@ class Database:
             self._rollback()
             raise
 
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection for a read of several statements, outside any transaction."""
+        yield self.conn
+
     def _rollback(self) -> None:
         if self.conn.in_transaction:
             with suppress(sqlite3.Error):

@@ -25,7 +25,7 @@ _RUNNING_PER_POOL = (
     "AND pr.status = 'running' GROUP BY pj.resource_pool"
 )
 _FULL_POOLS = (
-    f"SELECT pool FROM ({_RUNNING_PER_POOL}) WHERE running >= COALESCE("
+    f"SELECT pool FROM ({_RUNNING_PER_POOL}) AS per_pool WHERE running >= COALESCE("
     f"(SELECT pc.capacity FROM resource_pools pc WHERE pc.name = pool), {DEFAULT_CAPACITY}) "
     "ORDER BY pool"
 )

@@ -159,7 +159,8 @@ def prune_expired_jobs(db: Database, now: str, *, dry_run: bool = False) -> dict
     """Apply the job housekeeping rules in one transaction (a dry run only reads); counts by
     rule."""
     if dry_run:
-        return _job_pass(db.conn, now, delete=False)
+        with db.reading() as conn:
+            return _job_pass(conn, now, delete=False)
     with db.transaction() as conn:
         return _job_pass(conn, now, delete=True)
 

@@ -14,7 +14,9 @@ from scheduler.store.sqlite.db import Database
 if TYPE_CHECKING:
     from scheduler.store.api import PriorOutput
 
-_BLANK = "' ' || char(9) || char(10) || char(13)"
+# Space, tab, newline and carriage return, as raw characters in the literal: SQLite's char()
+# and PostgreSQL's chr() differ, a literal is the same for both.
+_BLANK = "' \t\n\r'"
 _OUTPUT = (f"CASE WHEN trim(COALESCE(shell_stdout, ''), {_BLANK}) <> '' THEN shell_stdout "
            "ELSE summary END")
 

@@ -1,0 +1,1 @@
+"""The PostgreSQL backend: several daemons, on several hosts, sharing one database."""
