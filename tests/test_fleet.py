@@ -105,6 +105,9 @@ def test_status_lists_a_placed_job_no_instance_serves(cli: Cli) -> None:
     code, _, stdout, _ = cli("status", json_mode=False)
     assert code == 0 and "Fleet:    0 instance(s), 0 live" in stdout
     assert f"Unplaceable: pinned ({placed['id']}): waiting for host:build-01 (no live instance)" in stdout
+    code, _, stdout, _ = cli("jobs", "explain", placed["id"], json_mode=False)
+    assert code == 0 and "Placement: host:build-01; no live instance serves it now" in stdout
+    assert "placed on host:build-01 and no live instance serves it" in stdout
 
 
 def test_a_bad_lease_setting_is_one_line(cli: Cli) -> None:
