@@ -1680,3 +1680,125 @@ def test_placed_jobs_lists_the_enabled_jobs_with_a_placement(store: Store) -> No
     store.enqueue_dispatch(placed.id, "manual", at(0))
     (row,) = store.placed_jobs()
     assert row["id"] == placed.id and row["placement"] == "label:gpu" and row["due_rows"] == 1
+
+
+# -- bulk copy (issue 12) -------------------------------------------------------------------------
+# What `db copy` (store/copying.py) needs of every backend: the tables in dependency order, their
+# rows in bounded pages in insertion order, counts, and one all-or-nothing write transaction.
+
+
+def _copy_table(store: Store, name: str) -> Any:
+    return next(table for table in store.copy_tables() if table.name == name)
+
+
+def _stored_rows(store: Store, name: str) -> list[dict[str, Any]]:
+    return [row for batch in store.read_rows(name) for row in batch]
+
+
+def test_the_copy_tables_come_parents_first_without_bookkeeping(store: Store) -> None:
+    names = [table.name for table in store.copy_tables()]
+    assert "schema_migrations" not in names and len(names) == len(set(names))
+    for parent, child in (("jobs", "runs"), ("runs", "job_dispatch_queue"),
+                          ("job_dispatch_queue", "approvals"), ("messages", "message_receipts"),
+                          ("messages", "message_recipients"), ("task_tracker", "task_tracker_agents")):
+        assert names.index(parent) < names.index(child), (parent, child)
+    assert all(table.key for table in store.copy_tables())
+    assert _copy_table(store, "runs").deferred == ("dispatch_queue_id",)
+    assert {t.name for t in store.copy_tables() if t.registry} == {
+        "agents", "delivery_aliases", "resource_pools"}
+
+
+def test_rows_are_read_in_bounded_pages_in_insertion_order(store: Store) -> None:
+    ids = [add_job(store, name=f"job {n}").id for n in range(7)]
+    store.update_job(ids[0], {"name": "touched last"}, at(1))  # an update keeps its place
+    pages = list(store.read_rows("jobs", batch_size=3))
+    assert [len(page) for page in pages] == [3, 3, 1]
+    assert [row["id"] for page in pages for row in page] == ids
+    assert pages[0][0]["name"] == "touched last" and "payload_message" in pages[0][0]
+    narrow = [row for page in store.read_rows("jobs", 5, columns=("id", "name")) for row in page]
+    assert narrow[1] == {"id": ids[1], "name": "job 1"}
+
+
+def test_counts_and_user_data(store: Store) -> None:
+    assert not store.holds_user_data()
+    assert set(store.row_counts().values()) == {0}
+    assert set(store.row_counts()) == {table.name for table in store.copy_tables()}
+    add_job(store)
+    store.add_alias("ops", "telegram", "42", None)
+    assert store.holds_user_data()
+    counts = store.row_counts()
+    assert (counts["jobs"], counts["delivery_aliases"], counts["runs"]) == (1, 1, 0)
+
+
+def test_a_snapshot_does_not_see_a_write_made_meanwhile(store: Store, opener: Opener) -> None:
+    add_job(store)
+    other = opener()
+    try:
+        with store.read_snapshot():
+            assert store.row_counts()["jobs"] == 1
+            add_job(other, name="meanwhile")
+            assert store.row_counts()["jobs"] == 1
+            assert len(_stored_rows(store, "jobs")) == 1
+        assert store.row_counts()["jobs"] == 2
+    finally:
+        other.close()
+
+
+def test_a_bulk_load_commits_at_its_end_and_a_raise_undoes_all_of_it(
+        store: Store, opener: Opener) -> None:
+    job = add_job(store)
+    (row,) = _stored_rows(store, "jobs")
+    store.delete_job(job.id)
+    jobs, aliases = _copy_table(store, "jobs"), _copy_table(store, "delivery_aliases")
+    alias = {"alias": "ops", "channel": "telegram", "target": "42", "description": None,
+             "created_at": at(0)}
+
+    with pytest.raises(RuntimeError), store.bulk_load() as writer:
+        assert writer.insert(jobs, [row]) == 1
+        assert writer.insert(aliases, [alias]) == 1
+        assert writer.counts()["jobs"] == 1  # the transaction sees its own rows
+        raise RuntimeError("half way")
+    assert not store.holds_user_data()
+
+    with store.bulk_load() as writer:
+        writer.insert(jobs, [row])
+        assert writer.update(jobs, [{"id": job.id, "name": "renamed"}]) == 1
+    other = opener()
+    try:
+        copied = other.require_job(job.id)
+        assert copied.name == "renamed"
+        assert {k: v for k, v in _stored_rows(other, "jobs")[0].items() if k != "name"} == {
+            k: v for k, v in row.items() if k != "name"}
+    finally:
+        other.close()
+
+
+def test_a_taken_key_fails_the_load_unless_the_existing_row_is_kept(store: Store) -> None:
+    from scheduler.errors import StoreError
+
+    add_job(store)
+    store.add_alias("ops", "telegram", "theirs", None)
+    (job_row,) = _stored_rows(store, "jobs")
+    (alias_row,) = _stored_rows(store, "delivery_aliases")
+    with pytest.raises(StoreError), store.bulk_load() as writer:
+        writer.insert(_copy_table(store, "delivery_aliases"), [{**alias_row, "alias": "new"}])
+        writer.insert(_copy_table(store, "jobs"), [job_row])
+    assert [r["alias"] for r in store.list_aliases()] == ["ops"]  # the first insert undone too
+
+    with store.bulk_load() as writer:
+        kept = writer.insert(_copy_table(store, "delivery_aliases"),
+                             [{**alias_row, "target": "ours"}, {**alias_row, "alias": "new"}],
+                             keep_existing=True)
+    assert kept == 1
+    assert {r["alias"]: r["target"] for r in store.list_aliases()} == {"ops": "theirs", "new": "theirs"}
+
+
+def test_a_column_the_store_lacks_is_refused_by_name(store: Store) -> None:
+    from scheduler.errors import StoreValueError
+
+    with pytest.raises(StoreValueError, match="no column colour"), store.bulk_load() as writer:
+        writer.insert(_copy_table(store, "delivery_aliases"),
+                      [{"alias": "a", "channel": "c", "target": "t", "colour": "red"}])
+    with pytest.raises(StoreValueError, match="colour"):
+        list(store.read_rows("jobs", columns=("id", "colour")))
+    assert not store.holds_user_data()

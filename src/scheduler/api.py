@@ -300,8 +300,9 @@ class Scheduler:
     """
 
     def __init__(self, db_path: PathLike | None = None) -> None:
+        url = paths.db_url() if db_path is None else paths.db_url({"SCHEDULER_DB": str(db_path)})
         self.db_path = paths.db_path() if db_path is None else Path(db_path).expanduser()
-        self._store = open_store(self.db_path)
+        self._store = open_store(url or self.db_path)
         self.jobs = Jobs(self._store, self.db_path)
         self.runs = Runs(self._store)
         self.messages = Messages(self._store)

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
         Path("~/.openclaw/credentials/.gateway-token"), validation_alias="OPENCLAW_GATEWAY_TOKEN_PATH"
     )
     home: Path | None = Field(None, validation_alias="SCHEDULER_HOME")
-    db: Path | None = Field(None, validation_alias="SCHEDULER_DB")
+    db: str | None = Field(None, validation_alias="SCHEDULER_DB")  # a path, or a postgresql:// URL
     artifacts_dir: Path | None = Field(None, validation_alias="SCHEDULER_ARTIFACTS_DIR")
     tick_ms: int = Field(10000, ge=1000, validation_alias="SCHEDULER_TICK_MS")
     stale_threshold_s: int = Field(90, ge=10, validation_alias="SCHEDULER_STALE_THRESHOLD_S")
@@ -240,6 +240,22 @@ class Settings(BaseSettings):
         if self.db is not None:
             env["SCHEDULER_DB"] = str(self.db)
         return paths.db_path(env) if env else paths.db_path()
+
+    @property
+    def db_url(self) -> str | None:
+        """The PostgreSQL URL when SCHEDULER_DB is one (several daemons share it)."""
+        return paths.db_url({"SCHEDULER_DB": self.db}) if self.db else None
+
+    @property
+    def db_target(self) -> Path | str:
+        return self.db_url or self.db_path
+
+    @property
+    def db_label(self) -> str:
+        """The database, as logs and messages name it (a URL without its password)."""
+        from scheduler.store import redact_db_url
+
+        return redact_db_url(self.db_url) if self.db_url else str(self.db_path)
 
     @property
     def backup_path(self) -> Path:

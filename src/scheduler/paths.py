@@ -14,13 +14,34 @@ def scheduler_home(env: dict[str, str] | None = None) -> Path:
     return Path(env.get("HOME") or Path.home()) / ".openclaw" / "scheduler"
 
 
-def db_path(env: dict[str, str] | None = None) -> Path:
-    """``SCHEDULER_DB`` if set, else ``<SCHEDULER_HOME>/scheduler.db``."""
+_URL_SCHEMES = ("postgresql://", "postgres://")
+# With a PostgreSQL database, this stands in for the database file in <SCHEDULER_HOME>: the
+# daemon's lock (one daemon per home) and the default artifacts directory are kept beside it.
+FLEET_PLACEHOLDER = "fleet-instance"
+
+
+def db_url(env: dict[str, str] | None = None) -> str | None:
+    """``SCHEDULER_DB`` when it is a PostgreSQL URL, else None."""
     env = dict(os.environ) if env is None else env
     explicit = env.get("SCHEDULER_DB", "").strip()
+    return explicit if explicit.startswith(_URL_SCHEMES) else None
+
+
+def db_path(env: dict[str, str] | None = None) -> Path:
+    """``SCHEDULER_DB`` if set, else ``<SCHEDULER_HOME>/scheduler.db``. When SCHEDULER_DB is a
+    PostgreSQL URL: ``<SCHEDULER_HOME>/fleet-instance``, which names the local files only."""
+    env = dict(os.environ) if env is None else env
+    explicit = env.get("SCHEDULER_DB", "").strip()
+    if explicit.startswith(_URL_SCHEMES):
+        return scheduler_home(env) / FLEET_PLACEHOLDER
     if explicit:
         return Path(explicit).expanduser()
     return scheduler_home(env) / "scheduler.db"
+
+
+def db_target(env: dict[str, str] | None = None) -> Path | str:
+    """What the store is opened on: the PostgreSQL URL, or the SQLite file."""
+    return db_url(env) or db_path(env)
 
 
 def artifacts_dir(database: Path, env: dict[str, str] | None = None) -> Path:

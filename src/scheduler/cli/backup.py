@@ -28,12 +28,19 @@ def _existing_file(text: str) -> Path:
     return path
 
 
+def _sqlite_only() -> None:
+    if paths.db_url():
+        raise ValidationError("backup files are for a SQLite database; SCHEDULER_DB is PostgreSQL: "
+                              "back it up with pg_dump (or the server's own backups)")
+
+
 def backup_create(ctx: Context) -> int:
     from scheduler.ops.backup import backup_dir, manual_path, take
 
     plain = [a for a in ctx.args if not a.startswith("--")]
     ctx.no_extra(1, CREATE_USAGE)
     dest = Path(plain[0]).expanduser() if plain else manual_path(backup_dir(), utcnow())
+    _sqlite_only()
     found = take(paths.db_path(), dest)
     ctx.out.emit({"ok": True, **found},
                  f"backup written: {dest} ({found['jobs']} jobs, {found['runs']} runs, "
@@ -82,6 +89,7 @@ def backup_restore(ctx: Context) -> int:
     force = ctx.flag("--force")
     path = _existing_file(ctx.positional(0, RESTORE_USAGE))
     ctx.no_extra(1, RESTORE_USAGE)
+    _sqlite_only()
     result = restore(path, paths.db_path(), backup_dir(), force=force, now=utcnow())
     lines = [f"restored {result['restored']} from {result['from']} "
              f"({result['jobs']} jobs, {result['runs']} runs)"]

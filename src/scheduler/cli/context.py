@@ -33,7 +33,7 @@ class Context:
             from scheduler import paths
             from scheduler.store import open_store
 
-            self._store = open_store(paths.db_path())
+            self._store = open_store(paths.db_target())
         return self._store
 
     def close(self) -> None:

@@ -31,6 +31,14 @@ def _retention_pass(ctx: Context, *, dry_run: bool) -> Any:
     return retention.prune(ctx.store, policy, artifacts, sqlite_now(), dry_run=dry_run)
 
 
+def _database_label() -> str:
+    from scheduler import paths
+    from scheduler.store import redact_db_url
+
+    url = paths.db_url()
+    return redact_db_url(url) if url else str(paths.db_path())
+
+
 def db_check(ctx: Context) -> int:
     from scheduler import paths
     from scheduler.engine.lock import probe
@@ -39,7 +47,7 @@ def db_check(ctx: Context) -> int:
     store = ctx.store
     problems = store.integrity_problems()
     version = store.schema_version()
-    data = {"ok": not problems, "db_path": str(paths.db_path()), "integrity": problems or ["ok"],
+    data = {"ok": not problems, "db_path": _database_label(), "integrity": problems or ["ok"],
             "schema_version": version, "schema_current": store.schema_current(),
             "bytes": store.file_bytes(), "daemon_running": bool(probe(paths.db_path())["running"]),
             "would_prune": _retention_pass(ctx, dry_run=True).as_dict()}

@@ -145,6 +145,15 @@ Database upkeep (docs/operating.md, Keep the database small):
                                           messages, ledger entries; --dry-run only counts
   db vacuum                               shrink the file (refused while a daemon serves it)
 
+Moving a database (docs/multi-host.md, "Moving a host's database: db copy"):
+  db copy SOURCE TARGET [--force] [--free] [--host NAME]
+                                          copy every row (a SQLite file or a PostgreSQL URL each)
+                                          in one transaction, counts verified; refused while a
+                                          daemon serves either file or when TARGET holds data
+                                          (--force: add to it; a clashing row fails it all);
+                                          jobs of a SQLite SOURCE are pinned to host:<this host>
+                                          (--host NAME: that host; --free: left unplaced)
+
 Other:
   status                                  database, jobs, runs and whether a daemon serves this DB
   version                                 package and schema version
@@ -187,6 +196,7 @@ def _commands() -> dict[tuple[str, str | None], Handler]:
         commands,
         companions,
         db,
+        dbcopy,
         dispatch,
         doctor,
         explain,
@@ -197,7 +207,8 @@ def _commands() -> dict[tuple[str, str | None], Handler]:
 
     return {**commands.COMMANDS, **tasks.COMMANDS, **backup.COMMANDS, **db.COMMANDS,
             **doctor.COMMANDS, **explain.COMMANDS, **migrate.COMMANDS, **service.COMMANDS,
-            **companions.COMMANDS, **capabilities.COMMANDS, **dispatch.COMMANDS}
+            **companions.COMMANDS, **capabilities.COMMANDS, **dispatch.COMMANDS,
+            **dbcopy.COMMANDS}
 
 
 def run(argv: Sequence[str]) -> int:

@@ -231,10 +231,11 @@ class Daemon:
         _use_pidfd_child_watcher()
         database = self.settings.db_path
         self._lock_info = {"pid": os.getpid(), "since": sqlite_now(), "version": __version__,
-                           "db": str(database), "instance": self.owner.text, "state": "starting"}
+                           "db": self.settings.db_label, "instance": self.owner.text,
+                           "state": "starting"}
         self._lock = daemon_lock.acquire(database, self._lock_info)
         try:
-            await self.db.open(functools.partial(open_store, database,
+            await self.db.open(functools.partial(open_store, self.settings.db_target,
                                                  synchronous=self.settings.sqlite_synchronous))
             try:
                 await self._check_database()
@@ -251,7 +252,7 @@ class Daemon:
                     pid=os.getpid(),
                     instance=self.owner.text,
                     labels=list(self.owner.labels),
-                    db=str(database),
+                    db=self.settings.db_label,
                     max_concurrency=self.settings.max_concurrency,
                     tick_ms=self.settings.tick_ms,
                 )
@@ -267,7 +268,7 @@ class Daemon:
         """Refuse a damaged database before writing into it: its integrity is checked at start."""
         problems = await self.db.run(self.store.integrity_problems)
         if problems:
-            path = self.settings.db_path
+            path = self.settings.db_label
             raise StoreCorruptError(f"{path} fails its integrity check ({problems[0]}); "
                                     + self.store.repair_hint())
         self._db_identity = await self.db.run(self.store.identity)
@@ -464,7 +465,10 @@ class Daemon:
         expiry = MessageExpiry(self.db, get_logger("scheduler.messages"),
                                interval_s=self.settings.message_delivery_ms / 1000)
         supervisor.start("messages", expiry.run, OnFailure.RESTART)
-        if self.settings.backup:
+        if self.settings.backup and self.store.shared:
+            self.log.info("backup.not_here", note="backup files are for SQLite; back up the "
+                          "PostgreSQL database with pg_dump or the server's own backups")
+        elif self.settings.backup:
             supervisor.start("backup", self._periodic_backup().run, OnFailure.RESTART)
         if self.settings.stuck_run_check_s:
             supervisor.start("stuck-runs", self._stuck_run_check().run, OnFailure.RESTART)
@@ -861,7 +865,9 @@ class Daemon:
         path = self.settings.db_path
         problem = None
         current = _identity(path)
-        if current != self._db_identity:
+        if self.store.shared:
+            pass  # a database server, not a file that can be deleted under us
+        elif current != self._db_identity:
             problem = f"the database file {path} was {'deleted' if current is None else 'replaced'}"
         elif self._lock is not None and _identity(self._lock.path) != self._lock.identity():
             problem = f"the daemon's lock file {self._lock.path} was deleted or replaced"
@@ -1028,8 +1034,7 @@ class Daemon:
                              note="the integrity check passed; going on")
             self._corruption_checked = False
             return
-        path = self.settings.db_path
-        self.log.error("db.corrupt", db=str(path), problems=problems,
+        self.log.error("db.corrupt", db=self.settings.db_label, problems=problems,
                        fix=self.store.repair_hint(), note="stopping: writing on would spread it")
         self._fail(error.exit_code, "database damaged")
 

@@ -17,6 +17,20 @@ def is_database_url(target: str | Path) -> bool:
     return isinstance(target, str) and target.startswith(URL_SCHEMES)
 
 
+def redact_db_url(url: str) -> str:
+    """A database URL without its password, for logs and messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.netloc.rsplit("@", 1)[1]
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    except ValueError:
+        return "postgresql://<unparseable URL>"
+
+
 def open_store(target: Path | str, *, synchronous: str = "FULL") -> Store:
     """The store at ``target`` (a SQLite file path, or a ``postgresql://`` URL), created and
     migrated as needed."""
@@ -27,3 +41,28 @@ def open_store(target: Path | str, *, synchronous: str = "FULL") -> Store:
     from scheduler.store.sqlite.store import SqliteStore
 
     return SqliteStore.open(Path(target), synchronous=synchronous)
+
+
+def open_location(location: str, *, read_only: bool = False) -> Store:
+    """The store a command names by text (``db copy``'s SOURCE and TARGET): a SQLite file's
+    path or a PostgreSQL URL. ``read_only``: an existing database, opened as it is (never
+    created or migrated; nothing of the copy writes it); else as ``open_store`` opens it."""
+    if not read_only:
+        return open_store(location if is_database_url(location) else Path(location).expanduser())
+    if is_database_url(location):
+        from scheduler.store.postgres.db import PgDatabase
+        from scheduler.store.postgres.store import PostgresStore
+
+        return PostgresStore(PgDatabase.open(location))
+    from scheduler.store.sqlite.store import SqliteStore
+
+    return SqliteStore.open_read_only(Path(location).expanduser())
+
+
+def shown_location(location: str) -> str:
+    """The location as a command may print it: a URL without its password."""
+    if not is_database_url(location):
+        return location
+    from scheduler.store.postgres.db import redact
+
+    return redact(location)

@@ -12,7 +12,8 @@ Every error a method raises is a ``StoreError`` subclass (``scheduler.errors``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -243,10 +244,40 @@ class RunPrune:
     run_ids: list[str]
 
 
+@dataclass(frozen=True)
+class CopyTable:
+    """A table of user data, as ``db copy`` moves it (store/copying.py)."""
+
+    name: str
+    key: tuple[str, ...]  # the primary key's columns
+    # Columns written in a second pass, once every table is in: they close a foreign-key cycle
+    # (a run names the queue row it came from; a queue row names the run that queued it).
+    deferred: tuple[str, ...] = ()
+    # Rows an operator names (agents, delivery aliases, pools), which every host's database may
+    # hold under the same key: copying into a database that has the key keeps its row.
+    registry: bool = False
+
+
+class BulkWriter(Protocol):
+    """Writes inside the one transaction of ``Store.bulk_load``."""
+
+    def insert(self, table: CopyTable, rows: Sequence[Row], *, keep_existing: bool = False) -> int:
+        """Insert the rows (their keys name the columns; a column this store lacks is a
+        StoreValueError naming it); with ``keep_existing``, a row whose key is taken is skipped,
+        else it fails the whole load. How many were inserted."""
+    def update(self, table: CopyTable, rows: Sequence[Row]) -> int:
+        """Set each row's non-key columns on the stored row with its key; how many changed."""
+    def counts(self) -> dict[str, int]:
+        """Rows per copied table, as the transaction sees them now."""
+
+
 class Store(Protocol):
     """Everything the engine and the CLI do with persistent state."""
 
     # -- the database itself -------------------------------------------------------------------
+    # Several daemons may use this database at once (PostgreSQL); SQLite's has one (engine/lock.py).
+    shared: bool
+
     def close(self, *, checkpoint: bool = False) -> None:
         """Close; with ``checkpoint``, leave the database compact (a stopping daemon)."""
     def change_token(self) -> int:
@@ -536,3 +567,20 @@ class Store(Protocol):
         An unknown ``@alias`` target is recorded ``failed`` with the reason."""
     def delivery_failures_since(self, since: str) -> int:
         """How many messages created at or after ``since`` carry a ``last_error``."""
+
+    # -- bulk copy (``db copy``, store/copying.py) ------------------------------------------------
+    def copy_tables(self) -> list[CopyTable]:
+        """The tables of user data, parents before children (schema bookkeeping excluded)."""
+    def read_rows(self, table: str, batch_size: int = 500,
+                  columns: Sequence[str] | None = None) -> Iterator[list[Row]]:
+        """The table's rows (every column, or ``columns``) in batches of at most ``batch_size``,
+        in insertion order (SQLite's rowid): memory stays bounded whatever the table's size."""
+    def row_counts(self) -> dict[str, int]:
+        """Rows per table of ``copy_tables``."""
+    def holds_user_data(self) -> bool:
+        """Whether any table of ``copy_tables`` has a row."""
+    def read_snapshot(self) -> AbstractContextManager[None]:
+        """Within it, every read sees the data as of one instant (writers are not blocked)."""
+    def bulk_load(self) -> AbstractContextManager[BulkWriter]:
+        """One write transaction for a whole copy: committed when the block ends normally,
+        rolled back, leaving the store as it was, when anything raises inside it."""

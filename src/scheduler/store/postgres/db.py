@@ -29,7 +29,6 @@ from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
 from scheduler.errors import (
     StoreBusyError,
@@ -56,16 +55,9 @@ def is_url(target: str | Path) -> bool:
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "postgresql://<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    from scheduler.store import redact_db_url
+
+    return redact_db_url(url)
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

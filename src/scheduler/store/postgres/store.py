@@ -7,8 +7,8 @@ and the claim, which on a shared database must not serialize the daemons (claims
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, cast
 
 from scheduler.store.postgres import schema
@@ -17,6 +17,7 @@ from scheduler.store.sqlite.store import SqliteStore
 
 if TYPE_CHECKING:
     from scheduler.store.api import ClaimBatch, NextFire, Owner
+    from scheduler.store.postgres.wakeups import Listener
     from scheduler.store.sqlite.db import Database
 
 
@@ -26,8 +27,7 @@ class PostgresStore(SqliteStore):
     def __init__(self, pg: PgDatabase) -> None:
         super().__init__(cast("Database", pg))
         self.pg = pg
-        self._wakeups: object | None = None
-        self._wake_lock = threading.Lock()
+        self._listener: Listener | None = None
 
     @classmethod
     def open_url(cls, url: str) -> PostgresStore:
@@ -41,17 +41,19 @@ class PostgresStore(SqliteStore):
 
     # -- the database itself -------------------------------------------------------------------
     def close(self, *, checkpoint: bool = False) -> None:
-        from scheduler.store.postgres import wakeups
-
-        wakeups.stop(self)
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
         self.pg.close()
 
     def change_token(self) -> int:
         """Grows whenever another process (a CLI, another daemon) wrote what a daemon acts on:
         counted from LISTEN/NOTIFY on a connection of its own (wakeups.py)."""
-        from scheduler.store.postgres import wakeups
+        if self._listener is None:
+            from scheduler.store.postgres import wakeups
 
-        return wakeups.token(self)
+            self._listener = wakeups.start(self.pg.url, self.pg.backend_pids)
+        return self._listener.token()
 
     def integrity_problems(self) -> list[str]:
         return []  # the server keeps its own integrity; a broken one fails every query instead
@@ -74,9 +76,21 @@ class PostgresStore(SqliteStore):
     def file_bytes(self) -> int:
         return int(self.pg.scalar("SELECT pg_database_size(current_database())") or 0)
 
+    def read_snapshot(self) -> AbstractContextManager[None]:
+        """db copy's source: one REPEATABLE READ transaction, so that every page of every table
+        is read as of one instant while the fleet keeps writing."""
+        return _repeatable_read(self.pg)
+
     # -- claiming due work ---------------------------------------------------------------------
     def claim_due(self, now: str, limit: int, targets: Collection[str], next_fire: NextFire,
                   owner: Owner) -> ClaimBatch:
         from scheduler.store.postgres import claims
 
         return claims.claim_due(self.pg, now, limit, targets, next_fire, owner)
+
+
+@contextmanager
+def _repeatable_read(pg: PgDatabase) -> Iterator[None]:
+    with pg.transaction(write_lock=False) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield

@@ -14,12 +14,9 @@ import contextlib
 import itertools
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from scheduler.store.postgres.db import CONNECT_TIMEOUT_S, WAKE_CHANNEL
-
-if TYPE_CHECKING:
-    from scheduler.store.postgres.store import PostgresStore
 
 RECONNECT_S = 1.0
 
@@ -72,24 +69,10 @@ class Listener:
             self._stopping.wait(RECONNECT_S)
 
 
-_guard = threading.Lock()
-
-
-def token(store: PostgresStore) -> int:
-    with _guard:
-        listener = store._wakeups
-        if listener is None:
-            listener = Listener(store.pg.url, store.pg.backend_pids)
-            store._wakeups = listener
-            deadline = time.monotonic() + CONNECT_TIMEOUT_S
-            while not listener.connected and time.monotonic() < deadline:
-                time.sleep(0.01)
-    assert isinstance(listener, Listener)
-    return listener.token()
-
-
-def stop(store: PostgresStore) -> None:
-    listener = store._wakeups
-    if isinstance(listener, Listener):
-        listener.stop()
-    store._wakeups = None
+def start(url: str, own_pids: set[int]) -> Listener:
+    """A listener, once connected (or after the connect timeout: it then polls until it is)."""
+    listener = Listener(url, own_pids)
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    while not listener.connected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return listener

@@ -184,6 +184,25 @@ class Database:
             raise StoreError(f"cannot create {path}: {exc.strerror or exc}") from None
         return cls(path, conn)
 
+    @classmethod
+    def open_read_only(cls, path: Path) -> Database:
+        """An existing database, opened so that nothing can write it: no file is created, no
+        pragma that writes is set, and every write fails (``db copy``'s source)."""
+        from urllib.parse import quote
+
+        if not path.is_file():
+            raise StoreError(f"no scheduler database at {path}")
+        _refuse_empty_file(path)
+        try:
+            conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True,
+                                   timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = _dict_row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except sqlite3.Error as exc:
+            raise translate_error(exc, path) from None
+        return cls(path, conn)
+
     def close(self) -> None:
         self.conn.close()
 

@@ -165,6 +165,6 @@ def latest_recorded_instant(db: Database) -> str | None:
     clock was stepped back while no daemon watched it."""
     value = db.scalar(
         "SELECT MAX(t) FROM (SELECT MAX(started_at) AS t FROM runs "
-        "UNION ALL SELECT MAX(claimed_at) FROM idempotency_ledger)"
+        "UNION ALL SELECT MAX(claimed_at) FROM idempotency_ledger) AS latest"
     )
     return None if value is None else str(value)

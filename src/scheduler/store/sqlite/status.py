@@ -11,7 +11,8 @@ from scheduler.store.sqlite.db import Database, Row
 
 def overview(db: Database, stale_threshold_s: int, now_text: str) -> dict[str, Any]:
     counts = db.query_one(
-        "SELECT COUNT(*) AS jobs_total, COALESCE(SUM(enabled = 1), 0) AS jobs_enabled, "
+        "SELECT COUNT(*) AS jobs_total, "
+        "COALESCE(SUM(CASE WHEN enabled = 1 THEN 1 ELSE 0 END), 0) AS jobs_enabled, "
         "(SELECT COUNT(*) FROM runs WHERE status = 'running') AS running_runs, "
         "(SELECT COUNT(*) FROM runs WHERE status = 'running' "
         " AND last_heartbeat < datetime(?, ?)) AS stale_runs FROM jobs",

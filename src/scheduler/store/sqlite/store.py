@@ -7,7 +7,8 @@ command uses (``jobs list`` needs none of the claim, finish or recovery code).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +22,11 @@ if TYPE_CHECKING:
     from scheduler.models.records import Job, Message, OutboundMessage, Run
     from scheduler.models.tasks import NewTaskGroup
     from scheduler.store.api import (
+        BulkWriter,
         Cancellation,
         Claim,
         ClaimBatch,
+        CopyTable,
         Delivery,
         Finish,
         Finished,
@@ -44,6 +47,8 @@ if TYPE_CHECKING:
 
 
 class SqliteStore:
+    shared = False  # one daemon per file: the daemon's flock (engine/lock.py) sees to it
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -57,6 +62,11 @@ class SqliteStore:
             db.close()
             raise
         return cls(db)
+
+    @classmethod
+    def open_read_only(cls, path: Path) -> SqliteStore:
+        """An existing database as it is: never created, migrated or written (a copy's source)."""
+        return cls(Database.open_read_only(path))
 
     @property
     def path(self) -> Path:
@@ -590,3 +600,29 @@ class SqliteStore:
     def delivery_failures_since(self, since: str) -> int:
         from scheduler.store.sqlite import companions
         return companions.delivery_failures_since(self.db, since)
+
+    # -- bulk copy (db copy) ----------------------------------------------------------------------
+    def copy_tables(self) -> list[CopyTable]:
+        from scheduler.store.sqlite import copy
+        return list(copy.COPY_TABLES)
+
+    def read_rows(self, table: str, batch_size: int = 500,
+                  columns: Sequence[str] | None = None) -> Iterator[list[Row]]:
+        from scheduler.store.sqlite import copy
+        return copy.read_rows(self.db, table, batch_size, columns)
+
+    def row_counts(self) -> dict[str, int]:
+        from scheduler.store.sqlite import copy
+        return copy.row_counts(self.db)
+
+    def holds_user_data(self) -> bool:
+        from scheduler.store.sqlite import copy
+        return copy.holds_user_data(self.db)
+
+    def read_snapshot(self) -> AbstractContextManager[None]:
+        from scheduler.store.sqlite import copy
+        return copy.read_snapshot(self.db)
+
+    def bulk_load(self) -> AbstractContextManager[BulkWriter]:
+        from scheduler.store.sqlite import copy
+        return copy.bulk_load(self.db)
