@@ -217,3 +217,53 @@ def test_the_daemon_refuses_a_bad_label_or_host_name_in_one_line(
     d.kill()
     errors = [line for line in d.lines if variable in line]
     assert errors and not any("Traceback" in line for line in d.lines)
+
+
+# -- on PostgreSQL: several daemons at once ------------------------------------------------------
+
+
+def test_on_postgresql_daemons_at_once_each_run_only_what_is_placed_on_them(
+    pg_url: str, daemon: DaemonFactory, tmp_path: Path
+) -> None:
+    from conftest import run_cli
+
+    def pcli(*args: str) -> Any:
+        code, out, stdout, stderr = run_cli(tmp_path / "unused.db", *args,
+                                            env={"SCHEDULER_DB": pg_url})
+        assert code == 0, stdout + stderr
+        return out
+
+    def ok_runs(job_id: str) -> list[dict[str, Any]]:
+        return [r for r in pcli("runs", "list", job_id) if r["status"] == "ok"]
+
+    def start(host: str, labels: str = "") -> Any:
+        home = tmp_path / f"home-{host}-{len(list(tmp_path.iterdir()))}"
+        home.mkdir()
+        return daemon({"SCHEDULER_DB": pg_url, "SCHEDULER_HOME": str(home),
+                       "SCHEDULER_HOST_NAME": host, "SCHEDULER_INSTANCE_LABELS": labels})
+
+    on = {name: pcli("jobs", "add", job_spec(name=name, placement=placement, run_now=True))["job"]
+          for name, placement in (("on-a", "host:a"), ("on-b", "host:b"), ("on-gpu", "label:gpu"))}
+    a, b = start("a"), start("b", "gpu")
+    for job in on.values():
+        wait_until(lambda j=job: ok_runs(j["id"]), timeout=60, message=f"{job['name']} ran")
+    live = {i["host"]: i for i in pcli("status")["instances"] if i["live"]}
+    assert set(live) == {"a", "b"} and live["b"]["labels"] == ["gpu"]
+    owners = {name: [r["owner"] for r in pcli("runs", "list", job["id"])] for name, job in on.items()}
+    assert owners == {"on-a": [f"{live['a']['id']}@a"], "on-b": [f"{live['b']['id']}@b"],
+                      "on-gpu": [f"{live['b']['id']}@b"]}
+
+    assert b.stop() == 0
+    later = pcli("jobs", "add", job_spec(name="later-on-b", placement="host:b", run_now=True))["job"]
+    waiting = {j["id"]: j["reason"] for j in pcli("status")["unplaceable"]}
+    assert waiting == {later["id"]: "waiting for host:b (no live instance)",
+                       on["on-b"]["id"]: "waiting for host:b (no live instance)",
+                       on["on-gpu"]["id"]: "waiting for label:gpu (no live instance)"}
+    marker = pcli("jobs", "add", job_spec(name="anywhere", run_now=True))["job"]
+    wait_until(lambda: ok_runs(marker["id"]), timeout=60, message="a ran the free job")
+    assert pcli("runs", "list", later["id"]) == []  # a, live all along, left it due
+    start("b")
+    wait_until(lambda: ok_runs(later["id"]), timeout=60, message="the job placed on b ran on b")
+    (run,) = pcli("runs", "list", later["id"])
+    assert run["owner"].endswith("@b") and run["owner"] != owners["on-b"][0]
+    assert a.stop() == 0
