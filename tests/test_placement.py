@@ -1,4 +1,4 @@
-"""The fleet (issue 12): instances, their host names and labels, job placement, and what
+"""Instances and placement (issue 12): instances, their host names and labels, job placement, and what
 ``status`` and ``jobs explain`` say about them. Real daemons on one SQLite file, in turn."""
 
 from __future__ import annotations

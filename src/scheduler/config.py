@@ -227,6 +227,17 @@ class Settings(BaseSettings):
 
         return None if value is None else SecretStr(check_webhook_url(value.get_secret_value()))
 
+    @field_validator("lease_s", mode="after")
+    @classmethod
+    def _lease_outlives_heartbeats(cls, value: int, info: ValidationInfo) -> int:
+        heartbeat_ms = info.data.get("run_heartbeat_ms")
+        if isinstance(heartbeat_ms, int) and heartbeat_ms >= value * 1000:
+            raise ValueError(
+                f"must be longer than SCHEDULER_RUN_HEARTBEAT_MS ({heartbeat_ms} ms), which extends "
+                "it: a lease that expires between heartbeats lets another instance take over live "
+                "runs; keep the heartbeat at most a third of the lease")
+        return value
+
     @field_validator("sqlite_synchronous", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:

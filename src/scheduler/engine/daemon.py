@@ -30,6 +30,7 @@ from scheduler.engine.counters import Counters, NoCounters
 from scheduler.engine.delivery import OutboundSender
 from scheduler.engine.dispatch_watching import dispatch_strategy
 from scheduler.engine.instance import InstanceHeartbeat
+from scheduler.engine.leases import LeaseRecovery
 from scheduler.engine.maintenance import MessageExpiry
 from scheduler.engine.notify import Notifier
 from scheduler.engine.orphans import kill_processes_of_runs
@@ -45,7 +46,7 @@ from scheduler.gateway.client import GatewayClient, resolve_token
 from scheduler.logs import get as get_logger
 from scheduler.media import MediaPolicy
 from scheduler.models.enums import ANNOUNCE_MODES
-from scheduler.models.records import Job
+from scheduler.models.records import Job, Run
 from scheduler.store import open_store
 from scheduler.store.api import (
     DISPATCH,
@@ -75,6 +76,9 @@ if TYPE_CHECKING:
 ERROR_BACKOFF_S = (30, 60, 300, 900, 3600)
 # Never sleep less than this when due work exists but nothing could be claimed (no hot spin).
 MIN_IDLE_SLEEP_S = 0.05
+# A cron fire time at most this old when its job's previous one is claimed is still run (late)
+# rather than coalesced: what a busy claim costs is lateness, not a lost occurrence.
+LAG_CATCH_UP_S = 3
 # After a database error in the loop, wait this long before the next attempt.
 DB_RETRY_S = 1.0
 # After the grace period, cancelled work gets this long to be recorded before the daemon exits.
@@ -118,6 +122,9 @@ class _Active:
     started: float = field(default_factory=time.monotonic)
     overdue: bool = False  # cancelled by the health check for running past run_timeout_ms
     aborted: str | None = None  # why the work was cancelled while the daemon runs on
+    # Another instance took the run over (this daemon's lease on it expired): the work is
+    # stopped and nothing is recorded or delivered for it here.
+    lease_lost: bool = False
     trust: Prepared | None = None  # what the v0.2 trust gate found (jobs that declare trust)
 
 
@@ -176,6 +183,7 @@ class Daemon:
         self._deadline: threading.Timer | None = None
         self._deadline_at = float("inf")
         self._lock: daemon_lock.DaemonLock | None = None
+        self._serving_since = "9999-12-31 23:59:59"  # until it serves: nothing to catch up
         self._lock_info: dict[str, Any] = {}
         self._db_identity: tuple[int, int] | None = None
         self._failing_since: float | None = None
@@ -243,9 +251,11 @@ class Daemon:
                 self._registered = True
                 self._check_token_file()
                 self._load_providers()
+                self._check_lease_settings()
                 await self._recover()
                 self._install_signal_handlers()
                 self._set_state("serving")
+                self._serving_since = sqlite_now()
                 self.log.info(
                     "daemon.started",
                     version=__version__,
@@ -377,8 +387,21 @@ class Daemon:
     def _helper_died(self, name: str, error: BaseException | None) -> None:
         self._fail(EXIT_INTERNAL, f"helper task {name} failed")
 
+    def _check_lease_settings(self) -> None:
+        """The configuration refuses a heartbeat as long as the lease; one that leaves room for
+        fewer than three beats per lease risks the lease on a single late beat: say so."""
+        heartbeat_s = self.settings.run_heartbeat_ms / 1000
+        lease_s = self.settings.lease_s
+        if heartbeat_s * 3 > lease_s:
+            self.log.warning(
+                "lease.heartbeat_close_to_lease", run_heartbeat_s=heartbeat_s, lease_s=lease_s,
+                note="a run's lease outlives fewer than 3 heartbeats: one slow beat may let "
+                "another instance take the run over; keep SCHEDULER_RUN_HEARTBEAT_MS at most a "
+                "third of SCHEDULER_LEASE_S")
+
     async def _recover(self) -> None:
-        found = await self.db.run(self.store.recover_orphans, sqlite_now(), self.owner)
+        found = await self.db.run(self.store.recover_orphans, sqlite_now(), self.owner,
+                                  self.settings.lease_s)
         replayed = {row["retry_of_run_id"] for row in found.replays}
         for run in found.crashed:
             self.log.warning("run.crashed", run_id=run.id, job_id=run.job_id, owner=run.owner,
@@ -403,6 +426,14 @@ class Daemon:
                 note="these jobs stay due until a strategy for their target is available",
             )
         self._data_version = await self.db.run(self.store.change_token)
+
+    def _kill_leftovers_of_recovered_runs(self, run_ids: set[str]) -> None:
+        """Processes on this host of runs recovered from another instance (one that died here)
+        must not work on beside the replay. A run this daemon runs itself is stopped by its
+        heartbeat's ``run.lease_lost`` instead."""
+        killed = kill_processes_of_runs(run_ids - set(self.active))
+        for pid, run_id in killed.items():
+            self.log.warning("run.orphan_killed", run_id=run_id, pid=pid)
 
     async def _recover_agents(self) -> None:
         """The default agent is always registered; agents a dead daemon left ``busy`` are not."""
@@ -452,6 +483,11 @@ class Daemon:
         supervisor.start("watch-writes", self._watch_for_writes, OnFailure.RESTART)
         supervisor.start("run-heartbeat", self._beat_running_runs, OnFailure.RESTART)
         supervisor.start("instance-heartbeat", self.instance.run, OnFailure.RESTART)
+        leases = LeaseRecovery(self.db, self.owner, self.settings.lease_s,
+                               get_logger("scheduler.leases"), on_children=self._log_children,
+                               on_new_work=self.wake.set,
+                               on_recovered=self._kill_leftovers_of_recovered_runs)
+        supervisor.start("lease-recovery", leases.run, OnFailure.RESTART)
         supervisor.start("run-health", self._check_run_health, OnFailure.RESTART)
         supervisor.start("prune", self._prune, OnFailure.RESTART)
         spawner = SpawnHandler(self.db, self.spawns_ready, self.wake.set,
@@ -625,8 +661,11 @@ class Daemon:
 
     async def _claim(self, free: int) -> int:
         now_text = to_sqlite(utcnow())
+        floor = max(self._serving_since, to_sqlite(utcnow() - timedelta(seconds=LAG_CATCH_UP_S)))
         batch = await self.db.run(
-            self.store.claim_due, now_text, free, self.targets, self._next_fire_text, self.owner
+            self.store.claim_due, now_text, free, self.targets,
+            functools.partial(self._next_fire_for_claim, now_text=now_text, floor=floor), self.owner,
+            self.settings.lease_s,
         )
         for skipped in batch.skipped:
             self.log.info("run.skipped", run_id=skipped.id, job_id=skipped.job_id,
@@ -668,6 +707,17 @@ class Daemon:
     def _next_fire_text(self, job: Job) -> str | None:
         return self._next_fire_after(job, to_sqlite(utcnow()))
 
+    def _next_fire_for_claim(self, job: Job, *, now_text: str, floor: str) -> str | None:
+        """Where a claimed cron occurrence moves its job: past the claim's instant, except that
+        fire times which fell due in the last LAG_CATCH_UP_S seconds while this daemon was
+        serving are not swallowed. A claim reached late (many due jobs, a slow or shared
+        database, a loaded host) then makes those runs late, never lost; fire times missed in
+        downtime, or in a longer stall, still coalesce (docs/scheduling.md)."""
+        after = now_text
+        if job.next_run_at is not None and job.next_run_at < now_text:
+            after = max(job.next_run_at, min(floor, now_text))
+        return self._next_fire_after(job, after)
+
     def _next_fire_after(self, job: Job, after_text: str) -> str | None:
         if not job.schedule_cron:
             return None
@@ -703,6 +753,10 @@ class Daemon:
         except Exception as exc:  # a strategy bug must still end the run, never leave it running
             self.log.exception("run.strategy_failed", run_id=run_id, job_id=job.id)
             outcome = Outcome("error", {"error_message": f"internal error: {exc}"})
+        if active.lease_lost:  # another instance recovered the run: its outcome is not ours
+            self.active.pop(run_id, None)
+            self.wake.set()
+            return
         if active.trust is not None:
             outcome = await self._with_trust_outcomes(active, active.trust, outcome)
         duration_ms = int((time.monotonic() - active.started) * 1000)
@@ -757,7 +811,11 @@ class Daemon:
 
     async def _defer(self, claim: Claim, reason: str) -> None:
         try:
-            await self.db.run(self.store.defer_claim, claim, sqlite_now(), reason)
+            if not await self.db.run(self.store.defer_claim, claim, sqlite_now(), reason):
+                self.log.warning("run.fenced", run_id=claim.run.id, job_id=claim.job.id,
+                                 owner=self.owner.text, action="defer",
+                                 reason="the run is no longer running under this instance's lease")
+                return
             self.log.warning("run.deferred", run_id=claim.run.id, job_id=claim.job.id, reason=reason)
             self.metrics.run_finished(_target_of(claim.job), "deferred")  # given back, not lost
         except SchedulerError as exc:  # left `running`: the health check or next start ends it
@@ -776,6 +834,13 @@ class Daemon:
     def _log_finish(self, finish: Finish, finished: Finished) -> None:
         run_id = finish.claim.run.id
         self._stale_submitted.discard(run_id)
+        if finished.fenced:
+            self.log.warning("run.fenced", run_id=run_id, job_id=finish.claim.job.id,
+                             owner=self.owner.text, status=finish.status,
+                             reason="another instance took the run over after this instance's "
+                             "lease on it expired; this late result is dropped, nothing "
+                             "recorded or delivered")
+            return
         if not finished.recorded:
             self.log.info("run.not_recorded", run_id=run_id, job_id=finish.claim.job.id,
                           status=finish.status,
@@ -890,9 +955,14 @@ class Daemon:
         for run_id in working:
             status = statuses.get(run_id)
             active = self.active.get(run_id)
-            if status == "running" or active is None or active.work is None or active.work.done():
+            if (status == "running" or active is None or active.work is None or active.work.done()
+                    or active.lease_lost):
                 continue
-            why = "its job was deleted" if status is None else await self._why_ended_elsewhere(run_id, status)
+            run = None if status is None else await self._run_or_none(run_id)
+            if run is not None and run.lease_generation != active.claim.run.lease_generation:
+                self._lose_lease(active, status)  # another instance recovered it
+                continue
+            why = "its job was deleted" if status is None else self._why_ended_elsewhere(run, status)
             if active.work.done():
                 continue  # it ended while the reason was read: nothing left to abort
             active.aborted = why
@@ -900,13 +970,16 @@ class Daemon:
                              reason=active.aborted)
             active.work.cancel()
 
-    async def _why_ended_elsewhere(self, run_id: str, status: str) -> str:
+    async def _run_or_none(self, run_id: str) -> Run | None:
+        try:
+            run: Run | None = await self.db.run(self.store.get_run, run_id)
+        except SchedulerError:
+            return None  # the abort matters more than its explanation
+        return run
+
+    def _why_ended_elsewhere(self, run: Run | None, status: str) -> str:
         """What the process that ended the run wrote on it (``jobs cancel``: that the operator
         cancelled it), so the log says why the work stops."""
-        try:
-            run = await self.db.run(self.store.get_run, run_id)
-        except SchedulerError:
-            run = None  # the abort matters more than its explanation
         note = None if run is None else run.error_message
         ended = f"the run was ended elsewhere ({status})"
         return f"{ended}: {note}" if note else ended
@@ -955,15 +1028,45 @@ class Daemon:
         self.recorder.submit(self._finish_of(claim, outcome, _age_ms(claim.run.started_at)))
 
     async def _beat_running_runs(self) -> None:
+        """Every SCHEDULER_RUN_HEARTBEAT_MS: heartbeat our runs and extend their leases. A run
+        the beat reports lost (another instance recovered it after our lease expired) is
+        stopped here, and nothing is recorded for it."""
         interval = self.settings.run_heartbeat_ms / 1000
         while True:
             await asyncio.sleep(interval)
             if not self.active:
                 continue
+            generations = {rid: a.claim.run.lease_generation for rid, a in self.active.items()}
             try:
-                await self.db.run(self.store.beat, list(self.active), sqlite_now())
+                lost = await self.db.run(self.store.beat, list(generations), sqlite_now(),
+                                         self.owner, lease_s=self.settings.lease_s,
+                                         generations=generations)
+                if lost:
+                    await self._stop_runs_lost(lost)
             except SchedulerError as exc:
                 self.log.warning("run.heartbeat_failed", error=str(exc))
+
+    async def _stop_runs_lost(self, run_ids: set[str]) -> None:
+        """Stop the work of runs whose lease another instance took over. A run ended elsewhere
+        (``jobs cancel``, a deleted job) is the write watcher's to abort, and says so itself."""
+        statuses = await self.db.run(self.store.run_statuses, run_ids)
+        for run_id in sorted(run_ids):
+            active = self.active.get(run_id)
+            if active is None or active.aborted is not None or active.lease_lost:
+                continue
+            if active.work is not None and active.work.done():
+                continue  # ended meanwhile: its end goes to the recorder, which fences it
+            self._lose_lease(active, statuses.get(run_id))
+
+    def _lose_lease(self, active: _Active, status: str | None) -> None:
+        run = active.claim.run
+        active.lease_lost = True
+        active.aborted = "this instance's lease on the run was taken over"
+        self.log.warning("run.lease_lost", run_id=run.id, job_id=active.claim.job.id,
+                         owner=self.owner.text, status=status, lease_generation=run.lease_generation,
+                         reaction="work stopped; nothing recorded or delivered here")
+        if active.work is not None:
+            active.work.cancel()
 
     async def _follow_the_clock(self) -> None:
         """A wall clock stepped back leaves every computed due time too far ahead (an hour's step

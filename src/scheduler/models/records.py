@@ -186,6 +186,10 @@ class Run:
     summary: str | None
     error_message: str | None
     owner: str | None
+    # The owner's lease: until when it holds the run, and which generation of it (fencing: an
+    # owner records the run only while the generation it was given is still the run's).
+    lease_expires_at: str | None = None
+    lease_generation: int = 1
     row: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -208,6 +212,8 @@ class Run:
             summary=_opt_str(get("summary")),
             error_message=_opt_str(get("error_message")),
             owner=_opt_str(get("owner")),
+            lease_expires_at=_opt_str(get("lease_expires_at")),
+            lease_generation=_int(get("lease_generation"), 1),
             row=_frozen(row),
         )
 

@@ -10,6 +10,10 @@ if TYPE_CHECKING:
     from scheduler.store.api import Store
 
 URL_SCHEMES = ("postgresql://", "postgres://")
+# How long a claimed run stays its owner's without a heartbeat, when the caller does not say
+# (SCHEDULER_LEASE_S's default). Here, not in api.py, so the store modules a CLI command loads
+# can name it without importing the whole interface.
+DEFAULT_LEASE_S = 30
 
 
 def is_database_url(target: str | Path) -> bool:

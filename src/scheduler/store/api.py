@@ -21,6 +21,7 @@ from scheduler.models.dispatch import DispatchLabel
 from scheduler.models.messages import NewMessage
 from scheduler.models.records import Job, Message, OutboundMessage, Run
 from scheduler.models.tasks import NewTaskGroup
+from scheduler.store import DEFAULT_LEASE_S
 
 Source = Literal["cron", "at", "manual", "retry", "chain"]
 # The next fire time of a cron job after now, as stored text (None: it never fires again).
@@ -155,6 +156,9 @@ class Finished:
     # went with it) or another process already ended it. Nothing else was then written.
     recorded: bool = True
     children: Chained = field(default_factory=Chained)  # what the end fired
+    # Not recorded because the run's lease was taken over: another instance recovered the run
+    # after this owner's lease expired (fencing). Nothing was written, nothing is delivered.
+    fenced: bool = False
 
 
 @dataclass(frozen=True)
@@ -275,9 +279,6 @@ class Store(Protocol):
     """Everything the engine and the CLI do with persistent state."""
 
     # -- the database itself -------------------------------------------------------------------
-    # Several daemons may use this database at once (PostgreSQL); SQLite's has one (engine/lock.py).
-    shared: bool
-
     def close(self, *, checkpoint: bool = False) -> None:
         """Close; with ``checkpoint``, leave the database compact (a stopping daemon)."""
     def change_token(self) -> int:
@@ -289,27 +290,48 @@ class Store(Protocol):
         """What names the database the daemon opened (a file's device and inode)."""
     def checkpoint(self) -> None: ...
     def schema_version(self) -> int | None: ...
+    @property
+    def shared(self) -> bool:
+        """Whether other daemons may work on this store at the same time (PostgreSQL); False
+        when one daemon holds it alone (a SQLite file, under the single-instance lock)."""
 
     # -- claiming due work ---------------------------------------------------------------------
     def claim_due(self, now: str, limit: int, targets: Collection[str], next_fire: NextFire,
-                  owner: Owner) -> ClaimBatch: ...
+                  owner: Owner, lease_s: int = DEFAULT_LEASE_S) -> ClaimBatch:
+        """Claim due work for ``owner``; each run started holds a lease of ``lease_s`` seconds."""
     # ``owner`` also says which placements are served: work of jobs placed on another host or
     # label is neither claimed, nor due for this instance, nor "without strategy" here.
     def next_due_at(self, targets: Collection[str], owner: Owner) -> str | None: ...
-    def defer_claim(self, claim: Claim, now: str, reason: str) -> None: ...
+    def defer_claim(self, claim: Claim, now: str, reason: str) -> bool:
+        """Give the claim back (its work is due again); False, writing nothing, when the run is
+        no longer running under the claim's lease."""
     def jobs_without_strategy(self, targets: Collection[str], owner: Owner) -> list[Job]:
         """Enabled root jobs placed where ``owner`` serves whose target it has no strategy for."""
 
     # -- recording run endings -----------------------------------------------------------------
-    def finish_runs(self, finishes: Sequence[Finish], policy: FinishPolicy) -> list[Finished]: ...
+    def finish_runs(self, finishes: Sequence[Finish], policy: FinishPolicy) -> list[Finished]:
+        """Record the ends, in one transaction. An end applies only while its run is running
+        under the lease of its claim (owner and generation); else it writes nothing
+        (``recorded`` False, and ``fenced`` when another instance took the run over)."""
     def record_unrecordable(self, claim: Claim, message: str, now: str) -> bool: ...
 
     # -- liveness and recovery -----------------------------------------------------------------
-    def beat(self, run_ids: Collection[str], now: str) -> None: ...
+    def beat(self, run_ids: Collection[str], now: str, owner: Owner | None = None, *,
+             lease_s: int = DEFAULT_LEASE_S,
+             generations: Mapping[str, int] | None = None) -> set[str]:
+        """Heartbeat the runs and extend their leases to now + ``lease_s``: those still running
+        under ``owner`` (and the generation ``generations`` names). Returns the others: runs
+        this owner has lost (without ``owner``: the runs no longer running)."""
     def run_statuses(self, run_ids: Collection[str]) -> dict[str, str]: ...
-    def recover_orphans(self, now: str, owner: Owner) -> Recovery:
-        """End as ``crashed`` the running runs of instances that are gone (on one host: every
-        instance but ``owner``, whose single-instance lock is held)."""
+    def recover_orphans(self, now: str, owner: Owner, lease_s: int = DEFAULT_LEASE_S) -> Recovery:
+        """At start: end as ``crashed`` the running runs of instances that are gone. On a store
+        that is not ``shared``: every instance but ``owner`` (whose single-instance lock is
+        held). On a shared store: only runs whose lease expired (a run with no lease: whose
+        heartbeat is older than ``lease_s``)."""
+    def recover_expired_leases(self, now: str, owner: Owner, lease_s: int = DEFAULT_LEASE_S) -> Recovery:
+        """While serving: recover, as ``recover_orphans`` does at start, the running runs of
+        other instances whose lease expired; each run's lease generation moves on, so its old
+        owner can no longer record it (fencing)."""
     def unwatched_stale_runs(self, threshold_s: int, now: str,
                              watched: Collection[str]) -> list[Claim]: ...
     def reap_queue(self, now: str) -> int: ...

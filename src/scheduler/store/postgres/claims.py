@@ -30,7 +30,7 @@ _POOLED = "SELECT EXISTS (SELECT 1 FROM jobs WHERE resource_pool IS NOT NULL AND
 
 
 def claim_due(db: PgDatabase, now_text: str, limit: int, targets: Collection[str],
-              next_fire: NextFire, owner: Owner | None) -> ClaimBatch:
+              next_fire: NextFire, owner: Owner | None, lease_s: int) -> ClaimBatch:
     if limit <= 0:
         return ClaimBatch()
     deadline = approvals.next_deadline(db)  # type: ignore[arg-type]
@@ -39,4 +39,5 @@ def claim_due(db: PgDatabase, now_text: str, limit: int, targets: Collection[str
             conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK_KEY,))
         if conn.execute(_POOLED).fetchone() == {"exists": True}:
             conn.execute("SELECT pg_advisory_xact_lock(?)", (POOL_LOCK_KEY,))
-        return claim_in(conn, now_text, limit, targets, next_fire, owner, skip_locked=True)
+        return claim_in(conn, now_text, limit, targets, next_fire, owner, lease_s,
+                        skip_locked=True)

@@ -145,11 +145,17 @@ def _present_columns(conn: Any, table: str) -> set[str]:
     return {str(row["column_name"]) for row in rows}
 
 
-def revision(db: PgDatabase) -> int:
-    present = db.scalar("SELECT to_regclass(?) IS NOT NULL", (REVISION_TABLE,))
-    if not present:
+def _revision(conn: Any) -> int:
+    present = conn.execute("SELECT to_regclass(?) IS NOT NULL AS present", (REVISION_TABLE,)).fetchone()
+    if not present or not present["present"]:
         return 0
-    return int(db.scalar(f"SELECT COALESCE(MAX(revision), 0) FROM {REVISION_TABLE}") or 0)
+    row = conn.execute(f"SELECT COALESCE(MAX(revision), 0) AS revision FROM {REVISION_TABLE}").fetchone()
+    return int(row["revision"]) if row else 0
+
+
+def revision(db: PgDatabase) -> int:
+    with db.reading() as conn:
+        return _revision(conn)
 
 
 def is_current(db: PgDatabase) -> bool:
@@ -166,6 +172,8 @@ def migrate(db: PgDatabase) -> None:
     others = [s for s in statements if not s.upper().startswith("CREATE TABLE")]
     with db.transaction(write_lock=False) as conn:
         conn.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK_KEY,))
+        if _revision(conn) == SCHEMA_REVISION:
+            return  # another process migrated while this one waited for the lock
         conn.execute(FUNCTIONS)  # several statements: sent as one simple query
         for statement in tables:
             conn.execute(create_table_sql(statement))

@@ -11,6 +11,7 @@ from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, cast
 
+from scheduler.store import DEFAULT_LEASE_S
 from scheduler.store.postgres import schema
 from scheduler.store.postgres.db import PgDatabase
 from scheduler.store.sqlite.store import SqliteStore
@@ -22,7 +23,10 @@ if TYPE_CHECKING:
 
 
 class PostgresStore(SqliteStore):
-    shared = True
+    @property
+    def shared(self) -> bool:
+        """Several daemons, on several hosts, work on this database at once."""
+        return True
 
     def __init__(self, pg: PgDatabase) -> None:
         super().__init__(cast("Database", pg))
@@ -83,10 +87,10 @@ class PostgresStore(SqliteStore):
 
     # -- claiming due work ---------------------------------------------------------------------
     def claim_due(self, now: str, limit: int, targets: Collection[str], next_fire: NextFire,
-                  owner: Owner) -> ClaimBatch:
+                  owner: Owner, lease_s: int = DEFAULT_LEASE_S) -> ClaimBatch:
         from scheduler.store.postgres import claims
 
-        return claims.claim_due(self.pg, now, limit, targets, next_fire, owner)
+        return claims.claim_due(self.pg, now, limit, targets, next_fire, owner, lease_s)
 
 
 @contextmanager

@@ -30,8 +30,9 @@ from typing import Literal
 
 from scheduler.models.placement import served_placements
 from scheduler.models.records import DEFAULT_MAX_QUEUED_DISPATCHES, DEFAULT_RUN_TIMEOUT_MS, Job, Run
+from scheduler.store import DEFAULT_LEASE_S
 from scheduler.store.api import DISPATCH, WATCHDOG, Claim, ClaimBatch, NextFire, Owner
-from scheduler.store.sqlite import approvals, pools, queue
+from scheduler.store.sqlite import approvals, pools, queue, runs
 from scheduler.store.sqlite import idempotency as ledger
 from scheduler.store.sqlite.db import Database, Row
 from scheduler.timeutil import from_sqlite
@@ -238,18 +239,19 @@ def _insert_run(
     retry_count: int = 0,
     message: str | None = None,
     owner: str | None = None,
+    lease_until: str | None = None,
 ) -> Row:
     run_id = str(uuid.uuid4())
     finished = None if status in ("running", "awaiting_approval") else now_text
     conn.execute(
         "INSERT INTO runs (id, job_id, status, started_at, finished_at, duration_ms, last_heartbeat, "
         "dispatched_at, run_timeout_ms, idempotency_key, dispatch_queue_id, retry_of, replay_of, "
-        "triggered_by_run, retry_count, summary, error_message, owner) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "triggered_by_run, retry_count, summary, error_message, owner, lease_expires_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             run_id, job["id"], status, now_text, finished, None if finished is None else 0, now_text,
             now_text, job["run_timeout_ms"] or DEFAULT_RUN_TIMEOUT_MS, key, dispatch_id, retry_of,
-            replay_of, triggered_by, retry_count, message, message, owner,
+            replay_of, triggered_by, retry_count, message, message, owner, lease_until,
         ),
     )
     row: Row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
@@ -269,13 +271,17 @@ def _start_run(
     retry_count: int = 0,
     owner: str | None = None,
     status: str = "running",
+    lease_s: int = DEFAULT_LEASE_S,
 ) -> Row:
-    """Insert the running run, owned by the claiming instance, and claim its key (the caller
-    checked the key is free). A gate run (``awaiting_approval``) holds the key the same way."""
+    """Insert the running run, owned by the claiming instance under a lease of ``lease_s``
+    seconds, and claim its key (the caller checked the key is free). A gate run
+    (``awaiting_approval``) holds the key the same way, with no lease: nothing runs it."""
     ledger.free_run_key(conn, key)
+    until = runs.lease_until(now_text, lease_s) if status == "running" else None
     run = _insert_run(
         conn, job, now_text, status=status, key=key, dispatch_id=dispatch_id, retry_of=retry_of,
         replay_of=replay_of, triggered_by=triggered_by, retry_count=retry_count, owner=owner,
+        lease_until=until,
     )
     ledger.claim(conn, key, job["id"], run["id"], now_text, one_shot=bool(job["delete_after_run"]))
     return run
@@ -372,7 +378,7 @@ def _advance(conn: sqlite3.Connection, job: Row, record: Job, next_fire: NextFir
 
 def _claim_occurrence(
     conn: sqlite3.Connection, job: Row, now_text: str, next_fire: NextFire, batch: ClaimBatch,
-    load: pools.PoolLoad, owner: str | None,
+    load: pools.PoolLoad, owner: str | None, lease_s: int = DEFAULT_LEASE_S,
 ) -> None:
     scheduled = job["next_run_at"]
     is_at = job["schedule_kind"] == "at"
@@ -399,7 +405,7 @@ def _claim_occurrence(
     elif approvals.gates(job, "at" if is_at else "cron"):
         _gate(conn, job, now_text, batch, key=key, kind="at" if is_at else "cron", scheduled_for=scheduled)
     else:
-        run = _start_run(conn, job, now_text, key, owner=owner)
+        run = _start_run(conn, job, now_text, key, owner=owner, lease_s=lease_s)
         load.take(job["resource_pool"])
         batch.claims.append(Claim(run=Run.from_row(run), job=record,
                                   source="at" if is_at else "cron", dispatch_id=None))
@@ -461,7 +467,7 @@ def _row_closed_because(conn: sqlite3.Connection, row: Row, job: Row, key: str, 
 
 
 def _start_row_run(conn: sqlite3.Connection, row: Row, job: Row, key: str, now_text: str,
-                   owner: str | None) -> Claim:
+                   owner: str | None, lease_s: int = DEFAULT_LEASE_S) -> Claim:
     retry_count, replay_of, triggered_by = 0, None, row["source_run_id"]
     if row["retry_of_run_id"]:
         failed = conn.execute(
@@ -479,14 +485,14 @@ def _start_row_run(conn: sqlite3.Connection, row: Row, job: Row, key: str, now_t
     run = _start_run(
         conn, job, now_text, key,
         dispatch_id=row["id"], retry_of=row["retry_of_run_id"], replay_of=replay_of,
-        triggered_by=triggered_by, retry_count=retry_count, owner=owner,
+        triggered_by=triggered_by, retry_count=retry_count, owner=owner, lease_s=lease_s,
     )
     return Claim(run=Run.from_row(run), job=Job.from_row(job), source=row["dispatch_kind"],
                  dispatch_id=row["id"])
 
 
 def _claim_row(conn: sqlite3.Connection, row: Row, job: Row, now_text: str, batch: ClaimBatch,
-               load: pools.PoolLoad, owner: str | None) -> None:
+               load: pools.PoolLoad, owner: str | None, lease_s: int = DEFAULT_LEASE_S) -> None:
     approval = approvals.granted(conn, row["id"]) if row.get("approved") else None
     verdict = _overlap(conn, job)
     if _row_waits(row, job, verdict, now_text, load, approved=approval is not None):
@@ -513,7 +519,7 @@ def _claim_row(conn: sqlite3.Connection, row: Row, job: Row, now_text: str, batc
         return
     if approval is not None:
         _take_over_from_gate(conn, approval, key, now_text)
-    batch.claims.append(_start_row_run(conn, row, job, key, now_text, owner))
+    batch.claims.append(_start_row_run(conn, row, job, key, now_text, owner, lease_s))
     load.take(job["resource_pool"])
 
 
@@ -582,20 +588,22 @@ def _due_work(conn: sqlite3.Connection, now_text: str, limit: int, targets: Coll
 
 def claim_due(
     db: Database, now_text: str, limit: int, targets: Collection[str], next_fire: NextFire,
-    owner: Owner | None = None,
+    owner: Owner | None = None, lease_s: int = DEFAULT_LEASE_S,
 ) -> ClaimBatch:
-    """Claim up to ``limit`` runs of due work, first due first served, for ``owner``. Work that
+    """Claim up to ``limit`` runs of due work, first due first served, for ``owner``, each under
+    a lease of ``lease_s`` seconds (heartbeats extend it: runs.beat). Work that
     must wait for its pool is left as it is (counted in ``waiting``); gated work gets its gate
     run (``gated``); approvals that timed out are resolved first (``resolved``)."""
     if limit <= 0:
         return ClaimBatch()
     with db.transaction() as conn:
-        return claim_in(conn, now_text, limit, targets, next_fire, owner)
+        return claim_in(conn, now_text, limit, targets, next_fire, owner, lease_s)
 
 
 def claim_in(
     conn: sqlite3.Connection, now_text: str, limit: int, targets: Collection[str],
-    next_fire: NextFire, owner: Owner | None, *, skip_locked: bool = False,
+    next_fire: NextFire, owner: Owner | None, lease_s: int = DEFAULT_LEASE_S, *,
+    skip_locked: bool = False,
 ) -> ClaimBatch:
     """claim_due's work, in the caller's transaction (which, on a shared database, holds what
     store/postgres/claims.py takes first)."""
@@ -608,24 +616,27 @@ def claim_in(
         if len(batch.claims) >= limit:
             break
         if item.row is None:
-            _claim_occurrence(conn, item.job, now_text, next_fire, batch, load, by)
+            _claim_occurrence(conn, item.job, now_text, next_fire, batch, load, by, lease_s)
         else:
-            _claim_row(conn, item.row, item.job, now_text, batch, load, by)
+            _claim_row(conn, item.row, item.job, now_text, batch, load, by, lease_s)
     return batch
 
 
-def defer_claim(db: Database, claim: Claim, now_text: str, reason: str) -> None:
+def defer_claim(db: Database, claim: Claim, now_text: str, reason: str) -> bool:
     """Give a claim back: the run is recorded ``skipped`` with ``reason``, its idempotency key is
     released, and the work is due again in its old place (a queue row returns to ``pending``
     with its ``scheduled_for``; a scheduled occurrence puts the job's ``next_run_at`` back to
-    it). Used when the gateway is down."""
+    it). Used when the gateway is down. Only while the run is running under the claim's lease:
+    else nothing is written (the work is someone else's now) and False is returned."""
     key = claim.run.idempotency_key
     with db.transaction() as conn:
-        conn.execute(
+        given_back = conn.execute(
             "UPDATE runs SET status = 'skipped', finished_at = ?, duration_ms = 0, summary = ?, "
-            "error_message = ?, idempotency_key = NULL WHERE id = ? AND status = 'running'",
-            (now_text, reason, reason, claim.run.id),
+            f"error_message = ?, idempotency_key = NULL WHERE id = ? AND {runs.HELD_BY_CLAIMANT}",
+            (now_text, reason, reason, claim.run.id, *runs.held_params(claim.run)),
         )
+        if given_back.rowcount == 0:
+            return False
         if key:
             ledger.release_in(conn, key, now_text)
         if claim.dispatch_id:
@@ -637,3 +648,4 @@ def defer_claim(db: Database, claim: Claim, now_text: str, reason: str) -> None:
                 "THEN ? ELSE next_run_at END WHERE id = ?",
                 (occurrence, occurrence, claim.job.id),
             )
+    return True

@@ -20,7 +20,7 @@ from scheduler.models.enums import FAILED_RUN_STATUSES, RunStatus, ScheduleKind
 from scheduler.models.records import Job, Run
 from scheduler.store.api import Claim, Finish, Finished, FinishPolicy, Source
 from scheduler.store.sqlite import idempotency as ledger
-from scheduler.store.sqlite import queue
+from scheduler.store.sqlite import queue, runs
 from scheduler.store.sqlite.chains import fire_children
 from scheduler.store.sqlite.db import Database, Row
 from scheduler.store.sqlite.messages import enqueue_outbound
@@ -38,12 +38,15 @@ def _finish_one(conn: sqlite3.Connection, finish: Finish, policy: FinishPolicy) 
     assignments = "".join(f", {name} = ?" for name in columns)
     ended = conn.execute(
         "UPDATE runs SET status = ?, finished_at = ?, duration_ms = ?, last_heartbeat = ?"
-        f"{assignments} WHERE id = ? AND status = 'running'",
-        [finish.status, now_text, finish.duration_ms, now_text, *columns.values(), claim.run.id],
+        f"{assignments} WHERE id = ? AND {runs.HELD_BY_CLAIMANT}",
+        [finish.status, now_text, finish.duration_ms, now_text, *columns.values(), claim.run.id,
+         *runs.held_params(claim.run)],
     )
     if ended.rowcount == 0:
-        # Ending it again would deliver, retry or count it twice; a deleted job took its runs.
-        return Finished(job=None, retry=None, recorded=False)
+        # Ending it again would deliver, retry or count it twice; a deleted job took its runs;
+        # and a run another instance took over (its lease expired) is that instance's now.
+        return Finished(job=None, retry=None, recorded=False,
+                        fenced=runs.was_taken_over(conn, claim.run))
     if claim.dispatch_id:
         queue.close(conn, claim.dispatch_id, "done", now_text)
     message = None
@@ -177,12 +180,12 @@ def _update_job_after_run(
 def record_unrecordable(db: Database, claim: Claim, message: str, now_text: str) -> bool:
     """End a run whose real result could not be written (``finish_runs`` refused it): status
     ``error`` with ``message``, its queue row closed; no delivery, retry or job update, which are
-    what may have failed. False when the run was no longer running."""
+    what may have failed. False when the run was no longer running under the claim's lease."""
     with db.transaction() as conn:
         ended = conn.execute(
             "UPDATE runs SET status = 'error', finished_at = ?, last_heartbeat = ?, error_message = ?, "
-            "duration_ms = COALESCE(duration_ms, 0) WHERE id = ? AND status = 'running'",
-            (now_text, now_text, message, claim.run.id),
+            f"duration_ms = COALESCE(duration_ms, 0) WHERE id = ? AND {runs.HELD_BY_CLAIMANT}",
+            (now_text, now_text, message, claim.run.id, *runs.held_params(claim.run)),
         ).rowcount
         if ended and claim.dispatch_id:
             queue.close(conn, claim.dispatch_id, "done", now_text)

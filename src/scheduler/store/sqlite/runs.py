@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sqlite3
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from scheduler.errors import NotFoundError
+from scheduler.store import DEFAULT_LEASE_S
 from scheduler.store.sqlite.db import Database, Row
+from scheduler.timeutil import from_sqlite, to_sqlite
 
 if TYPE_CHECKING:
     from scheduler.models.records import Run
@@ -63,15 +67,59 @@ def stale_runs(db: Database, threshold_s: int, now_text: str) -> list[Row]:
     )
 
 
-def beat(db: Database, run_ids: Iterable[str], now_text: str) -> None:
+# Fencing: the run is still running under the lease its owner was given at claim (the same
+# owner, the same generation). Every write of a run's outcome by its owner carries it; bind
+# ``held_params(run)``. (``COALESCE``: runs of the reference and of old versions have no owner.)
+HELD_BY_CLAIMANT = "status = 'running' AND COALESCE(owner, '') = ? AND lease_generation = ?"
+
+
+def held_params(run: Run) -> tuple[str, int]:
+    return run.owner or "", run.lease_generation
+
+
+def lease_until(now_text: str, lease_s: int) -> str:
+    """The end of a lease taken or extended at ``now_text``, as stored text."""
+    return to_sqlite(from_sqlite(now_text) + timedelta(seconds=lease_s))
+
+
+def was_taken_over(conn: sqlite3.Connection, run: Run) -> bool:
+    """The run's lease moved on from the one ``run`` was claimed with: another instance
+    recovered it (or it belongs to another owner now). Not so for a run merely ended elsewhere
+    (``jobs cancel``) or deleted with its job."""
+    row = conn.execute(
+        "SELECT owner, lease_generation FROM runs WHERE id = ?", (run.id,)
+    ).fetchone()
+    if row is None:
+        return False
+    return bool(row["lease_generation"] != run.lease_generation or (row["owner"] or "") != (run.owner or ""))
+
+
+def beat(db: Database, run_ids: Iterable[str], now_text: str, owner: str | None = None,
+         lease_s: int = DEFAULT_LEASE_S, generations: Mapping[str, int] | None = None) -> set[str]:
+    """Heartbeat the runs and extend their leases by ``lease_s``. With ``owner``, only runs still
+    running under that owner (and the generation in ``generations``, when given) are extended:
+    the others are returned, lost to this owner (recovered by another instance, ended
+    elsewhere, or deleted). Without ``owner``, the ids no longer running are returned."""
     ids = list(run_ids)
     if not ids:
-        return
+        return set()
+    until = lease_until(now_text, lease_s)
+    held = generations or {}
+    lost: set[str] = set()
     with db.transaction() as conn:
-        conn.executemany(
-            "UPDATE runs SET last_heartbeat = ? WHERE id = ? AND status = 'running'",
-            [(now_text, run_id) for run_id in ids],
-        )
+        for run_id in ids:
+            sql = ("UPDATE runs SET last_heartbeat = ?, lease_expires_at = ? "
+                   "WHERE id = ? AND status = 'running'")
+            params: list[object] = [now_text, until, run_id]
+            if owner is not None:
+                sql += " AND COALESCE(owner, '') = ?"
+                params.append(owner)
+            if run_id in held:
+                sql += " AND lease_generation = ?"
+                params.append(int(held[run_id]))
+            if conn.execute(sql, params).rowcount == 0:
+                lost.add(run_id)
+    return lost
 
 
 def statuses(db: Database, run_ids: Iterable[str]) -> dict[str, str]:

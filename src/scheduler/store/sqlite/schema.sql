@@ -162,7 +162,9 @@ CREATE TABLE IF NOT EXISTS runs (
   evidence_record TEXT DEFAULT NULL,
   credential_handoff_summary TEXT DEFAULT NULL,
   owner TEXT DEFAULT NULL, -- ours: the daemon instance running it, '<instance id>@<host>'
-  cost_usd REAL DEFAULT NULL -- ours: what the gateway reported the agent turn cost (USD), when it did
+  cost_usd REAL DEFAULT NULL, -- ours: what the gateway reported the agent turn cost (USD), when it did
+  lease_expires_at TEXT DEFAULT NULL, -- ours: the owner holds the run until then (heartbeats extend it)
+  lease_generation INTEGER NOT NULL DEFAULT 1 -- ours: bumped when another instance takes the run over (fencing)
 );
 CREATE INDEX IF NOT EXISTS idx_runs_job_id ON runs(job_id);
 CREATE INDEX IF NOT EXISTS idx_runs_status ON runs(status) WHERE status = 'running';

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scheduler.errors import StoreError
+from scheduler.store import DEFAULT_LEASE_S
 from scheduler.store.sqlite.db import CORRUPT_FIX, Database
 from scheduler.store.sqlite.migrations import migrate
 
@@ -47,8 +48,6 @@ if TYPE_CHECKING:
 
 
 class SqliteStore:
-    shared = False  # one daemon per file: the daemon's flock (engine/lock.py) sees to it
-
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -102,19 +101,24 @@ class SqliteStore:
         from scheduler.store.sqlite import status
         return status.schema_version(self.db)
 
+    @property
+    def shared(self) -> bool:
+        """One daemon per file (engine/lock.py): no other instance works on it meanwhile."""
+        return False
+
     # -- claiming due work ---------------------------------------------------------------------
     def claim_due(self, now: str, limit: int, targets: Collection[str], next_fire: NextFire,
-                  owner: Owner) -> ClaimBatch:
+                  owner: Owner, lease_s: int = DEFAULT_LEASE_S) -> ClaimBatch:
         from scheduler.store.sqlite import claims
-        return claims.claim_due(self.db, now, limit, targets, next_fire, owner)
+        return claims.claim_due(self.db, now, limit, targets, next_fire, owner, lease_s)
 
     def next_due_at(self, targets: Collection[str], owner: Owner) -> str | None:
         from scheduler.store.sqlite import claims
         return claims.next_due_at(self.db, targets, owner)
 
-    def defer_claim(self, claim: Claim, now: str, reason: str) -> None:
+    def defer_claim(self, claim: Claim, now: str, reason: str) -> bool:
         from scheduler.store.sqlite import claims
-        claims.defer_claim(self.db, claim, now, reason)
+        return claims.defer_claim(self.db, claim, now, reason)
 
     def jobs_without_strategy(self, targets: Collection[str], owner: Owner) -> list[Job]:
         from scheduler.store.sqlite import claims
@@ -130,17 +134,24 @@ class SqliteStore:
         return finish.record_unrecordable(self.db, claim, message, now)
 
     # -- liveness and recovery -----------------------------------------------------------------
-    def beat(self, run_ids: Collection[str], now: str) -> None:
+    def beat(self, run_ids: Collection[str], now: str, owner: Owner | None = None, *,
+             lease_s: int = DEFAULT_LEASE_S,
+             generations: Mapping[str, int] | None = None) -> set[str]:
         from scheduler.store.sqlite import runs
-        runs.beat(self.db, run_ids, now)
+        return runs.beat(self.db, run_ids, now, None if owner is None else owner.text, lease_s,
+                         generations)
 
     def run_statuses(self, run_ids: Collection[str]) -> dict[str, str]:
         from scheduler.store.sqlite import runs
         return runs.statuses(self.db, run_ids)
 
-    def recover_orphans(self, now: str, owner: Owner) -> Recovery:
+    def recover_orphans(self, now: str, owner: Owner, lease_s: int = DEFAULT_LEASE_S) -> Recovery:
         from scheduler.store.sqlite import recovery
-        return recovery.recover_orphans(self.db, now, owner)
+        return recovery.recover_orphans(self.db, now, owner, shared=self.shared, lease_s=lease_s)
+
+    def recover_expired_leases(self, now: str, owner: Owner, lease_s: int = DEFAULT_LEASE_S) -> Recovery:
+        from scheduler.store.sqlite import recovery
+        return recovery.recover_expired_leases(self.db, now, owner, lease_s)
 
     def unwatched_stale_runs(self, threshold_s: int, now: str, watched: Collection[str]) -> list[Claim]:
         from scheduler.store.sqlite import recovery
