@@ -198,7 +198,7 @@ def test_a_job_placed_on_a_host_that_is_down_waits_and_runs_when_it_returns(
 
 
 def test_the_instance_heartbeat_moves_last_seen(daemon: DaemonFactory, db: Query) -> None:
-    d = daemon({"SCHEDULER_LEASE_S": "5"})  # a beat every second
+    d = daemon({"SCHEDULER_LEASE_S": "5", "SCHEDULER_RUN_HEARTBEAT_MS": "1000"})  # a beat a second
     (row,) = db("SELECT * FROM instances")
     assert row["stopped_at"] is None and row["pid"] == d.pid
     wait_until(lambda: db("SELECT last_seen FROM instances")[0]["last_seen"] > row["started_at"],
