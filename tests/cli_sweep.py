@@ -52,7 +52,7 @@ import scheduler.store.sqlite.status  # noqa: F401
 from scheduler.cli.main import run
 
 TABLES = ("jobs", "runs", "job_dispatch_queue", "delivery_aliases", "idempotency_ledger", "messages",
-          "dispatch_labels")
+          "dispatch_labels", "instances")
 CRASHED = 99  # the exit status of a child whose run() raised
 
 

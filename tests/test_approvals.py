@@ -136,7 +136,7 @@ def test_every_root_and_chained_source_is_gated_then_runs_once_when_approved(
     approval = store.approve_job(job.id, at(30))
     assert (approval["status"], approval["run_id"], approval["job_name"]) == ("approved", gate_id, "deploy")
     assert store.require_run(gate_id).status is RunStatus.APPROVED
-    assert store.next_due_at(SHELL) == at(30)  # due at once
+    assert store.next_due_at(SHELL, ME) == at(30)  # due at once
 
     batch = claim(store, at(30))
     (run,) = batch.claims
@@ -195,7 +195,7 @@ def test_reject_cancels_the_gate_run_and_closes_its_row(store: SqliteStore, path
     gate = store.require_run(gate_id)
     assert gate.status is RunStatus.CANCELLED and gate.error_message == "not during the freeze"
     assert live_rows(path, job.id) == []
-    assert claim(store, at(6)).claims == [] and store.next_due_at(SHELL) == at(3600)
+    assert claim(store, at(6)).claims == [] and store.next_due_at(SHELL, ME) == at(3600)
     with pytest.raises(NotFoundError, match="No pending approval for job"):
         store.reject_job(job.id, None, at(7))
 
@@ -236,7 +236,7 @@ def test_approve_takes_the_oldest_pending_approval_first(store: SqliteStore) -> 
 def test_a_timeout_rejects_by_default_at_its_deadline(store: SqliteStore, path: Path) -> None:
     job = add_job(store, approval_timeout_s=600)
     gate_id = gate_of(claim(store))
-    assert store.next_due_at(SHELL) == at(600)  # the loop sleeps until the deadline, no longer
+    assert store.next_due_at(SHELL, ME) == at(600)  # the loop sleeps until the deadline, no longer
     assert claim(store, at(599)).resolved == []
     (resolved,) = claim(store, at(600)).resolved
     assert resolved.id == gate_id and resolved.status is RunStatus.CANCELLED
@@ -284,7 +284,7 @@ def test_approved_work_waits_for_its_own_run_under_overlap_skip(store: SqliteSto
     waiting = claim(store, at(2))
     assert waiting.claims == [] and waiting.skipped == [] and waiting.gated == []
     assert sorted(r["status"] for r in live_rows(path, job.id)) == ["claimed", "pending"]
-    assert store.next_due_at(SHELL) == at(3600)  # no hot loop over work that waits
+    assert store.next_due_at(SHELL, ME) == at(3600)  # no hot loop over work that waits
     finish(store, running, now=at(3))
     (approved,) = claim(store, at(4)).claims
     assert approved.source == "manual"
@@ -318,7 +318,7 @@ def test_approved_work_waits_for_its_pool_past_any_misfire_grace(store: SqliteSt
     late = claim(store, at(600))  # far past misfire_grace_s 5: still not dropped
     assert late.claims == [] and late.skipped == []
     assert [r["status"] for r in live_rows(path, job.id)] == ["pending"]
-    assert store.next_due_at(SHELL) == at(3600)
+    assert store.next_due_at(SHELL, ME) == at(3600)
     finish(store, held, now=at(601))
     (approved,) = claim(store, at(602)).claims
     assert approved.job.id == job.id

@@ -108,9 +108,9 @@ def test_the_limit_leaves_the_rest_due(store: Store) -> None:
     for i in range(3):
         add_job(store, name=f"j{i}")
     assert len(claim(store, limit=2)) == 2
-    assert store.next_due_at(SHELL) == at(0)
+    assert store.next_due_at(SHELL, ME) == at(0)
     assert len(claim(store)) == 1
-    assert store.next_due_at(SHELL) == at(3600)
+    assert store.next_due_at(SHELL, ME) == at(3600)
 
 
 def test_overlap_skip_records_why(store: Store) -> None:
@@ -338,7 +338,7 @@ def test_rejected_work_never_runs_and_leaves_nothing_queued(store: Store) -> Non
     rejected = store.reject_job(job.id, "no", at(5))
     assert rejected["status"] == "rejected"
     assert store.require_run(gate.id).status is RunStatus.CANCELLED
-    assert claim(store, at(6)) == [] and store.next_due_at(SHELL) == at(86400)
+    assert claim(store, at(6)) == [] and store.next_due_at(SHELL, ME) == at(86400)
     with pytest.raises(NotFoundError):
         store.approve_job(job.id, at(7))
 
@@ -346,7 +346,7 @@ def test_rejected_work_never_runs_and_leaves_nothing_queued(store: Store) -> Non
 def test_an_approval_times_out_when_its_deadline_is_due(store: Store) -> None:
     add_job(store, approval_required=1, approval_timeout_s=90, approval_auto="approve")
     store.claim_due(at(0), 10, SHELL, lambda j: at(3600), ME)
-    assert store.next_due_at(SHELL) == at(90)
+    assert store.next_due_at(SHELL, ME) == at(90)
     batch = store.claim_due(at(90), 10, SHELL, lambda j: at(3600), ME)
     assert [r.status for r in batch.resolved] == [RunStatus.APPROVED] and len(batch.claims) == 1
 
@@ -540,7 +540,7 @@ def test_cancel_stops_a_job_and_its_descendants(store: Store) -> None:
         assert store.require_run(c.run.id).status is RunStatus.CANCELLED
     (skipped,) = store.list_runs(notify.id, 10)  # a queued run that never started says why
     assert skipped["status"] == "skipped" and CANCEL_REASON in skipped["error_message"]
-    assert live_rows(store, done.job_ids) == [] and store.next_due_at(SHELL) is None
+    assert live_rows(store, done.job_ids) == [] and store.next_due_at(SHELL, ME) is None
 
 
 def test_cancel_without_cascade_leaves_the_children_alone(store: Store) -> None:
@@ -1571,6 +1571,120 @@ def test_a_turns_cost_is_recorded_and_a_final_failure_schedules_no_retry(store: 
     run = store.get_run(c.run.id)
     assert run is not None and run.row["cost_usd"] == 0.25 and run.status == "error"
     assert [r["id"] for r in store.list_runs(job.id, 10)] == [c.run.id]
+
+
+# -- instances and placement (issue 12) ---------------------------------------------------------
+# Two store handles on one database play two daemon instances on hosts "a" and "b".
+
+HOST_A = Owner(instance="instance-a", host="a", labels=("build",))
+HOST_B = Owner(instance="instance-b", host="b", labels=("gpu", "eu"))
+
+
+def two_instances(opener: Opener) -> tuple[Store, Store]:
+    return opener(), opener()
+
+
+def test_a_job_placed_on_a_host_is_claimed_by_that_host_only(opener: Opener) -> None:
+    a, b = two_instances(opener)
+    try:
+        job = add_job(a, placement="host:b")
+        assert claim(a, owner=HOST_A) == []  # A leaves B's job due, untouched
+        assert a.require_job(job.id).next_run_at == at(0) and a.list_runs(job.id, 10) == []
+        (taken,) = claim(b, owner=HOST_B)
+        assert taken.job.id == job.id and taken.run.owner == HOST_B.text
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_job_placed_on_a_label_goes_to_an_instance_with_that_label(opener: Opener) -> None:
+    a, b = two_instances(opener)
+    try:
+        gpu = add_job(a, name="gpu", placement="label:gpu")
+        build = add_job(a, name="build", placement="label:build")
+        free = add_job(a, name="free")
+        assert {c.job.id for c in claim(a, owner=HOST_A)} == {build.id, free.id}
+        assert {c.job.id for c in claim(b, owner=HOST_B)} == {gpu.id}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_queue_rows_of_a_placed_job_are_claimed_only_where_it_is_placed(store: Store) -> None:
+    job = add_job(store, placement="host:b")
+    store.update_job(job.id, {"next_run_at": at(3600)}, at(0))
+    store.enqueue_dispatch(job.id, "manual", at(0))
+    assert claim(store, owner=HOST_A) == []
+    (taken,) = claim(store, owner=HOST_B)
+    assert taken.source == "manual" and taken.dispatch_id is not None
+
+
+def test_next_due_at_ignores_work_placed_elsewhere(store: Store) -> None:
+    placed = add_job(store, placement="host:b")
+    store.enqueue_dispatch(placed.id, "manual", at(5))
+    free = add_job(store, name="free")
+    store.update_job(free.id, {"next_run_at": at(600)}, at(0))
+    assert store.next_due_at(SHELL, HOST_A) == at(600)  # not woken by B's due job or its row
+    assert store.next_due_at(SHELL, HOST_B) == at(0)
+
+
+def test_a_job_placed_elsewhere_is_not_one_without_a_strategy(store: Store) -> None:
+    add_job(store, name="theirs", placement="host:b")
+    agent = add_job(store, name="agent", session_target="isolated", payload_message="hi",
+                    delivery_mode="none", delivery_opt_out_reason="test")
+    assert [j.id for j in store.jobs_without_strategy(SHELL, HOST_A)] == [agent.id]
+    assert store.require_job(agent.id).placement is None
+
+
+def test_instances_are_listed_with_their_live_flag_and_running_runs(opener: Opener) -> None:
+    a, b = two_instances(opener)
+    try:
+        a.register_instance(HOST_A, "1.0", 101, at(0))
+        b.register_instance(HOST_B, "1.1", 202, at(0))
+        add_job(a, placement="host:b")
+        add_job(a, name="second", placement="label:eu")
+        assert len(claim(b, owner=HOST_B)) == 2
+        assert b.beat_instance(HOST_B, at(100)) is True
+        rows = {r["id"]: r for r in a.list_instances(live_since=at(70))}  # lease 30 s, now 100
+        assert rows["instance-b"]["live"] is True and rows["instance-a"]["live"] is False
+        assert rows["instance-b"]["running_runs"] == 2 and rows["instance-a"]["running_runs"] == 0
+        assert rows["instance-b"]["labels"] == ["gpu", "eu"] and rows["instance-b"]["host"] == "b"
+        assert rows["instance-b"]["version"] == "1.1" and rows["instance-b"]["pid"] == 202
+        assert next(r["id"] for r in a.list_instances(at(70))) == "instance-b"  # live first
+        b.stop_instance(HOST_B, at(110))
+        stopped = {r["id"]: r for r in a.list_instances(at(105))}["instance-b"]
+        assert stopped["live"] is False and stopped["stopped_at"] == at(110)
+        assert b.beat_instance(HOST_B, at(120)) is False  # a stopped row is not revived by a beat
+        b.register_instance(HOST_B, "1.1", 202, at(130))  # ... but by registering again
+        assert {r["id"]: r for r in a.list_instances(at(125))}["instance-b"]["live"] is True
+    finally:
+        a.close()
+        b.close()
+
+
+def test_instances_gone_long_enough_are_pruned_and_live_ones_kept(store: Store) -> None:
+    old = Owner(instance="old", host="a")
+    silent = Owner(instance="silent", host="a")
+    store.register_instance(old, "1", 1, at(-900_000))
+    store.stop_instance(old, at(-800_000))
+    store.register_instance(silent, "1", 2, at(-700_000))
+    store.register_instance(HOST_B, "1", 3, at(-900_000))
+    store.beat_instance(HOST_B, at(0))
+    assert store.prune_instances(at(-604_800), dry_run=True) == 2
+    assert len(store.list_instances(at(-30))) == 3
+    assert store.prune_instances(at(-604_800)) == 2
+    assert [r["id"] for r in store.list_instances(at(-30))] == ["instance-b"]
+
+
+def test_placed_jobs_lists_the_enabled_jobs_with_a_placement(store: Store) -> None:
+    placed = add_job(store, name="p", placement="label:gpu")
+    add_job(store, name="free")
+    off = add_job(store, name="off", placement="host:b")
+    store.update_job(off.id, {"enabled": 0}, at(0))
+    store.enqueue_dispatch(placed.id, "manual", at(0))
+    (row,) = store.placed_jobs()
+    assert row["id"] == placed.id and row["placement"] == "label:gpu" and row["due_rows"] == 1
+
 
 # -- bulk copy (issue 12) -------------------------------------------------------------------------
 # What `db copy` (store/copying.py) needs of every backend: the tables in dependency order, their

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     run_heartbeat_ms: int = Field(10000, ge=1000, validation_alias="SCHEDULER_RUN_HEARTBEAT_MS")
     # How long a run stays its owner's without a heartbeat before another instance may recover it.
     lease_s: int = Field(30, ge=5, le=3600, validation_alias="SCHEDULER_LEASE_S")
+    # The fleet (models/placement.py; docs/multi-host.md): the host name this instance goes by
+    # (default: the machine's), and its labels; jobs placed "host:<name>" / "label:<label>".
+    host_name: str | None = Field(None, validation_alias="SCHEDULER_HOST_NAME")
+    instance_labels: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias="SCHEDULER_INSTANCE_LABELS"
+    )
     # At most an hour: the ladder doubles up to 20 times (max_retries), and must stay a date.
     retry_base_ms: int = Field(30000, ge=100, le=3_600_000, validation_alias="SCHEDULER_RETRY_BASE_MS")
     # The dispatch watcher (strategies/dispatch_watch.py; docs/dispatch.md "The watcher"): how
@@ -160,6 +166,22 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return tuple(value)
+
+    @field_validator("host_name", mode="before")
+    @classmethod
+    def _host_name(cls, value: Any) -> str | None:
+        from scheduler.models.placement import check_host_name
+
+        if value is None or not str(value).strip():
+            return None
+        return check_host_name(str(value))
+
+    @field_validator("instance_labels", mode="before")
+    @classmethod
+    def _labels(cls, value: Any) -> tuple[str, ...]:
+        from scheduler.models.placement import parse_labels
+
+        return parse_labels(value if isinstance(value, str) else ",".join(value))
 
     @field_validator("provider_path", mode="before")
     @classmethod

@@ -578,12 +578,14 @@ def _agent_lines(agents: list[dict[str, Any]]) -> list[str]:
 
 def status(ctx: Context) -> int:
     from scheduler import paths
+    from scheduler.cli import fleet
     from scheduler.engine.lock import probe
 
     ctx.no_extra(0, "status")
     database = paths.db_path()
     data = {"db_path": str(database), **ctx.store.overview(90, to_sqlite(utcnow()))}
     data["daemon"] = probe(database)
+    data["instances"], data["unplaceable"] = fleet.fleet(ctx.store)
 
     def human() -> None:
         daemon = data["daemon"]
@@ -606,6 +608,7 @@ def status(ctx: Context) -> int:
             f"Next:     {nxt['name']} at {nxt['next_run_at']} UTC" if nxt else "Next:     -",
             *_pool_lines(data["pools"]),
             *_agent_lines(data["agents"]),
+            *fleet.status_lines(data["instances"], data["unplaceable"]),
         ]
         sys.stdout.write(printable_lines("\n".join(lines)) + "\n")
 

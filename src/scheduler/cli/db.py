@@ -98,6 +98,7 @@ def _count_lines(report: dict[str, Any]) -> list[str]:
             f"  messages    {_by_rule(report['messages'])}",
             f"  ledger      {report['ledger_entries']}",
             f"  jobs        {_by_rule(report['jobs'])}",
+            f"  instances   {report['instances']}",
             f"  files       {files['run_dirs']} run directories, {files['orphan_dirs']} orphaned; "
             f"{files['files']} files, {_size(files['bytes'])}"]
 

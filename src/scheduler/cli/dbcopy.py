@@ -57,11 +57,15 @@ def db_copy(ctx: Context) -> int:
 def _host_name(given: str | None) -> str:
     import socket
 
+    from scheduler.models.placement import check_host_name
+
     name = given if given is not None else (os.environ.get(HOST_NAME_VARIABLE, "").strip()
                                             or socket.gethostname())
-    if not name or any(ch.isspace() or not ch.isprintable() for ch in name):
-        raise UsageError(f"host name {name!r} is empty or holds spaces or control characters")
-    return name
+    try:
+        # The rule a daemon's SCHEDULER_HOST_NAME follows: a pin no daemon could serve is refused.
+        return check_host_name(name)
+    except ValueError as exc:
+        raise UsageError(f"--host: {exc}") from None
 
 
 def _sqlite_path(location: str) -> Path | None:

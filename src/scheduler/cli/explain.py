@@ -157,6 +157,11 @@ def _now_notes(store: Any, job: Job, facts: dict[str, Any]) -> list[str]:
     if len(facts["queued"]) >= job.max_queued_dispatches:
         notes.append(f"the queue is at its cap ({len(facts['queued'])}/{job.max_queued_dispatches} "
                      "max_queued_dispatches): more manual, chained or retry runs are refused")
+    placed = facts["placement"]
+    if placed["placement"] and not placed["served"]:
+        notes.append(f"placed on {placed['placement']} and no live instance serves it: its due "
+                     "work waits, and runs when a daemon with that host name or label is up "
+                     "(openclaw-scheduler status lists the fleet)")
     if facts["next_problem"]:
         notes.append(facts["next_problem"])
     return notes
@@ -164,6 +169,7 @@ def _now_notes(store: Any, job: Job, facts: dict[str, Any]) -> list[str]:
 
 def explain_job(ctx: Context) -> int:
     from scheduler.cli.commands import _positive_int
+    from scheduler.cli.fleet import placement_facts
     from scheduler.timeutil import sqlite_now
 
     limit_text = ctx.option("--limit")
@@ -184,6 +190,7 @@ def explain_job(ctx: Context) -> int:
                        "timeout_at": a["timeout_at"]}
                       for a in store.pending_approvals(now) if a["job_id"] == job.id],
         "pool": _pool_state(store, job, now),
+        "placement": placement_facts(store, job.placement),
     }
     notes = _now_notes(store, job, facts)
     data = {"ok": True, "job": {"id": job.id, "name": job.name, "enabled": job.enabled,
@@ -191,6 +198,7 @@ def explain_job(ctx: Context) -> int:
                                 "tz": job.schedule_tz, "next_run_at": job.next_run_at,
                                 "overlap_policy": job.overlap_policy,
                                 "resource_pool": job.resource_pool,
+                                "placement": job.placement,
                                 "misfire_grace_s": job.misfire_grace_s},
             "now": notes, **facts}
     ctx.out.emit(data, lambda: _print(data))
@@ -205,6 +213,7 @@ def _print(data: dict[str, Any]) -> None:
              f"schedule {job['schedule']} {job['tz']}, next_run_at {job['next_run_at'] or '-'} UTC",
              "", "Now:"]
     lines += [f"  - {note}" for note in data["now"]] or ["  nothing stands in its way"]
+    lines += ["", _placement_line(data["placement"])]
     lines += ["", f"Next {NEXT_FIRES} fire times:"]
     lines += [f"  {fire}" for fire in data["next_fires"]] or [f"  none: {data['next_problem']}"]
     lines += ["", "Queued now:"]
@@ -218,6 +227,13 @@ def _print(data: dict[str, Any]) -> None:
     lines += [f"  {o['at']}  {o['decision']:17} {o['reason']}  [{o['source']}, run {o['run_id']}]"
               for o in data["occurrences"]] or ["  none recorded"]
     sys.stdout.write(printable_lines("\n".join(lines)) + "\n")
+
+
+def _placement_line(placed: dict[str, Any]) -> str:
+    where = placed["placement"] or "any instance (no placement)"
+    if placed["served"]:
+        return f"Placement: {where}; served now by {', '.join(placed['served_by'])}"
+    return f"Placement: {where}; no live instance serves it now"
 
 
 COMMANDS: dict[tuple[str, str | None], Handler] = {

@@ -29,6 +29,7 @@ from scheduler.engine.clock import STEP_TOLERANCE_S, ClockWatch
 from scheduler.engine.counters import Counters, NoCounters
 from scheduler.engine.delivery import OutboundSender
 from scheduler.engine.dispatch_watching import dispatch_strategy
+from scheduler.engine.instance import InstanceHeartbeat
 from scheduler.engine.leases import LeaseRecovery
 from scheduler.engine.maintenance import MessageExpiry
 from scheduler.engine.notify import Notifier
@@ -132,7 +133,11 @@ class Daemon:
         self.settings = settings
         self.log = get_logger("scheduler.daemon")
         self.db = StoreThread()  # the store, opened in run(), on its own thread
-        self.owner = Owner.new()
+        # Who this daemon is in the fleet: what runs.owner records and what placements it serves.
+        self.owner = Owner.new(settings.host_name, settings.instance_labels)
+        self.instance = InstanceHeartbeat(self.db, self.owner, get_logger("scheduler.instance"),
+                                          lease_s=settings.lease_s)
+        self._registered = False
         self.strategies: dict[str, Strategy] = {
             "shell": ShellJobStrategy(
                 shell=settings.shell,
@@ -242,6 +247,8 @@ class Daemon:
                                                  synchronous=self.settings.sqlite_synchronous))
             try:
                 await self._check_database()
+                await self.instance.register()
+                self._registered = True
                 self._check_token_file()
                 self._load_providers()
                 self._check_lease_settings()
@@ -254,6 +261,7 @@ class Daemon:
                     version=__version__,
                     pid=os.getpid(),
                     instance=self.owner.text,
+                    labels=list(self.owner.labels),
                     db=self.settings.db_label,
                     max_concurrency=self.settings.max_concurrency,
                     tick_ms=self.settings.tick_ms,
@@ -280,6 +288,11 @@ class Daemon:
         keep a stopping daemon alive (the exit deadline would end it anyway)."""
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.gateway.aclose(), timeout=5)
+        try:
+            if self.db.is_open and self._registered:
+                await asyncio.wait_for(self.instance.stop(), timeout=STOP_DEADLINE_MARGIN_S / 4)
+        except TimeoutError:
+            self.log.warning("instance.stop_not_recorded", note="the database did not answer")
         try:
             if self.db.is_open:
                 await asyncio.wait_for(self.db.run(self.store.close, checkpoint=True),
@@ -403,7 +416,8 @@ class Daemon:
         for job in await self.db.run(self.store.jobs_missing_next_run):
             await self.db.run(self.store.set_next_run, job.id, self._next_fire_text(job))
         await self._catch_up_with_a_clock_stepped_back()
-        unsupported = await self.db.run(self.store.jobs_without_strategy, self.targets)
+        unsupported = await self.db.run(self.store.jobs_without_strategy, self.targets,
+                                        self.owner)
         if unsupported:
             self.log.warning(
                 "jobs.waiting_for_strategy",
@@ -468,6 +482,7 @@ class Daemon:
         supervisor.start("gateway-health", self._watch_gateway, OnFailure.RESTART)
         supervisor.start("watch-writes", self._watch_for_writes, OnFailure.RESTART)
         supervisor.start("run-heartbeat", self._beat_running_runs, OnFailure.RESTART)
+        supervisor.start("instance-heartbeat", self.instance.run, OnFailure.RESTART)
         leases = LeaseRecovery(self.db, self.owner, self.settings.lease_s,
                                get_logger("scheduler.leases"), on_children=self._log_children,
                                on_new_work=self.wake.set,
@@ -680,7 +695,7 @@ class Daemon:
             return tick  # a finishing run sets `wake`
         if claimed:
             return 0.0  # look again at once: more may be due
-        next_due = await self.db.run(self.store.next_due_at, self.targets)
+        next_due = await self.db.run(self.store.next_due_at, self.targets, self.owner)
         if next_due is None:
             delay = tick
         else:
@@ -1098,6 +1113,8 @@ class Daemon:
                           orphan_dirs=report.files.orphan_dirs, **report.runs)
             if any(report.jobs.values()):
                 self.log.info("jobs.expired", **report.jobs)
+            if report.instances:
+                self.log.info("instances.pruned", count=report.instances)
 
     # -- database trouble --------------------------------------------------------------------
 

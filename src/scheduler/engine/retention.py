@@ -1,6 +1,6 @@
-"""One pass of retention: runs, approvals, messages, ledger entries and expired jobs in the
-database, then the artifact files (``<artifacts>/runs/<run id>/``) of the runs that went and of
-runs long gone.
+"""One pass of retention: runs, approvals, messages, ledger entries, expired jobs and long-gone
+daemon instances in the database, then the artifact files (``<artifacts>/runs/<run id>/``) of
+the runs that went and of runs long gone.
 
 The daemon runs it on ``SCHEDULER_PRUNE_MS`` and ``db prune`` on demand; ``--dry-run`` (and
 ``db check``) count the same things and change nothing. Files go after their rows are committed:
@@ -14,11 +14,14 @@ import shutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from scheduler.models.placement import INSTANCE_KEEP_DAYS
 from scheduler.models.retention import ORPHAN_GRACE_S, RetentionPolicy
 from scheduler.store.api import Store
+from scheduler.timeutil import from_sqlite, to_sqlite
 
 
 @dataclass
@@ -39,17 +42,19 @@ class PruneReport:
     messages: dict[str, int]
     ledger_entries: int
     jobs: dict[str, int] = field(default_factory=dict)
+    instances: int = 0  # daemon instances stopped or silent past INSTANCE_KEEP_DAYS
     files: FileSweep = field(default_factory=FileSweep)
 
     def as_dict(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "runs": self.runs, "approvals": self.approvals,
                 "messages": self.messages, "ledger_entries": self.ledger_entries,
-                "jobs": dict(self.jobs), "files": vars(self.files).copy()}
+                "jobs": dict(self.jobs), "instances": self.instances,
+                "files": vars(self.files).copy()}
 
     @property
     def total_rows(self) -> int:
         return (sum(self.runs.values()) + self.approvals + sum(self.messages.values())
-                + self.ledger_entries + sum(self.jobs.values()))
+                + self.ledger_entries + sum(self.jobs.values()) + self.instances)
 
 
 def prune(store: Store, policy: RetentionPolicy, artifacts: Path, now: str, *,
@@ -63,10 +68,15 @@ def prune(store: Store, policy: RetentionPolicy, artifacts: Path, now: str, *,
         messages=store.prune_messages(now, dry_run=dry_run),
         ledger_entries=store.prune_ledger(now, dry_run=dry_run),
         jobs=store.prune_expired_jobs(now, dry_run=dry_run),
+        instances=store.prune_instances(_days_before(now, INSTANCE_KEEP_DAYS), dry_run=dry_run),
     )
     report.files = sweep_run_files(store, artifacts / "runs", runs.run_ids, dry_run=dry_run,
                                    older_than=clock() - ORPHAN_GRACE_S)
     return report
+
+
+def _days_before(now: str, days: int) -> str:
+    return to_sqlite(from_sqlite(now) - timedelta(days=days))
 
 
 def sweep_run_files(store: Store, root: Path, pruned: Iterable[str], *, dry_run: bool,

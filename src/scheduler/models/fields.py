@@ -35,6 +35,7 @@ from scheduler.models.enums import (
     TrustLevel,
     values,
 )
+from scheduler.models.placement import MAX_PLACEMENT_LENGTH
 
 FieldKind = Literal["string", "enum", "integer", "number", "boolean", "datetime", "json"]
 
@@ -199,6 +200,7 @@ JOB_COLUMNS: Final[tuple[str, ...]] = (
     "contract_audit",
     "child_credential_policy",
     "job_type",
+    "placement",
     "watchdog_target_label",
     "watchdog_check_cmd",
     "watchdog_timeout_min",
@@ -325,6 +327,11 @@ JOB_FIELD_RULES: Final[Mapping[str, FieldRule]] = {
     "contract_audit": text_rule(128),
     "child_credential_policy": enum_rule(values(ChildCredentialPolicy)),
     "job_type": enum_rule(values(JobType), "standard"),
+    "placement": text_rule(
+        MAX_PLACEMENT_LENGTH,
+        description='Where it may run across a fleet: "host:<name>", "label:<label>", or null '
+        "(any instance); see docs/multi-host.md",
+    ),
     "watchdog_target_label": text_rule(256),
     "watchdog_check_cmd": text_rule(4096, multiline=True, required_for="watchdog jobs"),
     "watchdog_timeout_min": int_rule(1, MAX_WAIT_MIN, nullable=True),

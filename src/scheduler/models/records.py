@@ -92,6 +92,7 @@ class Job:
     delete_after_run: bool
     parent_id: str | None
     resource_pool: str | None
+    placement: str | None  # None: any instance; "host:<name>" | "label:<label>" (models/placement.py)
     misfire_grace_s: int | None
     next_run_at: str | None
     last_run_at: str | None
@@ -139,6 +140,7 @@ class Job:
             delete_after_run=bool(get("delete_after_run")),
             parent_id=_opt_str(get("parent_id")),
             resource_pool=_opt_str(get("resource_pool")) or None,
+            placement=_opt_str(get("placement")) or None,
             misfire_grace_s=_opt_int(get("misfire_grace_s")),
             next_run_at=_opt_str(get("next_run_at")),
             last_run_at=_opt_str(get("last_run_at")),

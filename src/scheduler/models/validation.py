@@ -58,6 +58,7 @@ from scheduler.models.fields import (
     effective,
     is_blank,
 )
+from scheduler.models.placement import check_placement
 from scheduler.text import LINE_BREAKING, UNSAFE_CONTROLS, first_lone_surrogate, quoted
 from scheduler.timeutil import parse_user_datetime, to_sqlite, utcnow
 
@@ -225,6 +226,8 @@ def _normalize_text(name: str, rule: FieldRule, value: Any) -> str | None:
         cron.zone(value)
     elif name == "trigger_condition":
         _check_trigger_condition(value)
+    elif name == "placement":
+        return check_placement(value)
     return value
 
 

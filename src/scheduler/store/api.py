@@ -43,13 +43,16 @@ class Owner:
 
     instance: str
     host: str
+    # What placements it serves besides its host (SCHEDULER_INSTANCE_LABELS; models/placement.py).
+    labels: tuple[str, ...] = ()
 
     @classmethod
-    def new(cls) -> Owner:
+    def new(cls, host: str | None = None, labels: tuple[str, ...] = ()) -> Owner:
+        """A fresh instance id, on ``host`` (default: the machine's host name)."""
         import socket
         import uuid
 
-        return cls(instance=str(uuid.uuid4()), host=socket.gethostname())
+        return cls(instance=str(uuid.uuid4()), host=host or socket.gethostname(), labels=labels)
 
     @property
     def text(self) -> str:
@@ -296,11 +299,14 @@ class Store(Protocol):
     def claim_due(self, now: str, limit: int, targets: Collection[str], next_fire: NextFire,
                   owner: Owner, lease_s: int = DEFAULT_LEASE_S) -> ClaimBatch:
         """Claim due work for ``owner``; each run started holds a lease of ``lease_s`` seconds."""
-    def next_due_at(self, targets: Collection[str]) -> str | None: ...
+    # ``owner`` also says which placements are served: work of jobs placed on another host or
+    # label is neither claimed, nor due for this instance, nor "without strategy" here.
+    def next_due_at(self, targets: Collection[str], owner: Owner) -> str | None: ...
     def defer_claim(self, claim: Claim, now: str, reason: str) -> bool:
         """Give the claim back (its work is due again); False, writing nothing, when the run is
         no longer running under the claim's lease."""
-    def jobs_without_strategy(self, targets: Collection[str]) -> list[Job]: ...
+    def jobs_without_strategy(self, targets: Collection[str], owner: Owner) -> list[Job]:
+        """Enabled root jobs placed where ``owner`` serves whose target it has no strategy for."""
 
     # -- recording run endings -----------------------------------------------------------------
     def finish_runs(self, finishes: Sequence[Finish], policy: FinishPolicy) -> list[Finished]:
@@ -468,6 +474,23 @@ class Store(Protocol):
         """Counts for the metrics endpoint (backlog, approvals, outbound); read on a scrape."""
     def check_writable(self) -> None:
         """Raise the store's error when a write could not be made now (read-only, locked)."""
+
+    # -- the fleet: daemon instances (store/sqlite/instances.py) ----------------------------------
+    # An instance writes only its own row. It is live while not stopped and ``last_seen`` is at
+    # or after ``live_since`` (the caller's now minus the lease).
+    def register_instance(self, owner: Owner, version: str, pid: int, now: str) -> None:
+        """Insert the instance (a daemon start), live from ``now``."""
+    def beat_instance(self, owner: Owner, now: str) -> bool:
+        """``last_seen`` is now; False when its row is gone or stopped (register again)."""
+    def stop_instance(self, owner: Owner, now: str) -> None:
+        """A clean stop: ``stopped_at`` is now."""
+    def list_instances(self, live_since: str) -> list[Row]:
+        """Every instance, live first: ``id, host, labels`` (a list), ``version, pid,
+        started_at, last_seen, stopped_at``, ``live`` and ``running_runs``."""
+    def prune_instances(self, before: str, *, dry_run: bool = False) -> int:
+        """Delete the instances stopped, or silent, since before ``before``; how many."""
+    def placed_jobs(self) -> list[Row]:
+        """Enabled jobs with a placement: ``id, name, placement, next_run_at, due_rows``."""
 
     # -- the agent registry ------------------------------------------------------------------------
     def list_agents(self) -> list[Row]:

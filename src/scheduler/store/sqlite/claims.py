@@ -28,6 +28,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
 
+from scheduler.models.placement import served_placements
 from scheduler.models.records import DEFAULT_MAX_QUEUED_DISPATCHES, DEFAULT_RUN_TIMEOUT_MS, Job, Run
 from scheduler.store import DEFAULT_LEASE_S
 from scheduler.store.api import DISPATCH, WATCHDOG, Claim, ClaimBatch, NextFire, Owner
@@ -39,7 +40,7 @@ from scheduler.timeutil import from_sqlite
 Verdict = Literal["run", "skip", "queue", "full"]
 
 
-def _target_filter(targets: Collection[str]) -> tuple[str, list[str]]:
+def _strategy_filter(targets: Collection[str]) -> tuple[str, list[str]]:
     """SQL for "a job this daemon has a strategy for": standard jobs by session_target, watchdog
     and dispatch jobs by job_type."""
     sessions = [t for t in targets if t not in (WATCHDOG, DISPATCH)]
@@ -49,6 +50,25 @@ def _target_filter(targets: Collection[str]) -> tuple[str, list[str]]:
         if pseudo in targets:
             clause = f"({clause} OR j.job_type = '{pseudo}')"
     return clause, sessions
+
+
+def _placement_filter(owner: Owner | None) -> tuple[str, list[str]]:
+    """SQL for "a job placed where this instance serves": no placement, its host or one of its
+    labels. Without an owner (a caller that speaks for no instance), every placement."""
+    if owner is None:
+        return "1 = 1", []
+    served = served_placements(owner.host, owner.labels)
+    marks = ", ".join("?" for _ in served)
+    return f"(j.placement IS NULL OR j.placement = '' OR j.placement IN ({marks}))", served
+
+
+def _target_filter(targets: Collection[str], owner: Owner | None) -> tuple[str, list[str]]:
+    """SQL for "work this instance runs": a strategy for it, and placed where it serves.
+    claim_due, next_due_at and jobs_without_strategy share it, so the loop never wakes for
+    work another instance is to run."""
+    strategy, params = _strategy_filter(targets)
+    placed, served = _placement_filter(owner)
+    return f"({strategy} AND {placed})", [*params, *served]
 
 
 # An at-job whose occurrence already ran is not due even if next_run_at says so: the reference
@@ -121,11 +141,12 @@ def _grace_deadline(due: str) -> str:
     return f"datetime({due}, '+' || (j.misfire_grace_s + 1) || ' seconds')"
 
 
-def next_due_at(db: Database, targets: Collection[str]) -> str | None:
-    """The earliest instant at which work this daemon can run needs it: due work not waiting for
-    a pool, a waiter's misfire grace running out, or a pending approval timing out. (A pool
-    that frees wakes the loop anyway.)"""
-    where, params = _target_filter(targets)
+def next_due_at(db: Database, targets: Collection[str], owner: Owner | None = None) -> str | None:
+    """The earliest instant at which work this daemon can run needs it: due work placed where it
+    serves and not waiting for a pool, a waiter's misfire grace running out, or a pending
+    approval timing out (any instance resolves those). (A pool that frees wakes the loop
+    anyway.)"""
+    where, params = _target_filter(targets, owner)
     waits = _PoolWaitSql.build(pools.full_pools(db))
     candidates = [
         db.scalar(
@@ -160,11 +181,16 @@ def next_due_at(db: Database, targets: Collection[str]) -> str | None:
     return min(due) if due else None
 
 
-def jobs_without_strategy(db: Database, targets: Collection[str]) -> list[Job]:
-    """Enabled root jobs this daemon has no strategy for (they stay due, untouched)."""
-    where, params = _target_filter(targets)
+def jobs_without_strategy(db: Database, targets: Collection[str],
+                          owner: Owner | None = None) -> list[Job]:
+    """Enabled root jobs placed where this daemon serves that it has no strategy for (they stay
+    due, untouched). Jobs placed elsewhere are another instance's, not missing a strategy."""
+    strategy, params = _strategy_filter(targets)
+    placed, served = _placement_filter(owner)
     rows = db.query(
-        f"SELECT j.* FROM jobs j WHERE j.enabled = 1 AND j.parent_id IS NULL AND NOT ({where})", params
+        f"SELECT j.* FROM jobs j WHERE j.enabled = 1 AND j.parent_id IS NULL AND {placed} "
+        f"AND NOT ({strategy})",
+        [*served, *params],
     )
     return [Job.from_row(row) for row in rows]
 
@@ -531,12 +557,12 @@ class _Due:
 
 
 def _due_work(conn: sqlite3.Connection, now_text: str, limit: int, targets: Collection[str],
-              waits: _PoolWaitSql, skip_locked: bool) -> list[_Due]:
+              waits: _PoolWaitSql, owner: Owner | None, skip_locked: bool) -> list[_Due]:
     """Up to ``limit`` occurrences and ``limit`` queue rows that can be acted on now, in the order
     they fell due: first due, first served, whatever their kind. With ``skip_locked`` (a database
     shared by several daemons), the jobs and rows taken are locked for this transaction and
     those another daemon has locked are passed over, so claimers never wait for each other."""
-    where, params = _target_filter(targets)
+    where, params = _target_filter(targets, owner)
     jobs = conn.execute(
         f"SELECT j.* FROM jobs j WHERE {_DUE_OCCURRENCE} AND j.next_run_at <= ? AND {where} "
         f"AND (NOT {waits.occurrence} OR {_past_grace('j.next_run_at')}) "
@@ -586,7 +612,7 @@ def claim_in(
     batch.resolved.extend(approvals.resolve_expired(conn, now_text))
     load = pools.PoolLoad(conn)
     waits = _PoolWaitSql.build(load.full())
-    for item in _due_work(conn, now_text, limit, targets, waits, skip_locked):
+    for item in _due_work(conn, now_text, limit, targets, waits, owner, skip_locked):
         if len(batch.claims) >= limit:
             break
         if item.row is None:

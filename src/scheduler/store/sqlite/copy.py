@@ -20,7 +20,9 @@ from scheduler.store.sqlite.db import Database, translate_error
 # Parents before children for every foreign key, except the deferred columns, which are written
 # once every table is in: runs.dispatch_queue_id and the queue's run columns form a cycle, and a
 # reply may be stored before the message it answers. schema_migrations is bookkeeping: every
-# database records its own. tests/test_db_copy.py checks this list against the schema.
+# database records its own; so is instances: the daemons that served the source are not the
+# target's fleet (each daemon registers itself where it runs). tests/test_db_copy.py checks this
+# list against the schema.
 COPY_TABLES: tuple[CopyTable, ...] = (
     CopyTable("agents", ("id",), registry=True),
     CopyTable("delivery_aliases", ("alias",), registry=True),

@@ -18,7 +18,7 @@ from scheduler.store.sqlite.db import Database, translate_error
 REFERENCE_SCHEMA_VERSION = 23
 # Our own revision lives in PRAGMA user_version, which the reference never reads or writes.
 # Bump it whenever schema.sql gains a table, column or index.
-SCHEMA_REVISION = 2317  # 2315: jobs.placement; 2317: runs lease
+SCHEMA_REVISION = 2318  # 2315: jobs.placement; 2316: instances and 2317: runs lease, merged
 
 
 @lru_cache(maxsize=1)

@@ -420,6 +420,20 @@ CREATE TABLE IF NOT EXISTS dispatch_labels (
 CREATE INDEX IF NOT EXISTS idx_dispatch_labels_status ON dispatch_labels(status, spawned_at DESC);
 CREATE INDEX IF NOT EXISTS idx_dispatch_labels_session ON dispatch_labels(session_key);
 
+-- ours (issue 12): the daemons that serve this database, one row per daemon start. Each instance
+-- writes only its own row: at start, on its heartbeat (last_seen) and at a clean stop.
+CREATE TABLE IF NOT EXISTS instances (
+  id TEXT PRIMARY KEY,
+  host TEXT NOT NULL,
+  labels TEXT NOT NULL DEFAULT '[]', -- JSON array of the instance's labels
+  version TEXT,
+  pid INTEGER,
+  started_at TEXT NOT NULL,
+  last_seen TEXT NOT NULL,
+  stopped_at TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_instances_host ON instances(host);
+
 CREATE TABLE IF NOT EXISTS schema_migrations (
   version INTEGER PRIMARY KEY,
   applied_at TEXT NOT NULL DEFAULT (datetime('now'))

@@ -112,17 +112,17 @@ class SqliteStore:
         from scheduler.store.sqlite import claims
         return claims.claim_due(self.db, now, limit, targets, next_fire, owner, lease_s)
 
-    def next_due_at(self, targets: Collection[str]) -> str | None:
+    def next_due_at(self, targets: Collection[str], owner: Owner) -> str | None:
         from scheduler.store.sqlite import claims
-        return claims.next_due_at(self.db, targets)
+        return claims.next_due_at(self.db, targets, owner)
 
     def defer_claim(self, claim: Claim, now: str, reason: str) -> bool:
         from scheduler.store.sqlite import claims
         return claims.defer_claim(self.db, claim, now, reason)
 
-    def jobs_without_strategy(self, targets: Collection[str]) -> list[Job]:
+    def jobs_without_strategy(self, targets: Collection[str], owner: Owner) -> list[Job]:
         from scheduler.store.sqlite import claims
-        return claims.jobs_without_strategy(self.db, targets)
+        return claims.jobs_without_strategy(self.db, targets, owner)
 
     # -- recording run endings -----------------------------------------------------------------
     def finish_runs(self, finishes: Sequence[Finish], policy: FinishPolicy) -> list[Finished]:
@@ -444,6 +444,31 @@ class SqliteStore:
     def check_writable(self) -> None:
         from scheduler.store.sqlite import gauges
         gauges.check_writable(self.db)
+
+    # -- the fleet: daemon instances -------------------------------------------------------------
+    def register_instance(self, owner: Owner, version: str, pid: int, now: str) -> None:
+        from scheduler.store.sqlite import instances
+        instances.register(self.db, owner, version, pid, now)
+
+    def beat_instance(self, owner: Owner, now: str) -> bool:
+        from scheduler.store.sqlite import instances
+        return instances.beat(self.db, owner, now)
+
+    def stop_instance(self, owner: Owner, now: str) -> None:
+        from scheduler.store.sqlite import instances
+        instances.mark_stopped(self.db, owner, now)
+
+    def list_instances(self, live_since: str) -> list[Row]:
+        from scheduler.store.sqlite import instances
+        return instances.list_instances(self.db, live_since)
+
+    def prune_instances(self, before: str, *, dry_run: bool = False) -> int:
+        from scheduler.store.sqlite import instances
+        return instances.prune(self.db, before, dry_run=dry_run)
+
+    def placed_jobs(self) -> list[Row]:
+        from scheduler.store.sqlite import instances
+        return instances.placed_jobs(self.db)
 
     # -- the agent registry ------------------------------------------------------------------------
     def list_agents(self) -> list[Row]:
