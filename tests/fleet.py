@@ -8,13 +8,12 @@ a second.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from conftest import SHELL_JOB, Daemon, kill_quietly, processes_with_environment
+from conftest import SHELL_JOB, Daemon, kill_quietly, processes_with_environment, wait_until
 from scheduler.models.job import new_job_row
 from scheduler.models.validation import validate_job_spec
 from scheduler.store import open_store
@@ -83,14 +82,7 @@ def instance_of(daemon: Daemon) -> str:
 
 
 def wait_for(check: Any, timeout: float, interval: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {check}")
-        time.sleep(interval)
+    return wait_until(check, timeout=timeout, interval=interval, message=str(check))
 
 
 def fleet_of(url: str, root: Path, **env: str) -> Iterator[Fleet]:

@@ -14,7 +14,7 @@ def scheduler_home(env: dict[str, str] | None = None) -> Path:
     return Path(env.get("HOME") or Path.home()) / ".openclaw" / "scheduler"
 
 
-_URL_SCHEMES = ("postgresql://", "postgres://")
+DB_URL_SCHEMES = ("postgresql://", "postgres://")
 # With a PostgreSQL database, this stands in for the database file in <SCHEDULER_HOME>: the
 # daemon's lock (one daemon per home) and the default artifacts directory are kept beside it.
 FLEET_PLACEHOLDER = "fleet-instance"
@@ -24,7 +24,7 @@ def db_url(env: dict[str, str] | None = None) -> str | None:
     """``SCHEDULER_DB`` when it is a PostgreSQL URL, else None."""
     env = dict(os.environ) if env is None else env
     explicit = env.get("SCHEDULER_DB", "").strip()
-    return explicit if explicit.startswith(_URL_SCHEMES) else None
+    return explicit if explicit.startswith(DB_URL_SCHEMES) else None
 
 
 def db_path(env: dict[str, str] | None = None) -> Path:
@@ -32,7 +32,7 @@ def db_path(env: dict[str, str] | None = None) -> Path:
     PostgreSQL URL: ``<SCHEDULER_HOME>/fleet-instance``, which names the local files only."""
     env = dict(os.environ) if env is None else env
     explicit = env.get("SCHEDULER_DB", "").strip()
-    if explicit.startswith(_URL_SCHEMES):
+    if explicit.startswith(DB_URL_SCHEMES):
         return scheduler_home(env) / FLEET_PLACEHOLDER
     if explicit:
         return Path(explicit).expanduser()

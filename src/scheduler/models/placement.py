@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from scheduler.errors import ConfigError, ValidationError
+from scheduler.errors import ValidationError
 from scheduler.text import quoted
 
 HOST_PREFIX: Final = "host:"
@@ -91,17 +91,9 @@ def check_host_name(text: str) -> str:
 
 def lease_s_from_env(env: Mapping[str, str] | None = None) -> int:
     """``SCHEDULER_LEASE_S`` as the daemon reads it; ConfigError naming it for a bad value."""
-    name, default, low, high = LEASE_S
-    raw = (os.environ if env is None else env).get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
-    return value
+    from scheduler.models.retention import bounded_int
+
+    return bounded_int(os.environ if env is None else env, *LEASE_S)
 
 
 def beat_interval_s(lease_s: int) -> float:

@@ -31,11 +31,13 @@ class RetentionPolicy:
     def from_env(cls, env: Mapping[str, str] | None = None) -> RetentionPolicy:
         """The policy the environment sets; ConfigError naming the variable for a bad value."""
         env = os.environ if env is None else env
-        return cls(*(_bounded(env, *setting)
+        return cls(*(bounded_int(env, *setting)
                      for setting in (RUNS_KEEP_PER_JOB, RUNS_KEEP_DAYS, APPROVALS_KEEP_DAYS)))
 
 
-def _bounded(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+def bounded_int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """The whole number ``name`` in ``env`` (``default`` when unset); ConfigError when it is not
+    one, or outside ``low``..``high``."""
     raw = env.get(name, "").strip()
     if not raw:
         return default

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from scheduler.store.api import Store
 
-URL_SCHEMES = ("postgresql://", "postgres://")
 # How long a claimed run stays its owner's without a heartbeat, when the caller does not say
 # (SCHEDULER_LEASE_S's default). Here, not in api.py, so the store modules a CLI command loads
 # can name it without importing the whole interface.
@@ -18,7 +17,9 @@ DEFAULT_LEASE_S = 30
 
 def is_database_url(target: str | Path) -> bool:
     """A PostgreSQL URL rather than a SQLite file path."""
-    return isinstance(target, str) and target.startswith(URL_SCHEMES)
+    from scheduler.paths import DB_URL_SCHEMES
+
+    return isinstance(target, str) and target.startswith(DB_URL_SCHEMES)
 
 
 def redact_db_url(url: str) -> str:

@@ -41,17 +41,12 @@ from scheduler.errors import (
 )
 
 Row = dict[str, Any]
-URL_SCHEMES = ("postgresql://", "postgres://")
 # The key of the advisory lock every write transaction holds (one writer at a time, fleet-wide).
 WRITE_LOCK_KEY = 0x6F63_5363  # "ocSc"
 # The channel CLI writes and daemons' claims notify on (store/postgres/wakeups.py listens).
 WAKE_CHANNEL = "openclaw_scheduler"
 CONNECT_TIMEOUT_S = 10
 STATEMENT_TIMEOUT_MS = 60_000
-
-
-def is_url(target: str | Path) -> bool:
-    return isinstance(target, str) and target.startswith(URL_SCHEMES)
 
 
 def redact(url: str) -> str:
