@@ -193,10 +193,12 @@ class _Cursor:
 
     def _columns(self) -> list[str] | None:
         if self._names is None:
-            description = self._cursor.description
-            if description is None:
+            # Straight from the result: psycopg's description builds a Column object (with its
+            # type lookups) per column, which for a jobs row costs more than the query.
+            result = self._cursor.pgresult
+            if result is None or result.nfields == 0:
                 return None
-            self._names = [column.name for column in description]
+            self._names = [bytes(result.fname(i) or b"").decode() for i in range(result.nfields)]
         return self._names
 
     def _rows(self, names: list[str], rows: list[Any]) -> list[Row]:
