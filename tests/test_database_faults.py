@@ -215,7 +215,9 @@ def test_sigterm_ends_the_daemon_in_time_while_the_database_stays_locked(cli, da
     holder = sqlite3.connect(db_path, timeout=10, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # no writer gets in until we let go
     try:
-        d.wait_for_event("run.record_pending", timeout=20)
+        # Every store call waits out the 5 s busy timeout meanwhile, so the run's ending queues
+        # behind the periodic work (prune, expiry, the claim, the instance heartbeat).
+        d.wait_for_event("run.record_pending", timeout=45)
         started = time.monotonic()
         d.proc.send_signal(signal.SIGTERM)
         code = wait_exit(d, 2 + 15)

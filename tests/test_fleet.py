@@ -119,7 +119,7 @@ def test_a_killed_daemons_runs_are_recovered_by_another_within_the_lease(fleet: 
 
 def test_a_stopped_daemon_that_comes_back_is_fenced_off(fleet: Fleet, fake_gateway) -> None:  # type: ignore[no-untyped-def]
     env = {"SCHEDULER_LEASE_S": "5", "SCHEDULER_RUN_HEARTBEAT_MS": "1000",
-           "OPENCLAW_GATEWAY_URL": fake_gateway.url}
+           "SCHEDULER_MESSAGE_DELIVERY_MS": "5000", "OPENCLAW_GATEWAY_URL": fake_gateway.url}
     paused = fleet.start("paused", **env)
     soon = _iso(datetime.now(UTC) + timedelta(seconds=2))
     (job,) = fleet.add_jobs([{
@@ -137,13 +137,17 @@ def test_a_stopped_daemon_that_comes_back_is_fenced_off(fleet: Fleet, fake_gatew
         paused.proc.send_signal(signal.SIGCONT)
     wait_for(lambda: any(r["status"] == "ok" for r in _runs(fleet, job)), timeout=60)
     paused.wait_for_event("run.fenced", timeout=30) if not paused.events("run.lease_lost") else None
-    time.sleep(3)
+
+    def deliveries() -> list[object]:
+        return [r for r in fake_gateway.requests if r.path == "/tools/invoke"
+                and (r.body or {}).get("tool") == "message"]
+
+    wait_for(deliveries, timeout=60)  # the outbound loop delivers within its interval
+    time.sleep(8)  # room for a second delivery, were one coming
     runs = _runs(fleet, job)
     assert [r["status"] for r in runs] == ["crashed", "ok"]
     assert runs[1]["owner"] == instance_of(other)
-    deliveries = [r for r in fake_gateway.requests if r.path == "/tools/invoke"
-                  and (r.body or {}).get("tool") == "message"]
-    assert len(deliveries) == 1, deliveries
+    assert len(deliveries()) == 1, deliveries()
     assert not paused.events("run.finished") or all(
         e.get("run_id") != runs[0]["id"] for e in paused.events("run.finished"))
     other.wait_for_event("run.finished", lambda e: e.get("run_id") == runs[1]["id"], timeout=5)

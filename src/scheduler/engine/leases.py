@@ -26,9 +26,11 @@ from scheduler.store.thread import StoreThread
 from scheduler.timeutil import sqlite_now
 
 
-def recovery_interval_s(lease_s: int) -> float:
-    """How often expired leases are looked for: a few times per lease, at most once a second."""
-    return max(1.0, lease_s / 5)
+def recovery_interval_s(lease_s: int, shared: bool = True) -> float:
+    """How often expired leases are looked for: on a shared database a few times per lease (at
+    most once a second); alone on a file, where no other instance can hold a run, once a lease:
+    a sweep that normally finds nothing should not queue behind, or ahead of, real work."""
+    return max(1.0, lease_s / 5) if shared else float(lease_s)
 
 
 class LeaseRecovery:
@@ -45,7 +47,7 @@ class LeaseRecovery:
         self.on_recovered = on_recovered
 
     async def run(self) -> None:
-        interval = recovery_interval_s(self.lease_s)
+        interval = recovery_interval_s(self.lease_s, self.db.store.shared)
         while True:
             await asyncio.sleep(interval)
             await self.recover_once()
