@@ -66,8 +66,4 @@ def open_location(location: str, *, read_only: bool = False) -> Store:
 
 def shown_location(location: str) -> str:
     """The location as a command may print it: a URL without its password."""
-    if not is_database_url(location):
-        return location
-    from scheduler.store.postgres.db import redact
-
-    return redact(location)
+    return redact_db_url(location) if is_database_url(location) else location

@@ -39,6 +39,7 @@ from scheduler.errors import (
     StoreReadOnlyError,
     StoreValueError,
 )
+from scheduler.store import redact_db_url
 
 Row = dict[str, Any]
 # The key of the advisory lock every write transaction holds (one writer at a time, fleet-wide).
@@ -47,12 +48,6 @@ WRITE_LOCK_KEY = 0x6F63_5363  # "ocSc"
 WAKE_CHANNEL = "openclaw_scheduler"
 CONNECT_TIMEOUT_S = 10
 STATEMENT_TIMEOUT_MS = 60_000
-
-
-def redact(url: str) -> str:
-    from scheduler.store import redact_db_url
-
-    return redact_db_url(url)
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -263,7 +258,7 @@ class PgDatabase:
 
     def __init__(self, url: str, pool: Any) -> None:
         self.url = url
-        self.where = redact(url)
+        self.where = redact_db_url(url)
         self.path = Path(self.where)  # for messages; never opened as a file
         self.pool = pool
         self._local = threading.local()
@@ -287,7 +282,7 @@ class PgDatabase:
         def configure(conn: Any) -> None:
             pids.add(int(conn.info.backend_pid))
 
-        where = redact(url)
+        where = redact_db_url(url)
         try:
             # One connection first: a wrong URL or a down server is an error at once, not a
             # pool that retries in the background.
@@ -364,6 +359,3 @@ class PgDatabase:
     def scalar(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
         row = self.query_one(sql, params)
         return None if row is None else next(iter(row.values()))
-
-    def notify(self) -> None:
-        self.query(f"SELECT pg_notify('{WAKE_CHANNEL}', '')")
