@@ -264,9 +264,9 @@ class Settings(BaseSettings):
     @property
     def db_label(self) -> str:
         """The database, as logs and messages name it (a URL without its password)."""
-        from scheduler.store import redact_db_url
+        from scheduler.store import shown_location
 
-        return redact_db_url(self.db_url) if self.db_url else str(self.db_path)
+        return shown_location(str(self.db_target))
 
     @property
     def backup_path(self) -> Path:

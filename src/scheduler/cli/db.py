@@ -33,10 +33,9 @@ def _retention_pass(ctx: Context, *, dry_run: bool) -> Any:
 
 def _database_label() -> str:
     from scheduler import paths
-    from scheduler.store import redact_db_url
+    from scheduler.store import shown_location
 
-    url = paths.db_url()
-    return redact_db_url(url) if url else str(paths.db_path())
+    return shown_location(str(paths.db_target()))
 
 
 def db_check(ctx: Context) -> int:
