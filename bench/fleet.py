@@ -52,6 +52,7 @@ from run import (
     proc_cpu_s,
     shell_at_spec,
     timestamp_command,
+    wait_for_runs,
 )
 from scheduler.models.job import new_job_row
 from scheduler.models.validation import validate_job_spec
@@ -288,34 +289,6 @@ class RunWatcher:
         self.conn.close()
 
 
-@dataclass
-class Waited:
-    first_created_at: float | None = None
-    all_created_at: float | None = None
-    all_finished_at: float = 0.0
-
-
-def wait_for_runs(watcher: RunWatcher, daemons: list[Daemon], expected: int, timeout_s: float) -> Waited:
-    waited = Waited()
-    deadline = time.monotonic() + timeout_s
-    while True:
-        now = time.time()
-        created, finished = watcher.counts()
-        if created and waited.first_created_at is None:
-            waited.first_created_at = now
-        if created >= expected and waited.all_created_at is None:
-            waited.all_created_at = now
-        if finished >= expected:
-            waited.all_finished_at = now
-            return waited
-        for daemon in daemons:
-            daemon.check_alive()
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout_s:.0f} s: {created} runs created, {finished} "
-                             f"finished of {expected}; statuses {watcher.statuses()}\n{daemons[0].tail()}")
-        time.sleep(POLL_S)
-
-
 def short_owner(owner: str) -> str:
     """A daemon's name in the spread: its host when it is one of ours ('<instance>@bench-host-2'
     -> 'bench-host-2'), else its instance id's first 8 characters and host (the owner's host is
@@ -381,15 +354,16 @@ def measure_throughput(location: str, daemons: list[Daemon], n: int, server: Ser
     daemons_cpu = daemons_cpu_s(daemons) - daemons_before
     server_after = server.cpu_s() if server_before is not None else None
     server_cpu = None if server_before is None or server_after is None else server_after - server_before
+    assert waited.all_finished_at is not None  # wait_for_runs returns only once all finished
     elapsed = waited.all_finished_at - due
     return {
         "n": n,
         "runs_per_s": round(n / elapsed, 1),
         "all_finished_after_due_s": round(elapsed, 2),
-        "first_run_created_after_due_s": None if waited.first_created_at is None
-        else round(waited.first_created_at - due, 2),
-        "all_runs_created_after_due_s": None if waited.all_created_at is None
-        else round(waited.all_created_at - due, 2),
+        "first_run_created_after_due_s": None if waited.first_started_at is None
+        else round(waited.first_started_at - due, 2),
+        "all_runs_created_after_due_s": None if waited.all_started_at is None
+        else round(waited.all_started_at - due, 2),
         "runs_per_daemon": {short_owner(o): c for o, c in sorted(owners.items())},
         # CPU over the same span (plus 0.2 s before the due instant): what the work cost
         "daemons_cpu_s": round(daemons_cpu, 2),

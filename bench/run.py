@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from scheduler.models.job import new_job_row
 from scheduler.models.validation import validate_job_spec
@@ -334,8 +334,17 @@ class WaitResult:
     first_started_at: float | None = None
 
 
-def wait_for_runs(watcher: RunWatcher, daemon: Daemon, expected: int, timeout_s: float) -> WaitResult:
-    """Poll until ``expected`` runs are finished; record when the first and all were created."""
+class RunCounts(Protocol):
+    """What waiting needs of a watcher (this module's, on SQLite; bench/fleet.py's, on either)."""
+
+    def counts(self) -> tuple[int, int]: ...
+    def statuses(self) -> dict[str, int]: ...
+
+
+def wait_for_runs(watcher: RunCounts, daemons: Sequence[Daemon], expected: int,
+                  timeout_s: float) -> WaitResult:
+    """Poll until ``expected`` runs are finished; record when the first and all were created.
+    Stops early, with the first daemon's log tail, if a daemon dies or time runs out."""
     result = WaitResult()
     deadline = time.monotonic() + timeout_s
     while True:
@@ -348,11 +357,12 @@ def wait_for_runs(watcher: RunWatcher, daemon: Daemon, expected: int, timeout_s:
         if finished >= expected:
             result.all_finished_at = now
             return result
-        daemon.check_alive()
+        for daemon in daemons:
+            daemon.check_alive()
         if time.monotonic() > deadline:
             raise BenchError(
                 f"timed out after {timeout_s:.0f} s: {created} runs created, {finished} finished, "
-                f"{expected} expected; statuses {watcher.statuses()}\n{daemon.tail()}"
+                f"{expected} expected; statuses {watcher.statuses()}\n{daemons[0].tail()}"
             )
         time.sleep(POLL_S)
 
@@ -454,7 +464,7 @@ def bench_lateness(ctx: Context, n: int, concurrency: int | None) -> dict[str, A
             due = schedule_at_jobs(db, n, lambda i: timestamp_command(out_dir / str(i)))
             watcher = RunWatcher(db_path)
             try:
-                waited = wait_for_runs(watcher, daemon, n, timeout_s=(due - time.time()) + 60 + n * 0.5)
+                waited = wait_for_runs(watcher, [daemon], n, timeout_s=(due - time.time()) + 60 + n * 0.5)
                 statuses = watcher.statuses()
             finally:
                 watcher.close()
@@ -571,7 +581,7 @@ def bench_throughput(ctx: Context, n: int, concurrency: int | None, shell: str) 
             due = schedule_at_jobs(db, n, lambda i: "true")
             watcher = RunWatcher(db_path)
             try:
-                waited = wait_for_runs(watcher, daemon, n, timeout_s=(due - time.time()) + 600)
+                waited = wait_for_runs(watcher, [daemon], n, timeout_s=(due - time.time()) + 600)
                 statuses = watcher.statuses()
             finally:
                 watcher.close()
@@ -681,7 +691,7 @@ def bench_scale(ctx: Context, jobs: int, due: int, idle_s: float) -> dict[str, A
                     )
             watcher = RunWatcher(db_path)
             try:
-                wait_for_runs(watcher, daemon, due, timeout_s=(due_at - time.time()) + 60)
+                wait_for_runs(watcher, [daemon], due, timeout_s=(due_at - time.time()) + 60)
                 statuses = watcher.statuses()
             finally:
                 watcher.close()
