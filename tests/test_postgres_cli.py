@@ -152,6 +152,23 @@ def test_a_wrong_postgresql_url_is_one_line_and_names_no_password(pg_cluster: An
         assert "no_such_database" in said
 
 
+@pytest.mark.parametrize("url", [
+    "postgresql://scheduler:s3cret-pw@[bad/x",  # libpq quotes a URL it cannot parse, whole
+    "postgresql://scheduler:s3cret/pw@127.0.0.1:1/x",  # an unencoded / in the password
+    "postgresql://127.0.0.1:1/x?password=s3cret-pw&sslmode=bogus",  # a password as a parameter
+])
+def test_a_malformed_postgresql_url_never_shows_its_password(url: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCHEDULER_", "OPENCLAW_"))}
+    env |= {"SCHEDULER_DB": url, "HOME": str(tmp_path)}
+    for argv in (["jobs", "list"], ["jobs", "list", "--json"], []):  # [] is the daemon itself
+        done = subprocess.run([sys.executable, "-m", "scheduler", *argv], env=env, capture_output=True,
+                              text=True, timeout=60)
+        said = done.stdout + done.stderr
+        assert done.returncode != 0, said
+        assert "Traceback" not in said and "s3cret" not in said, said
+        assert "cannot connect to postgresql://" in said
+
+
 @pytest.mark.parametrize("argv", [["backup", "create"], ["backup", "restore", "/nonexistent.db"]])
 def test_file_backups_refuse_a_postgresql_database(pg_url: str, tmp_path: Path, argv: list[str]) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SCHEDULER_", "OPENCLAW_"))}

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import SHELL_JOB
 from scheduler.errors import StoreValueError
-from scheduler.store import open_store, redact_db_url
+from scheduler.store import open_store, redact_db_url, scrub_db_url
 from scheduler.store.postgres.db import translate
 
 
@@ -43,6 +43,25 @@ def test_a_password_in_a_url_is_never_shown() -> None:
     assert redact_db_url("postgresql://u:secret@h:5432/db?sslmode=require") == \
         "postgresql://u:***@h:5432/db?sslmode=require"
     assert redact_db_url("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://u:s3cret@[bad/x", "postgresql://u:***@[bad/x"),  # libpq cannot parse it
+    ("postgresql://u:s3/cret@h/db", "postgresql://u:***@h/db"),  # an unencoded / in the password
+    ("postgresql://u:s3@cret@h/db", "postgresql://u:***@h/db"),  # an unencoded @ in the password
+    ("postgresql://h/db?sslmode=require&password=s3cret", "postgresql://h/db?sslmode=require&password=***"),
+    ("postgres://", "postgres://"),
+])
+def test_a_malformed_url_is_shown_without_its_password_too(url: str, shown: str) -> None:
+    assert redact_db_url(url) == shown
+
+
+def test_a_drivers_error_quoting_the_url_is_scrubbed() -> None:
+    url = "postgresql://u:s3cret-pw@[bad/x?password=other-pw"
+    text = f'invalid URI "{url}"; near s3cret-pw and other-pw'
+    scrubbed = scrub_db_url(text, url)
+    assert "s3cret-pw" not in scrubbed and "other-pw" not in scrubbed
+    assert scrubbed.startswith('invalid URI "postgresql://u:***@[bad/x?password=***"')
 
 
 def _revisions(url: str) -> list[int]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,18 +23,44 @@ def is_database_url(target: str | Path) -> bool:
     return isinstance(target, str) and target.startswith(DB_URL_SCHEMES)
 
 
-def redact_db_url(url: str) -> str:
-    """A database URL without its password, for logs and messages."""
-    from urllib.parse import urlsplit, urlunsplit
+# A password may also come as a query parameter (``?password=...``), which libpq accepts.
+_PASSWORD_PARAMETER = re.compile(r"(?i)([?&]password=)[^&#]*")
+_MASK = "***"
+_MIN_SCRUBBED_PASSWORD = 4  # a shorter one would mask common letters of an error text
 
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.netloc.rsplit("@", 1)[1]
-        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-    except ValueError:
-        return "postgresql://<unparseable URL>"
+
+def redact_db_url(url: str) -> str:
+    """A database URL without its password, for logs and messages.
+
+    Parsed by hand rather than with ``urlsplit``: the URL may be malformed (an unclosed ``[``,
+    an unencoded ``/`` or ``@`` in the password) and must still never be shown with its
+    password. Everything up to the last ``@`` counts as the user part, so a malformed URL is
+    masked too much rather than too little.
+    """
+    scheme, separator, rest = url.partition("://")
+    if separator:
+        userinfo, at, host_part = rest.rpartition("@")
+        if at and ":" in userinfo:
+            rest = f"{userinfo.split(':', 1)[0]}:{_MASK}@{host_part}"
+        url = f"{scheme}://{rest}"
+    return _PASSWORD_PARAMETER.sub(lambda m: m.group(1) + _MASK, url)
+
+
+def _db_url_passwords(url: str) -> list[str]:
+    """The passwords a database URL carries: in its user part, in its query."""
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    found = [userinfo.split(":", 1)[1]] if ":" in userinfo else []
+    return found + re.findall(r"(?i)[?&]password=([^&#]*)", url)
+
+
+def scrub_db_url(text: str, url: str) -> str:
+    """``text`` (a driver's error message, which may quote the URL it was given) with ``url``
+    shown redacted and its password masked wherever else it appears."""
+    text = text.replace(url, redact_db_url(url))
+    for password in _db_url_passwords(url):
+        if len(password) >= _MIN_SCRUBBED_PASSWORD:
+            text = text.replace(password, _MASK)
+    return text
 
 
 def open_store(target: Path | str, *, synchronous: str = "FULL") -> Store:

@@ -39,7 +39,7 @@ from scheduler.errors import (
     StoreReadOnlyError,
     StoreValueError,
 )
-from scheduler.store import redact_db_url
+from scheduler.store import redact_db_url, scrub_db_url
 
 Row = dict[str, Any]
 # The key of the advisory lock every write transaction holds (one writer at a time, fleet-wide).
@@ -295,7 +295,10 @@ class PgDatabase:
                 configure=configure, name="scheduler",
             )
         except Exception as exc:
-            raise StoreIOError(f"cannot connect to {where}: {str(exc).strip().splitlines()[0]}") from None
+            # libpq quotes a URL it cannot parse whole, password included.
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            detail = scrub_db_url(first_line, url)
+            raise StoreIOError(f"cannot connect to {where}: {detail}") from None
         db = cls(url, pool)
         db.backend_pids = pids
         return db

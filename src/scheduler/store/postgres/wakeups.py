@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+from scheduler.store import scrub_db_url
 from scheduler.store.postgres.db import CONNECT_TIMEOUT_S, WAKE_CHANNEL
 
 RECONNECT_S = 1.0
@@ -62,7 +63,7 @@ class Listener:
                             if note.pid not in self.own_pids:
                                 self.count += 1
             except Exception as exc:
-                self.last_error = str(exc).strip() or type(exc).__name__
+                self.last_error = scrub_db_url(str(exc).strip() or type(exc).__name__, self.url)
             finally:
                 self.connected = False
                 self._conn = None
