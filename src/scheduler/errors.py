@@ -79,6 +79,11 @@ class StoreGoneError(StoreError):
     exit_code = 5
 
 
+class StoreNewerSchemaError(StoreError):
+    """The database was brought to a schema revision newer than this version knows; it is left
+    untouched rather than used or migrated by code that does not know what the newer one added."""
+
+
 class StoreConstraintError(StoreError):
     """A write broke a constraint of the schema (a unique id, a foreign key, a check)."""
 

@@ -12,6 +12,7 @@ import sqlite3
 from functools import lru_cache
 from pathlib import Path
 
+from scheduler.errors import StoreNewerSchemaError
 from scheduler.store.sqlite.db import Database, translate_error
 
 # The reference records versions 1..23 in schema_migrations; we keep that ledger identical.
@@ -71,15 +72,29 @@ def missing_columns(db: Database) -> list[tuple[str, str]]:
     return out
 
 
+def newer_schema_error(where: str, found: int) -> StoreNewerSchemaError:
+    return StoreNewerSchemaError(
+        f"{where} is at schema revision {found}, made by a newer openclaw-scheduler than this one "
+        f"(revision {SCHEMA_REVISION}); nothing was changed: upgrade openclaw-scheduler here, or "
+        "restore a backup this version made")
+
+
 def migrate(db: Database) -> None:
-    """Create missing tables, indexes and columns; record schema versions. Safe to repeat."""
+    """Create missing tables, indexes and columns; record schema versions. Safe to repeat.
+    A database a newer version migrated is refused, never marked back down."""
     if is_current(db):
         return
+    found = int(db.scalar("PRAGMA user_version") or 0)
+    if found > SCHEMA_REVISION:
+        raise newer_schema_error(str(db.path), found)
     try:
         statements = _statements(schema_sql())
         tables = [s for s in statements if s.upper().startswith("CREATE TABLE")]
         others = [s for s in statements if not s.upper().startswith("CREATE TABLE")]
         with db.transaction() as conn:
+            found = int(conn.execute("PRAGMA user_version").fetchone()["user_version"] or 0)
+            if found > SCHEMA_REVISION:  # a newer version migrated it meanwhile
+                raise newer_schema_error(str(db.path), found)
             for statement in tables:
                 conn.execute(statement)
             # Columns before indexes: an old table may lack a column a new index covers.
