@@ -358,6 +358,20 @@ def test_a_failed_copy_into_a_new_file_leaves_no_file(source: Path, tmp_path: Pa
     assert not target.exists()
 
 
+def test_a_source_a_newer_version_migrated_is_refused_and_points_to_that_version(
+        source: Path, tmp_path: Path) -> None:
+    conn = sqlite3.connect(source)
+    conn.execute("PRAGMA user_version = 9999")
+    conn.close()
+    target = tmp_path / "new.db"
+    code, parsed, _out, _err = copy(str(source), str(target))
+    assert code != 0 and "if a newer version wrote it, copy it with that version" in parsed["error"]
+    assert not target.exists()
+    conn = sqlite3.connect(source)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 9999  # read, never written
+    conn.close()
+
+
 def test_a_column_the_target_lacks_is_named_and_the_new_target_removed(
         source: Path, tmp_path: Path) -> None:
     """The target file is created and migrated, the copy starts, then fails on a column the

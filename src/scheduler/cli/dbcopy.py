@@ -101,9 +101,9 @@ def _copy(source: str, target: str, host_name: str | None, *, force: bool) -> Co
     try:
         if not src.schema_current():
             raise CopyRefusedError(
-                f"the source {shown_location(source)} is not at this version's schema revision; run any "
-                "command on it with this version first (SCHEDULER_DB=<it> openclaw-scheduler "
-                "status), or copy it with the version that wrote it")
+                f"the source {shown_location(source)} is not at this version's schema revision; if it "
+                "is older, run any command on it with this version first (SCHEDULER_DB=<it> "
+                "openclaw-scheduler status); if a newer version wrote it, copy it with that version")
         new_file = _sqlite_path(target)
         created = new_file is not None and not new_file.exists()
         try:
