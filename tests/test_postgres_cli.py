@@ -169,6 +169,36 @@ def test_a_malformed_postgresql_url_never_shows_its_password(url: str, tmp_path:
         assert "cannot connect to postgresql://" in said
 
 
+@pytest.mark.parametrize("url", ["postgresql:/127.0.0.1/x", "mysql://u:s3cret-pw@h/x", "sqlite:///tmp/x.db"])
+def test_a_url_that_is_not_postgresql_is_refused_not_made_a_file(url: str, tmp_path: Path) -> None:
+    """A mistyped or foreign URL would otherwise be a relative path: a new, empty SQLite
+    database under the working directory, served as if it were the fleet's."""
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SCHEDULER_", "OPENCLAW_"))}
+    env |= {"SCHEDULER_DB": url, "HOME": str(tmp_path)}
+    scheme = url.split(":", 1)[0]
+    for argv in (["jobs", "list"], ["status", "--json"], []):  # [] is the daemon itself
+        done = subprocess.run([sys.executable, "-m", "scheduler", *argv], env=env, cwd=workdir,
+                              capture_output=True, text=True, timeout=60)
+        said = done.stdout + done.stderr
+        assert done.returncode == 2, said
+        assert f"SCHEDULER_DB is a {scheme}: URL" in said and "Traceback" not in said
+        assert "s3cret" not in said
+        if "--json" in argv:
+            assert json.loads(done.stdout)["ok"] is False
+        else:
+            assert len(said.strip().splitlines()) == 1, said
+    source = tmp_path / "source.db"
+    env |= {"SCHEDULER_DB": str(source)}
+    assert subprocess.run([sys.executable, "-m", "scheduler", "status"], env=env, capture_output=True,
+                          timeout=60).returncode == 0
+    copied = subprocess.run([sys.executable, "-m", "scheduler", "db", "copy", str(source), url],
+                            env=env, cwd=workdir, capture_output=True, text=True, timeout=60)
+    assert copied.returncode == 2 and f"TARGET is a {scheme}: URL" in copied.stderr
+    assert list(workdir.iterdir()) == []  # nothing made where the daemon or the command ran
+
+
 @pytest.mark.parametrize("argv", [["backup", "create"], ["backup", "restore", "/nonexistent.db"]])
 def test_file_backups_refuse_a_postgresql_database(pg_url: str, tmp_path: Path, argv: list[str]) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SCHEDULER_", "OPENCLAW_"))}

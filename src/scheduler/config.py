@@ -238,6 +238,14 @@ class Settings(BaseSettings):
                 "runs; keep the heartbeat at most a third of the lease")
         return value
 
+    @field_validator("db")
+    @classmethod
+    def _a_database(cls, value: str | None) -> str | None:
+        problem = paths.db_setting_problem(value) if value else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @field_validator("sqlite_synchronous", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:

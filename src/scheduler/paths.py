@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+from scheduler.errors import ConfigError
 
 
 def scheduler_home(env: dict[str, str] | None = None) -> Path:
@@ -20,6 +23,22 @@ DB_URL_SCHEMES = ("postgresql://", "postgres://")
 FLEET_PLACEHOLDER = "fleet-instance"
 
 
+# "scheme:/..." that is not one of ours: a mistyped or foreign URL, never meant as a relative file
+# path (which would silently make a new, empty SQLite database under the working directory).
+_URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:/")
+
+
+def db_setting_problem(value: str, name: str = "SCHEDULER_DB") -> str | None:
+    """Why ``value`` (``SCHEDULER_DB``'s, or what ``name`` says) cannot name a database, or None.
+    Shows no password."""
+    value = value.strip()
+    if value.startswith(DB_URL_SCHEMES) or not _URL_LIKE.match(value):
+        return None
+    scheme = value.split(":", 1)[0]
+    return (f"{name} is a {scheme}: URL; a database is a postgresql:// (or postgres://) URL "
+            "or a SQLite file's path")
+
+
 def db_url(env: dict[str, str] | None = None) -> str | None:
     """``SCHEDULER_DB`` when it is a PostgreSQL URL, else None."""
     env = dict(os.environ) if env is None else env
@@ -34,6 +53,9 @@ def db_path(env: dict[str, str] | None = None) -> Path:
     explicit = env.get("SCHEDULER_DB", "").strip()
     if explicit.startswith(DB_URL_SCHEMES):
         return scheduler_home(env) / FLEET_PLACEHOLDER
+    problem = db_setting_problem(explicit)
+    if problem:
+        raise ConfigError(problem)
     if explicit:
         return Path(explicit).expanduser()
     return scheduler_home(env) / "scheduler.db"

@@ -31,12 +31,17 @@ class CopyRefusedError(SchedulerError):
 
 
 def db_copy(ctx: Context) -> int:
+    from scheduler import paths
     from scheduler.store import is_database_url, shown_location
 
     force, free = ctx.flag("--force"), ctx.flag("--free")
     host = ctx.option("--host")
     ctx.no_extra(2, USAGE)
     source, target = ctx.positional(0, USAGE), ctx.positional(1, USAGE)
+    for name, location in (("SOURCE", source), ("TARGET", target)):
+        problem = paths.db_setting_problem(location, name)
+        if problem:  # a mistyped URL as TARGET would make a SQLite file under the working directory
+            raise UsageError(problem)
     if free and host is not None:
         raise UsageError("--free leaves jobs unplaced and --host pins them: give one of them")
     from_sqlite = not is_database_url(source)
