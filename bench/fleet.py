@@ -58,6 +58,7 @@ from scheduler.models.job import new_job_row
 from scheduler.models.validation import validate_job_spec
 from scheduler.store import is_database_url, open_store, redact_db_url, scrub_db_url
 from scheduler.store.api import Store
+from scheduler.store.postgres.db import first_line
 
 POLL_S = 0.05
 HOST_PREFIX = "bench-host-"
@@ -122,9 +123,8 @@ class Server:
             with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10) as conn:
                 yield conn
         except psycopg.Error as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BenchError(f"PostgreSQL at {redact_db_url(self.admin_url)}: "
-                             f"{scrub_db_url(first, self.admin_url)}") from None
+                             f"{scrub_db_url(first_line(exc), self.admin_url)}") from None
 
     def version(self) -> str:
         with self._admin() as conn:

@@ -24,13 +24,13 @@ def is_database_url(target: str | Path) -> bool:
 
 
 # A password may also come as a query parameter (``?password=...``), which libpq accepts.
-_PASSWORD_PARAMETER = re.compile(r"(?i)([?&]password=)[^&#]*")
+_PASSWORD_PARAMETER = re.compile(r"(?i)([?&]password=)([^&#]*)")
 _MASK = "***"
 _MIN_SCRUBBED_PASSWORD = 4  # a shorter one would mask common letters of an error text
 
 
-def redact_db_url(url: str) -> str:
-    """A database URL without its password, for logs and messages.
+def _split_at_password(url: str) -> tuple[str, str | None, str]:
+    """(what precedes the user part's password, the password or None, what follows it).
 
     Parsed by hand rather than with ``urlsplit``: the URL may be malformed (an unclosed ``[``,
     an unencoded ``/`` or ``@`` in the password) and must still never be shown with its
@@ -38,19 +38,26 @@ def redact_db_url(url: str) -> str:
     masked too much rather than too little.
     """
     scheme, separator, rest = url.partition("://")
-    if separator:
-        userinfo, at, host_part = rest.rpartition("@")
-        if at and ":" in userinfo:
-            rest = f"{userinfo.split(':', 1)[0]}:{_MASK}@{host_part}"
-        url = f"{scheme}://{rest}"
+    userinfo, at, host_part = rest.rpartition("@")
+    if not (separator and at and ":" in userinfo):
+        return url, None, ""
+    user, _, password = userinfo.partition(":")
+    return f"{scheme}://{user}:", password, f"@{host_part}"
+
+
+def redact_db_url(url: str) -> str:
+    """A database URL without its password, for logs and messages."""
+    head, password, tail = _split_at_password(url)
+    if password is not None:
+        url = f"{head}{_MASK}{tail}"
     return _PASSWORD_PARAMETER.sub(lambda m: m.group(1) + _MASK, url)
 
 
 def _db_url_passwords(url: str) -> list[str]:
     """The passwords a database URL carries: in its user part, in its query."""
-    userinfo = url.partition("://")[2].rpartition("@")[0]
-    found = [userinfo.split(":", 1)[1]] if ":" in userinfo else []
-    return found + re.findall(r"(?i)[?&]password=([^&#]*)", url)
+    password = _split_at_password(url)[1]
+    found = [] if password is None else [password]
+    return found + [m.group(2) for m in _PASSWORD_PARAMETER.finditer(url)]
 
 
 def scrub_db_url(text: str, url: str) -> str:

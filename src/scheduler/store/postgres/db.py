@@ -97,12 +97,18 @@ def translate(sql: str, with_params: bool = True) -> str:
     return re.sub(r"\bAS\s+INTEGER\s*\)", "AS BIGINT)", "".join(out), flags=re.IGNORECASE)
 
 
+def first_line(exc: BaseException) -> str:
+    """What a driver error says, on one line (its class name when it says nothing)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def translate_error(exc: BaseException, where: str) -> StoreError:
     """The project's error for what psycopg raises: its class says how to react."""
     import psycopg
     from psycopg import errors
 
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc)
     if isinstance(exc, StoreError):
         return exc
     if isinstance(exc, OverflowError):
@@ -296,9 +302,7 @@ class PgDatabase:
             )
         except Exception as exc:
             # libpq quotes a URL it cannot parse whole, password included.
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            detail = scrub_db_url(first_line, url)
-            raise StoreIOError(f"cannot connect to {where}: {detail}") from None
+            raise StoreIOError(f"cannot connect to {where}: {scrub_db_url(first_line(exc), url)}") from None
         db = cls(url, pool)
         db.backend_pids = pids
         return db
