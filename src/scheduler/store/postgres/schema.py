@@ -21,7 +21,7 @@ from scheduler.store.sqlite.migrations import (
     SCHEMA_REVISION,
     _expected_columns,
     _statements,
-    newer_schema_error,
+    needs_migration,
     schema_sql,
 )
 
@@ -166,21 +166,15 @@ def is_current(db: PgDatabase) -> bool:
 def migrate(db: PgDatabase) -> None:
     """Create what is missing; record the revision. Safe to repeat, and to run from several
     daemons at once."""
-    found = revision(db)
-    if found == SCHEMA_REVISION:
+    if not needs_migration(revision(db), db.where):
         return
-    if found > SCHEMA_REVISION:
-        raise newer_schema_error(db.where, found)
     statements = _statements(schema_sql())
     tables = [s for s in statements if s.upper().startswith("CREATE TABLE")]
     others = [s for s in statements if not s.upper().startswith("CREATE TABLE")]
     with db.transaction(write_lock=False) as conn:
         conn.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK_KEY,))
-        found = _revision(conn)
-        if found == SCHEMA_REVISION:
+        if not needs_migration(_revision(conn), db.where):
             return  # another process migrated while this one waited for the lock
-        if found > SCHEMA_REVISION:
-            raise newer_schema_error(db.where, found)
         conn.execute(FUNCTIONS)  # several statements: sent as one simple query
         for statement in tables:
             conn.execute(create_table_sql(statement))

@@ -72,29 +72,31 @@ def missing_columns(db: Database) -> list[tuple[str, str]]:
     return out
 
 
-def newer_schema_error(where: str, found: int) -> StoreNewerSchemaError:
-    return StoreNewerSchemaError(
-        f"{where} is at schema revision {found}, made by a newer openclaw-scheduler than this one "
-        f"(revision {SCHEMA_REVISION}); nothing was changed: upgrade openclaw-scheduler here, or "
-        "restore a backup this version made")
+def needs_migration(found: int, where: str) -> bool:
+    """Whether a database at revision ``found`` is behind this version's. One a newer version
+    migrated is refused (``StoreNewerSchemaError``): it is never marked back down nor migrated
+    again by code that does not know what the newer revision added."""
+    if found > SCHEMA_REVISION:
+        raise StoreNewerSchemaError(
+            f"{where} is at schema revision {found}, made by a newer openclaw-scheduler than this "
+            f"one (revision {SCHEMA_REVISION}); nothing was changed: upgrade openclaw-scheduler "
+            "here, or restore a backup this version made")
+    return found < SCHEMA_REVISION
 
 
 def migrate(db: Database) -> None:
-    """Create missing tables, indexes and columns; record schema versions. Safe to repeat.
-    A database a newer version migrated is refused, never marked back down."""
-    if is_current(db):
+    """Create missing tables, indexes and columns; record schema versions. Safe to repeat."""
+    if not needs_migration(int(db.scalar("PRAGMA user_version") or 0), str(db.path)):
         return
-    found = int(db.scalar("PRAGMA user_version") or 0)
-    if found > SCHEMA_REVISION:
-        raise newer_schema_error(str(db.path), found)
     try:
         statements = _statements(schema_sql())
         tables = [s for s in statements if s.upper().startswith("CREATE TABLE")]
         others = [s for s in statements if not s.upper().startswith("CREATE TABLE")]
         with db.transaction() as conn:
+            # Again inside the write lock: another process may have migrated it meanwhile.
             found = int(conn.execute("PRAGMA user_version").fetchone()["user_version"] or 0)
-            if found > SCHEMA_REVISION:  # a newer version migrated it meanwhile
-                raise newer_schema_error(str(db.path), found)
+            if not needs_migration(found, str(db.path)):
+                return
             for statement in tables:
                 conn.execute(statement)
             # Columns before indexes: an old table may lack a column a new index covers.
